@@ -1,0 +1,271 @@
+"""What every step of a campaign shares: the context passed to tasks, and memoised resources.
+
+A suspended or re-triggered flow re-runs from the top, so nothing here holds loop state:
+the context is the config plus the campaign's identity, and every resource (store, data,
+embeddings, models) is re-derived from it, memoised per process for speed only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Connection
+
+from alft import faults
+from alft.config import CampaignConfig
+from alft.data import CampaignData, load_campaign_data
+from alft.store import CampaignStore
+
+log = logging.getLogger("alft")
+
+# Steps of one round, in order. Also the names of the Prefect tasks.
+STEP_ORDER = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
+
+# Stream ids that make every random draw independent: (seed, round, stream).
+RNG_SELECT = 1
+RNG_TRAIN = 2
+
+
+class CampaignContext(BaseModel):
+    """The campaign's config and identity: all a task needs to find everything else."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: CampaignConfig
+    uid: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def workdir(self) -> Path:
+        return self.config.workdir_path()
+
+    def round_dir(self, round_: int) -> Path:
+        return self.workdir / "rounds" / f"{round_:03d}"
+
+    def rng(self, round_: int, stream: int) -> np.random.Generator:
+        """The generator for one random stream of one round: same seed and round, same draws."""
+        return np.random.default_rng([self.config.seed, round_, stream])
+
+    def seed_for(self, round_: int, stream: int) -> int:
+        return int(self.rng(round_, stream).integers(0, 2**31 - 1))
+
+    def strategy_config(self, round_: int):
+        return self.config.cold_start if round_ == 0 else self.config.strategy
+
+
+@lru_cache(maxsize=16)
+def _store(url: str) -> CampaignStore:
+    return CampaignStore(url)
+
+
+def open_store(cfg: CampaignConfig) -> CampaignStore:
+    """The campaign store for ``cfg`` (one engine per URL per process)."""
+    return _store(cfg.store_url())
+
+
+def campaign_data(cfg: CampaignConfig) -> CampaignData:
+    """Pool, eval and label set, loaded and checked (memoised while the files are unchanged)."""
+    return load_campaign_data(cfg)
+
+
+def resolve_model(cfg: CampaignConfig) -> str:
+    from alft.embedding import resolve_model_path
+
+    return resolve_model_path(cfg.model.path)
+
+
+def set_threads(cfg: CampaignConfig) -> None:
+    import torch
+
+    n = cfg.model.num_threads or os.cpu_count() or 1
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def campaign_facts(cfg: CampaignConfig) -> dict[str, Any]:
+    """What identifies a campaign's data and model; a resumed run must match it exactly.
+
+    Loads and checks the data and resolves the model, so it is also the preflight check.
+    """
+    data = campaign_data(cfg)
+    return {
+        "seed": cfg.seed,
+        "pool_digest": data.pool.digest,
+        "pool_size": len(data.pool),
+        "eval_digest": data.eval.digest if data.eval is not None else None,
+        "labels": data.labels,
+        "model_digest": model_key(cfg),
+    }
+
+
+_FACT_NAMES = {
+    "seed": "seed",
+    "pool_digest": "pool data (ids or texts changed)",
+    "pool_size": "pool size",
+    "eval_digest": "eval data",
+    "labels": "label set",
+    "model_digest": "model (weights or max_length)",
+}
+
+
+def verify_campaign(cfg: CampaignConfig, existing: dict[str, Any], facts: dict[str, Any], url: str) -> None:
+    """Raise CampaignMismatchError when the stored campaign was made from other data or model."""
+    from alft.errors import CampaignMismatchError
+    from alft.store import safe_url
+
+    diffs = [_FACT_NAMES[k] for k, v in facts.items() if existing[k] != v]
+    if diffs:
+        raise CampaignMismatchError(
+            f"campaign '{cfg.name}' in {safe_url(url)} was created with a different "
+            f"{', '.join(dict.fromkeys(diffs))}; keep the original settings to resume it, "
+            "or give this config a new name"
+        )
+
+
+def preflight(cfg: CampaignConfig) -> dict[str, Any]:
+    """Every check that needs no write: data, labels, model, and an existing campaign's identity."""
+    from sqlalchemy.engine import make_url
+
+    facts = campaign_facts(cfg)
+    url = make_url(cfg.store_url())
+    local_missing = url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
+    if not local_missing:
+        existing = open_store(cfg).campaign(cfg.name)
+        if existing is not None:
+            verify_campaign(cfg, existing, facts, cfg.store_url())
+    return facts
+
+
+# --------------------------------------------------------------------------- embeddings
+@lru_cache(maxsize=4)
+def _encoder(path: str, max_length: int, batch_size: int):
+    from alft.embedding import EncodeOptions, Encoder
+
+    return Encoder(path, EncodeOptions(max_length=max_length, batch_size=batch_size))
+
+
+def encoder_for(cfg: CampaignConfig):
+    return _encoder(resolve_model(cfg), cfg.model.max_length, cfg.model.batch_size)
+
+
+@lru_cache(maxsize=4)
+def _model_digest(path: str, stamp: float) -> str:
+    from alft.embedcache import model_digest
+
+    return model_digest(path)
+
+
+def model_key(cfg: CampaignConfig) -> str:
+    """Cache folder name: the model's content digest plus the encode options."""
+    path = resolve_model(cfg)
+    stamp = Path(path).stat().st_mtime if Path(path).exists() else 0.0
+    enc_opts = f"len{cfg.model.max_length}-mean-l2"
+    return f"{_model_digest(path, stamp)}-{enc_opts}"
+
+
+def embedding_cache(cfg: CampaignConfig):
+    from alft.embedcache import EmbeddingCache
+
+    enc = encoder_for(cfg)
+    return EmbeddingCache(
+        cfg.cache_dir(),
+        model_key(cfg),
+        enc.dim,
+        describe={"model": cfg.model.path, "max_length": cfg.model.max_length, "pooling": "mean", "normalize": True},
+    )
+
+
+def embed_with_cache(cfg: CampaignConfig, texts: list[str], label: str) -> dict[str, int]:
+    """Make sure every text has a cached vector; embed the missing ones (committing as it goes)."""
+    from alft import progress
+    from alft.embedcache import text_keys
+
+    cache = embedding_cache(cfg)
+    keys = text_keys(texts)
+    rows = cache.lookup(keys)
+    missing = np.flatnonzero(rows < 0)
+    if missing.size == 0:
+        return {"texts": len(texts), "embedded": 0}
+    # one vector per distinct text
+    _, first = np.unique(keys[missing], axis=0, return_index=True)
+    todo = missing[np.sort(first)]
+    todo_texts = [texts[i] for i in todo]
+    todo_keys = keys[todo]
+    set_threads(cfg)
+    enc = encoder_for(cfg)
+    batches = enc.batches(todo_texts)
+    flush_every = max(1, 1024 // cfg.model.batch_size)  # whole batches, so a resume re-forms the same ones
+    with cache.writer() as w, progress.bar(f"embed {label}", len(todo_texts)) as advance:
+        pend_pos: list[np.ndarray] = []
+        pend_vec: list[np.ndarray] = []
+        for i, pos in enumerate(batches):
+            pend_vec.append(enc.encode_batch(pos))
+            pend_pos.append(pos)
+            advance(len(pos))
+            if (i + 1) % flush_every == 0 or i == len(batches) - 1:
+                p = np.concatenate(pend_pos)
+                w.append(todo_keys[p], np.concatenate(pend_vec))
+                pend_pos, pend_vec = [], []
+                faults.point("embed.flush")
+    return {"texts": len(texts), "embedded": int(todo.size)}
+
+
+_EMB_MEMO: dict[tuple, np.ndarray] = {}
+
+
+def embeddings_for(cfg: CampaignConfig, texts: list[str], digest: str) -> np.ndarray:
+    """float32 ``[n, d]`` vectors of ``texts`` (all cached already), memoised by content digest."""
+    from alft.embedcache import text_keys
+
+    key = (str(cfg.cache_dir()), model_key(cfg), digest)
+    if key not in _EMB_MEMO:
+        if len(_EMB_MEMO) >= 4:
+            _EMB_MEMO.pop(next(iter(_EMB_MEMO)))
+        _EMB_MEMO[key] = embedding_cache(cfg).get(text_keys(texts))
+    return _EMB_MEMO[key]
+
+
+# --------------------------------------------------------------------------- steps
+def run_step(
+    ctx: CampaignContext,
+    round_: int,
+    step: str,
+    compute: Callable[[], tuple[dict[str, Any], Callable[[Connection], None] | None]],
+) -> dict[str, Any]:
+    """Run a step once: skip it if the store says it is done, else compute and commit.
+
+    ``compute`` returns the step's JSON result and an optional ``commit(conn)`` writing the
+    step's own rows; both land in one transaction with the step's done-marker.
+    """
+    store = open_store(ctx.config)
+    done = store.step_result(ctx.name, round_, step)
+    if done is not None:
+        log.info("round %d: %s already done, skipped", round_, step)
+        return done
+    faults.point(f"r{round_}.{step}.start")
+    t0 = time.perf_counter()
+    result, commit = compute()
+    seconds = time.perf_counter() - t0
+    result = {**result, "seconds": round(seconds, 4)}
+    with store.transaction() as conn:
+        if commit is not None:
+            commit(conn)
+        faults.point(f"r{round_}.{step}.commit")
+        store.finish_step(conn, ctx.name, round_, step, result, seconds)
+    return result
+
+
+def rel(ctx: CampaignContext, path: Path) -> str:
+    """A path inside the campaign folder, relative to it (so the folder can move)."""
+    return str(Path(path).resolve().relative_to(ctx.workdir.resolve()))

@@ -1,0 +1,446 @@
+"""Typed campaign configuration: YAML in ``conf/``, validated by pydantic, overridable from the CLI.
+
+Rules
+-----
+* Unknown keys are errors (``extra="forbid"``); messages name the key, the file and the line.
+* ``${VAR}`` and ``${VAR:-default}`` in string values are replaced from the environment, so
+  secrets (a PostgreSQL password in ``store.url``) stay out of files.
+* Relative paths are resolved against the config file's folder, except ``workdir``, whose
+  default is ``runs/<name>`` under the current directory.
+* ``--set key.sub=value`` overrides are applied before validation; values are YAML scalars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alft.errors import ConfigError
+
+__all__ = [
+    "CampaignConfig",
+    "DataConfig",
+    "DataSource",
+    "load_config",
+    "parse_overrides",
+]
+
+
+class Strict(BaseModel):
+    """Base of every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(Strict):
+    """Where a split comes from: a file (JSONL, CSV, Parquet), a saved dataset folder, or a hub id."""
+
+    path: str = Field(description="file, saved `datasets` folder, or Hugging Face Hub dataset id")
+    format: Literal["auto", "json", "csv", "parquet", "disk", "hub"] = "auto"
+    split: str = Field("train", description="split to take from a dataset folder or hub id")
+
+
+class DataConfig(Strict):
+    """Pool and evaluation data and the names of their columns."""
+
+    pool: DataSource
+    eval: DataSource | None = None
+    id_field: str = "id"
+    text_field: str = "text"
+    label_field: str | None = Field(
+        "label",
+        description="gold label column: read by the simulated oracle and the evaluation",
+    )
+    labels: list[str] | str | None = Field(
+        None,
+        description="the label set: a list, a JSON file holding a list, or null to take the "
+        "sorted distinct values of the pool's gold column",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, v: list[str] | str | None) -> list[str] | str | None:
+        if isinstance(v, list):
+            if len(v) < 2:
+                raise ValueError(f"needs at least 2 labels, got {len(v)}")
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"duplicate labels: {dup}")
+            if any(not str(x).strip() for x in v):
+                raise ValueError("labels must be non-empty strings")
+        return v
+
+
+class ModelConfig(Strict):
+    """The encoder whose embeddings are the features (and the base for the transformer trainer)."""
+
+    path: str = Field(
+        "packaged:all-MiniLM-L6-v2",
+        description="model folder, hub id, or packaged:all-MiniLM-L6-v2 (shipped on PyPI)",
+    )
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per text; longer ones are truncated")
+    batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass when embedding")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    cache_dir: str | None = Field(
+        None, description="embedding cache folder (default: $ALFT_CACHE_DIR or ~/.cache/alft)"
+    )
+
+
+class StrategyConfig(Strict):
+    """A registered strategy by name, with its options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class HeadTrainerConfig(Strict):
+    """Multinomial logistic regression on frozen embeddings."""
+
+    C: float = Field(20.0, gt=0, description="inverse L2 regularisation strength")
+    max_iter: int = Field(1000, ge=10)
+    class_weight: Literal["balanced"] | None = None
+
+
+class TransformerTrainerConfig(Strict):
+    """Full fine-tuning of AutoModelForSequenceClassification with the HF Trainer on CPU."""
+
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    batch_size: int = Field(16, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_length: int = Field(128, ge=8, le=8192)
+
+
+class TrainerConfig(Strict):
+    """Which trainer fine-tunes each round, and the options of each."""
+
+    kind: Literal["head", "transformer"] = "head"
+    head: HeadTrainerConfig = Field(default_factory=HeadTrainerConfig)
+    transformer: TransformerTrainerConfig = Field(default_factory=TransformerTrainerConfig)
+
+
+class OracleConfig(Strict):
+    """Who answers the label requests. ``simulated`` reads the gold label column."""
+
+    kind: Literal["simulated"] = "simulated"
+    annotator: str = "oracle:gold"
+
+
+class PlateauConfig(Strict):
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    patience: int = Field(2, ge=1)
+    min_delta: float = Field(0.002, ge=0)
+
+
+class TargetConfig(Strict):
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    value: float = Field(gt=0, le=1)
+
+
+class StopConfig(Strict):
+    """Stop rules beyond the budget (always on) and an exhausted pool (always on)."""
+
+    max_rounds: int | None = Field(None, ge=1, description="rounds including the cold start")
+    plateau: PlateauConfig | None = None
+    target: TargetConfig | None = None
+
+
+class TrackingConfig(Strict):
+    """MLflow. Default: SQLite file ``mlflow.db`` in the campaign folder."""
+
+    uri: str | None = None
+    experiment: str | None = Field(None, description="default: alft/<campaign name>")
+    artifact_location: str | None = Field(
+        None, description="default: <workdir>/mlartifacts for a sqlite:/// or file tracking URI"
+    )
+
+
+class StoreConfig(Strict):
+    """The campaign store: any SQLAlchemy URL. Default: SQLite ``campaign.db`` in the campaign folder."""
+
+    url: str | None = None
+
+
+NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
+class CampaignConfig(Strict):
+    """A whole campaign: what to label, with which model, how many, and when to stop."""
+
+    name: str = Field(pattern=NAME_RE, description="campaign name: lowercase, digits, . _ -")
+    seed: int = Field(0, ge=0, description="every random choice derives from it and the round")
+    budget: int = Field(gt=0, description="total labels, the cold-start batch included")
+    batch_size: int = Field(100, gt=0, description="labels asked for per round after round 0")
+    initial_size: int | None = Field(
+        None, gt=0, description="labels asked for in round 0 (default: batch_size)"
+    )
+    workdir: str | None = Field(None, description="campaign folder (default: runs/<name>)")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="margin"))
+    cold_start: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="kmeans"))
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    oracle: OracleConfig = Field(default_factory=OracleConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @property
+    def first_batch(self) -> int:
+        return self.initial_size or self.batch_size
+
+    @model_validator(mode="after")
+    def _check(self) -> CampaignConfig:
+        from strategies import StrategyError, get_spec, get_strategy
+
+        if self.budget < self.first_batch:
+            raise ValueError(
+                f"budget ({self.budget}) is smaller than one batch "
+                f"(initial_size={self.first_batch}); raise budget or lower initial_size"
+            )
+        for key in ("strategy", "cold_start"):
+            sc: StrategyConfig = getattr(self, key)
+            try:
+                spec = get_spec(sc.name)
+                get_strategy(sc.name, **sc.options)
+            except StrategyError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+            if key == "cold_start" and "probs" in spec.needs:
+                raise ValueError(
+                    f"cold_start: strategy '{sc.name}' needs model probabilities, which do not "
+                    "exist before the first labels; use random or kmeans"
+                )
+        metric_rules = [r for r in (self.stop.plateau, self.stop.target) if r is not None]
+        if metric_rules and self.data.eval is None:
+            raise ValueError("stop.plateau and stop.target need data.eval (metrics come from it)")
+        if self.oracle.kind == "simulated" and self.data.label_field is None:
+            raise ValueError("oracle.kind 'simulated' needs data.label_field (the gold column)")
+        return self
+
+    # ----------------------------------------------------------------- resolved paths
+    def workdir_path(self) -> Path:
+        return Path(self.workdir) if self.workdir else Path("runs") / self.name
+
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{(self.workdir_path() / 'campaign.db').resolve()}"
+
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{(self.workdir_path() / 'mlflow.db').resolve()}"
+
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or f"alft/{self.name}"
+
+    def cache_dir(self) -> Path:
+        if self.model.cache_dir:
+            return Path(self.model.cache_dir)
+        env = os.environ.get("ALFT_CACHE_DIR")
+        return Path(env) if env else Path.home() / ".cache" / "alft"
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any, where: str) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable ${{{name}}} is not set")
+
+        return _ENV_RE.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _line_map(text: str) -> dict[tuple[str, ...], int]:
+    """Key path -> 1-based line number, for error messages."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, str(k.value))
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                key = (*path, str(i))
+                lines[key] = v.start_mark.line + 1
+                walk(v, key)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def parse_overrides(items: list[str]) -> dict[tuple[str, ...], Any]:
+    """``["budget=500", "strategy.name=entropy"]`` -> ``{("budget",): 500, ...}``."""
+    out: dict[tuple[str, ...], Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. --set budget=500)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        out[tuple(key.split("."))] = value
+    return out
+
+
+def _apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"--set {'.'.join(path)}: '{'.'.join(path[: i + 1])}' is not a mapping"
+            )
+        node = child
+    node[path[-1]] = value
+
+
+def _format_validation(
+    exc: ValidationError, source: str, lines: dict[tuple[str, ...], int], overridden: set[tuple[str, ...]]
+) -> str:
+    msgs = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        dotted = ".".join(loc) or "(top level)"
+        where = source
+        # walk up to the closest key that has a line (a missing key's parent, say)
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in overridden:
+                where = f"{source} (from --set {'.'.join(loc[:cut])})"
+                break
+            if loc[:cut] in lines:
+                where = f"{source} line {lines[loc[:cut]]}"
+                break
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{dotted}'"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{dotted}'"
+        else:
+            text = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+            msg = f"{dotted}: {text}{shown}" if loc else f"{text}"
+        msgs.append(f"{where}: {msg}")
+    return "invalid config\n  " + "\n  ".join(msgs)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make relative local paths absolute against ``base`` (the config file's folder)."""
+
+    def fix(value: str | None) -> str | None:
+        if not value or "://" in value or value.startswith("packaged:"):
+            return value
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        candidate = (base / p).resolve()
+        # A relative string that is not a local path is left alone: it may be a hub id.
+        return str(candidate) if candidate.exists() or value.startswith(".") else value
+
+    d = data.get("data")
+    if isinstance(d, dict):
+        for split in ("pool", "eval"):
+            src = d.get(split)
+            if isinstance(src, dict) and isinstance(src.get("path"), str):
+                if src.get("format") != "hub":
+                    src["path"] = fix(src["path"])
+        if isinstance(d.get("labels"), str):
+            d["labels"] = fix(d["labels"])
+    m = data.get("model")
+    if isinstance(m, dict):
+        for key in ("path", "cache_dir"):
+            if isinstance(m.get(key), str):
+                m[key] = fix(m[key])
+    if isinstance(data.get("workdir"), str):
+        w = Path(data["workdir"]).expanduser()
+        data["workdir"] = str(w if w.is_absolute() else (base / w).resolve())
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> CampaignConfig:
+    """Read, override, validate and resolve a campaign config file.
+
+    The returned config has absolute local paths and an absolute ``workdir``, so it can be
+    passed to a flow run that executes elsewhere (a worker, a deployment).
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"config path is a folder, not a YAML file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{where}: malformed YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of keys, got {type(data).__name__}")
+    over = parse_overrides(overrides or [])
+    for key_path, value in over.items():
+        _apply_override(data, key_path, value)
+    data = _expand_env(data, source)
+    _resolve_paths(data, path.resolve().parent)
+    if "workdir" not in data or data["workdir"] is None:
+        name = data.get("name")
+        if isinstance(name, str) and re.match(NAME_RE, name):
+            data["workdir"] = str((Path.cwd() / "runs" / name).resolve())
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, _line_map(text), set(over))) from None
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<parameters>") -> CampaignConfig:
+    """Validate a config given as a mapping (flow parameters from the Prefect API)."""
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, {}, set())) from None
+
+
+def config_digest(cfg: CampaignConfig) -> str:
+    """Stable short digest of the resolved config (for tags and change detection)."""
+    import hashlib
+
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

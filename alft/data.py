@@ -1,0 +1,279 @@
+"""Pool and eval data through Hugging Face ``datasets``, with schema checks.
+
+A loaded split is a ``TextDataset``: parallel lists indexed by *pool id* (the row position
+in the loaded split). Every check names the file, the row and the id it failed on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from alft.config import CampaignConfig, DataConfig, DataSource
+from alft.errors import DataError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_EXT = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """A loaded split. ``ids[i]``, ``texts[i]`` and ``gold[i]`` describe pool id ``i``."""
+
+    ids: list[str]
+    texts: list[str]
+    gold: list[str | None] | None
+    source: str
+    fmt: str
+    digest: str
+    _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pool_id(self, example_id: str) -> int:
+        """Pool id of an example id; KeyError if the split has no such id."""
+        if not self._index:
+            self._index.update({x: i for i, x in enumerate(self.ids)})
+        return self._index[example_id]
+
+    def pool_ids(self, example_ids: list[str]) -> list[int]:
+        return [self.pool_id(x) for x in example_ids]
+
+
+def detect_format(src: DataSource) -> str:
+    """The loader to use for ``src``: json, csv, parquet, disk (a saved dataset) or hub."""
+    if src.format != "auto":
+        return src.format
+    p = Path(src.path)
+    if p.is_dir():
+        return "disk"
+    if p.exists():
+        fmt = _EXT.get(p.suffix.lower())
+        if fmt is None:
+            raise DataError(
+                f"{src.path}: cannot tell the format from the extension '{p.suffix}'; "
+                "set format: json|csv|parquet"
+            )
+        return fmt
+    if p.is_absolute() or src.path.startswith((".", "~")) or not _HUB_ID.match(src.path):
+        raise DataError(f"data file not found: {src.path}")
+    return "hub"
+
+
+def _load_raw(src: DataSource, fmt: str, role: str):
+    """Return a ``datasets.Dataset`` for the split."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = src.path
+    try:
+        if fmt in ("json", "csv", "parquet"):
+            if not Path(path).exists():
+                raise DataError(f"{role} data file not found: {path}")
+            if Path(path).stat().st_size == 0:
+                raise DataError(f"{role} data {path}: the file is empty")
+            return datasets.load_dataset(fmt, data_files=str(path), split="train")
+        if fmt == "disk":
+            if not Path(path).is_dir():
+                raise DataError(f"{role} data folder not found: {path}")
+            obj = datasets.load_from_disk(path)
+        else:  # hub
+            obj = datasets.load_dataset(path, split=src.split)
+    except DataError:
+        raise
+    except FileNotFoundError as exc:
+        raise DataError(f"{role} data {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{role} data {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+            "re-encode the file as UTF-8"
+        ) from None
+    except Exception as exc:  # datasets/pyarrow raise many types; name the file, keep the cause
+        hint = ""
+        if fmt == "hub":
+            hint = " (hub datasets need a network, or HF_DATASETS_OFFLINE=0 and a local cache)"
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{role} data {path}: cannot load as {fmt}{hint}: {cause}") from exc
+    if isinstance(obj, datasets.DatasetDict):
+        if src.split not in obj:
+            raise DataError(
+                f"{role} data {path}: no split '{src.split}' (splits: {', '.join(obj)})"
+            )
+        obj = obj[src.split]
+    return obj
+
+
+def _digest(ids: list[str], texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for i, t in zip(ids, texts, strict=True):
+        h.update(i.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def _first_rows(rows: list[int], ids: list[str] | None = None, n: int = 3) -> str:
+    parts = []
+    for r in rows[:n]:
+        parts.append(f"row {r + 1}" + (f" (id {ids[r]!r})" if ids is not None else ""))
+    more = f" and {len(rows) - n} more" if len(rows) > n else ""
+    return ", ".join(parts) + more
+
+
+def _load_split(
+    src: DataSource, dcfg: DataConfig, role: str, need_gold: bool
+) -> TextDataset:
+    fmt = detect_format(src)
+    ds = _load_raw(src, fmt, role)
+    where = f"{role} data {src.path}"
+    if len(ds) == 0:
+        raise DataError(f"{where}: no rows")
+    cols = list(ds.column_names)
+    wanted = [dcfg.id_field, dcfg.text_field] + ([dcfg.label_field] if need_gold else [])
+    for col in wanted:
+        if col is not None and col not in cols:
+            raise DataError(f"{where}: no column '{col}' (columns: {', '.join(cols)})")
+    raw_ids = ds[dcfg.id_field]
+    null_ids = [i for i, x in enumerate(raw_ids) if x is None or (isinstance(x, str) and not x.strip())]
+    if null_ids:
+        raise DataError(f"{where}: {len(null_ids)} rows have no id: {_first_rows(null_ids)}")
+    ids = [str(x) for x in raw_ids]
+    seen: dict[str, int] = {}
+    dups: list[tuple[str, int, int]] = []
+    for i, x in enumerate(ids):
+        if x in seen:
+            dups.append((x, seen[x], i))
+        else:
+            seen[x] = i
+    if dups:
+        x, a, b = dups[0]
+        raise DataError(
+            f"{where}: {len(dups)} duplicate ids; first {x!r} at rows {a + 1} and {b + 1}"
+        )
+    raw_texts = ds[dcfg.text_field]
+    not_str = [i for i, t in enumerate(raw_texts) if t is not None and not isinstance(t, str)]
+    if not_str:
+        raise DataError(
+            f"{where}: column '{dcfg.text_field}' must hold text; {len(not_str)} rows do not: "
+            f"{_first_rows(not_str, ids)}"
+        )
+    empty = [i for i, t in enumerate(raw_texts) if t is None or not t.strip()]
+    if empty:
+        raise DataError(f"{where}: {len(empty)} empty texts: {_first_rows(empty, ids)}")
+    binary = [i for i, t in enumerate(raw_texts) if "\x00" in t]
+    if binary:
+        raise DataError(
+            f"{where}: {len(binary)} texts hold NUL bytes (binary data?): {_first_rows(binary, ids)}"
+        )
+    texts = list(raw_texts)
+    gold = None
+    if dcfg.label_field is not None and dcfg.label_field in cols:
+        gold = [None if g is None else str(g) for g in ds[dcfg.label_field]]
+        if need_gold:
+            missing = [i for i, g in enumerate(gold) if g is None or not g.strip()]
+            if missing:
+                raise DataError(
+                    f"{where}: {len(missing)} rows have no gold label in "
+                    f"'{dcfg.label_field}': {_first_rows(missing, ids)}"
+                )
+    return TextDataset(ids=ids, texts=texts, gold=gold, source=src.path, fmt=fmt, digest=_digest(ids, texts))
+
+
+def _stamp(path: str) -> tuple:
+    p = Path(path)
+    try:
+        st = p.stat()
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return (0, 0)
+
+
+@lru_cache(maxsize=8)
+def _cached_split(src_json: str, dcfg_json: str, role: str, need_gold: bool, stamp: tuple) -> TextDataset:
+    return _load_split(
+        DataSource.model_validate_json(src_json), DataConfig.model_validate_json(dcfg_json), role, need_gold
+    )
+
+
+def load_split(src: DataSource, dcfg: DataConfig, role: str, need_gold: bool) -> TextDataset:
+    """Load and check one split; memoised per process while the file is unchanged."""
+    return _cached_split(src.model_dump_json(), dcfg.model_dump_json(), role, need_gold, _stamp(src.path))
+
+
+def resolve_labels(dcfg: DataConfig, pool: TextDataset) -> list[str]:
+    """The campaign's label set, in a fixed order (class index = position)."""
+    if isinstance(dcfg.labels, list):
+        return [str(x) for x in dcfg.labels]
+    if isinstance(dcfg.labels, str):
+        p = Path(dcfg.labels)
+        if not p.exists():
+            raise DataError(f"data.labels file not found: {p}")
+        try:
+            labels = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"data.labels file {p}: not valid JSON ({exc})") from None
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
+            raise DataError(f"data.labels file {p}: must hold a JSON list of non-empty strings")
+        if len(set(labels)) != len(labels):
+            dup = sorted(k for k, v in Counter(labels).items() if v > 1)
+            raise DataError(f"data.labels file {p}: duplicate labels {dup}")
+        if len(labels) < 2:
+            raise DataError(f"data.labels file {p}: needs at least 2 labels, has {len(labels)}")
+        return labels
+    if pool.gold is None:
+        raise DataError("data.labels is not set and the pool has no gold column to infer it from")
+    labels = sorted({g for g in pool.gold if g is not None})
+    if len(labels) < 2:
+        raise DataError(f"the pool's gold column has {len(labels)} distinct labels; need at least 2")
+    return labels
+
+
+def check_gold_in_labels(ds: TextDataset, labels: list[str], role: str) -> None:
+    """Every gold value must be in the label set."""
+    if ds.gold is None:
+        return
+    known = set(labels)
+    bad = [i for i, g in enumerate(ds.gold) if g is not None and g not in known]
+    if bad:
+        values = sorted({ds.gold[i] for i in bad})
+        shown = ", ".join(repr(v) for v in values[:5]) + (" ..." if len(values) > 5 else "")
+        raise DataError(
+            f"{role} data {ds.source}: {len(bad)} rows have labels not in the label set "
+            f"({len(labels)} labels): {shown}; first at {_first_rows(bad, ds.ids, 1)}"
+        )
+
+
+@dataclass(frozen=True)
+class CampaignData:
+    """Pool, eval split and label set of a campaign, all checked."""
+
+    pool: TextDataset
+    eval: TextDataset | None
+    labels: list[str]
+
+
+def load_campaign_data(cfg: CampaignConfig) -> CampaignData:
+    """Load and check everything the campaign reads; raise DataError naming the first problem."""
+    need_pool_gold = cfg.oracle.kind == "simulated"
+    pool = load_split(cfg.data.pool, cfg.data, "pool", need_pool_gold)
+    labels = resolve_labels(cfg.data, pool)
+    check_gold_in_labels(pool, labels, "pool")
+    ev = None
+    if cfg.data.eval is not None:
+        if cfg.data.label_field is None:
+            raise DataError("data.eval needs data.label_field: evaluation compares against gold")
+        ev = load_split(cfg.data.eval, cfg.data, "eval", need_gold=True)
+        check_gold_in_labels(ev, labels, "eval")
+    if len(pool) < cfg.first_batch:
+        raise DataError(
+            f"pool data {pool.source}: {len(pool)} rows, fewer than the first batch "
+            f"({cfg.first_batch})"
+        )
+    return CampaignData(pool=pool, eval=ev, labels=labels)

@@ -1,0 +1,35 @@
+"""Domain errors. Each message names the problem, where it is, and the numbers involved."""
+
+from __future__ import annotations
+
+
+class AlftError(Exception):
+    """Base of every error alft reports to a user (the CLI prints it and exits 2)."""
+
+
+class ConfigError(AlftError):
+    """A campaign config is malformed, has unknown keys, or values out of range."""
+
+
+class DataError(AlftError):
+    """Pool or eval data is missing, unreadable, or fails a schema check."""
+
+
+class ModelError(AlftError):
+    """A model folder or hub id cannot be loaded."""
+
+
+class StoreError(AlftError):
+    """The campaign store cannot be opened or is in a state alft cannot continue from."""
+
+
+class CampaignMismatchError(StoreError):
+    """The store holds a campaign of this name whose data or settings differ from the config."""
+
+
+class LabelError(AlftError):
+    """A label is unknown, for an example not awaiting one, or otherwise not acceptable."""
+
+
+class TrainerError(AlftError):
+    """Fine-tuning cannot run on what was given (too few labels, bad options)."""

@@ -1,0 +1,118 @@
+"""Export a campaign's labeled dataset: JSONL, a `datasets` folder, and a data card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from alft.config import CampaignConfig
+from alft.data import load_campaign_data
+from alft.errors import AlftError
+from alft.fsutil import atomic_dir
+from alft.store import CampaignStore
+
+
+def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[dict[str, Any]]:
+    """One row per labeled example with its current label and provenance, in selection order."""
+    data = load_campaign_data(cfg)
+    events = store.label_events(name)
+    latest: dict[str, dict[str, Any]] = {}
+    for e in events:  # ordered by event id: the last one wins
+        latest[e["example_id"]] = e
+    rows = []
+    for s in store.selections(name):
+        e = latest.get(s["example_id"])
+        if e is None:
+            continue  # selected, not labeled yet
+        rows.append(
+            {
+                "id": s["example_id"],
+                "text": data.pool.texts[s["pool_id"]],
+                "label": e["label"],
+                "round": s["round"],
+                "strategy": s["strategy"],
+                "score": s["score"],
+                "annotator": e["annotator"],
+                "labeled_at": e["created_at"].isoformat() if e["created_at"] else None,
+            }
+        )
+    return rows
+
+
+def data_card(name: str, cfg: CampaignConfig, rows: list[dict[str, Any]], camp: dict[str, Any], labels: list[str]) -> str:
+    counts = Counter(r["label"] for r in rows)
+    per_round = Counter(r["round"] for r in rows)
+    strategies = sorted({r["strategy"] for r in rows})
+    lines = [
+        f"# {name}: labeled dataset",
+        "",
+        f"Built by alft active learning on {dt.date.today().isoformat()}.",
+        "",
+        "## Source",
+        f"- pool: `{cfg.data.pool.path}` ({camp['pool_size']} examples, digest `{camp['pool_digest'][:16]}`)",
+        f"- eval: `{cfg.data.eval.path}`" if cfg.data.eval else "- eval: none",
+        f"- encoder: `{cfg.model.path}`; trainer: `{cfg.trainer.kind}`",
+        f"- strategies: {', '.join(strategies)} (cold start: {cfg.cold_start.name}); seed {cfg.seed}",
+        f"- annotators: {', '.join(sorted({r['annotator'] for r in rows}))}",
+        "",
+        "## Counts",
+        f"- labeled examples: {len(rows)} of budget {cfg.budget}",
+        f"- rounds: {len(per_round)} ({', '.join(f'round {k}: {v}' for k, v in sorted(per_round.items()))})",
+        f"- labels used: {len(counts)} of {len(labels)}",
+        "",
+        "| label | examples |",
+        "|---|---|",
+    ]
+    lines += [f"| {lab} | {counts.get(lab, 0)} |" for lab in labels]
+    lines += [
+        "",
+        "## Files",
+        "- `labeled.jsonl`: id, text, label, round, strategy, score, annotator, labeled_at",
+        "- `dataset/`: the same rows as a Hugging Face `datasets` folder (`datasets.load_from_disk`)",
+        "",
+        f"Stop: {camp.get('stop_reason') or 'campaign not stopped at export time'}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: Path) -> dict[str, int]:
+    """Write ``out/labeled.jsonl``, ``out/dataset/`` and ``out/README.md`` (all or nothing)."""
+    import datasets
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AlftError(f"export folder {out} exists and is not empty; choose a new --out")
+    camp = store.campaign(name)
+    rows = labeled_rows(store, name, cfg)
+    if not rows:
+        raise AlftError(f"campaign '{name}' has no labeled examples to export")
+    labels = load_campaign_data(cfg).labels
+
+    def write(tmp: Path) -> None:
+        with open(tmp / "labeled.jsonl", "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        features = datasets.Features(
+            {
+                "id": datasets.Value("string"),
+                "text": datasets.Value("string"),
+                "label": datasets.ClassLabel(names=labels),
+                "round": datasets.Value("int32"),
+                "strategy": datasets.Value("string"),
+                "score": datasets.Value("float64"),
+                "annotator": datasets.Value("string"),
+                "labeled_at": datasets.Value("string"),
+            }
+        )
+        ds = datasets.Dataset.from_list(rows, features=features)
+        ds.save_to_disk(str(tmp / "dataset"))
+        (tmp / "README.md").write_text(data_card(name, cfg, rows, camp, labels), encoding="utf-8")
+
+    if out.exists():
+        out.rmdir()
+    atomic_dir(out, write)
+    return {"n": len(rows), "n_labels_used": len({r["label"] for r in rows})}

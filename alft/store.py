@@ -1,0 +1,470 @@
+"""The campaign store: what was selected and labeled, every step's result, the metrics.
+
+SQLAlchemy Core over any URL (SQLite by default, PostgreSQL to scale out). Every table is
+keyed by campaign name, so campaigns can share one database. Labels are append-only
+events; the current label of an example is its latest event. A step is done when its row
+exists in ``steps``; the step's own rows (selections, label events, metrics) are written in
+the *same* transaction as that marker, so a crash leaves either both or neither.
+
+Schema (version 1)::
+
+    campaigns(name PK, uid, created_at, config JSON, seed, pool_digest, pool_size,
+              eval_digest, labels JSON, model_digest, mlflow_experiment_id, mlflow_run_id,
+              stop_rule, stop_reason, stopped_round, stopped_at)
+    rounds(campaign, round, started_at, finished_at, n_labels, strategy, mlflow_run_id,
+           tracked_at)                                   PK(campaign, round)
+    steps(campaign, round, step, finished_at, seconds, result JSON)
+                                                         PK(campaign, round, step)
+    selections(campaign, example_id, pool_id, round, position, score, strategy, selected_at)
+                                                         PK(campaign, example_id)
+                                                         UNIQUE(campaign, round, position)
+    label_events(event_id PK, campaign, example_id, round, label, annotator, source,
+                 created_at)                             INDEX(campaign, example_id)
+    metrics(campaign, round, name, value, n_labels)      PK(campaign, round, name)
+    alft_meta(key PK, value)                             schema_version
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from alft.errors import StoreError
+from strategies.stopping import RoundRecord
+
+SCHEMA_VERSION = 1
+STEPS = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
+
+metadata = MetaData()
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("uid", String(32), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("pool_digest", String(64), nullable=False),
+    Column("pool_size", Integer, nullable=False),
+    Column("eval_digest", String(64)),
+    Column("labels", JSON, nullable=False),
+    Column("model_digest", String(64), nullable=False),
+    Column("mlflow_experiment_id", String(64)),
+    Column("mlflow_run_id", String(64)),
+    Column("stop_rule", String(32)),
+    Column("stop_reason", Text),
+    Column("stopped_round", Integer),
+    Column("stopped_at", DateTime(timezone=True)),
+)
+
+rounds = Table(
+    "rounds",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("n_labels", Integer),
+    Column("strategy", String(64), nullable=False),
+    Column("mlflow_run_id", String(64)),
+    Column("tracked_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("campaign", "round"),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("step", String(16), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("result", JSON, nullable=False),
+    PrimaryKeyConstraint("campaign", "round", "step"),
+)
+
+selections = Table(
+    "selections",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("example_id", String(512), nullable=False),
+    Column("pool_id", Integer, nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("score", Float),
+    Column("strategy", String(64), nullable=False),
+    Column("selected_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("campaign", "example_id"),
+    UniqueConstraint("campaign", "round", "position"),
+)
+
+label_events = Table(
+    "label_events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("example_id", String(512), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("label", String(256), nullable=False),
+    Column("annotator", String(128), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_label_events_campaign_example", "campaign", "example_id"),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("n_labels", Integer, nullable=False),
+    PrimaryKeyConstraint("campaign", "round", "name"),
+)
+
+alft_meta = Table(
+    "alft_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
+        # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE: SQLite's default deferred
+        # transactions deadlock when two writers both upgrade from a read lock.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # labels are human work: durable on commit
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # pragma: no cover - driver callback
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class CampaignStore:
+    """Typed access to the campaign tables. Methods taking ``conn`` run inside a transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+                from pathlib import Path
+
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, future=True, pool_pre_ping=True)
+            if self.engine.dialect.name == "sqlite":
+                _sqlite_pragmas(self.engine)
+            metadata.create_all(self.engine)
+            with self.transaction() as conn:
+                row = conn.execute(
+                    select(alft_meta.c.value).where(alft_meta.c.key == "schema_version")
+                ).scalar()
+                if row is None:
+                    conn.execute(alft_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row) != SCHEMA_VERSION:
+                    raise StoreError(
+                        f"campaign store {safe_url(url)} has schema version {row}, "
+                        f"this alft expects {SCHEMA_VERSION}"
+                    )
+        except StoreError:
+            raise
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            raise StoreError(f"cannot open campaign store {safe_url(url)}: {exc}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: commits on success, rolls back on any exception."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    # ------------------------------------------------------------ campaigns
+    def campaign(self, name: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(campaigns).where(campaigns.c.name == name)).mappings().first()
+        return dict(row) if row else None
+
+    def campaign_names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(campaigns.c.name).order_by(campaigns.c.name)).scalars())
+
+    def create_campaign(self, conn: Connection, **values: Any) -> None:
+        conn.execute(campaigns.insert().values(created_at=utcnow(), **values))
+
+    def update_campaign(self, conn: Connection, name: str, **values: Any) -> None:
+        conn.execute(campaigns.update().where(campaigns.c.name == name).values(**values))
+
+    def set_stop(self, conn: Connection, name: str, round_: int, rule: str, reason: str) -> None:
+        self.update_campaign(
+            conn, name, stop_rule=rule, stop_reason=reason, stopped_round=round_, stopped_at=utcnow()
+        )
+
+    def clear_stop(self, conn: Connection, name: str) -> None:
+        self.update_campaign(conn, name, stop_rule=None, stop_reason=None, stopped_round=None, stopped_at=None)
+
+    # ------------------------------------------------------------ rounds and steps
+    def round_row(self, name: str, round_: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(rounds).where(rounds.c.campaign == name, rounds.c.round == round_)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def rounds(self, name: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(rounds).where(rounds.c.campaign == name).order_by(rounds.c.round)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def ensure_round(self, name: str, round_: int, strategy: str) -> None:
+        with self.transaction() as conn:
+            exists = conn.execute(
+                select(rounds.c.round).where(rounds.c.campaign == name, rounds.c.round == round_)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    rounds.insert().values(campaign=name, round=round_, started_at=utcnow(), strategy=strategy)
+                )
+
+    def finish_round(self, conn: Connection, name: str, round_: int, n_labels: int) -> None:
+        conn.execute(
+            rounds.update()
+            .where(rounds.c.campaign == name, rounds.c.round == round_)
+            .values(finished_at=utcnow(), n_labels=n_labels)
+        )
+
+    def set_round_run(self, name: str, round_: int, run_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                rounds.update()
+                .where(rounds.c.campaign == name, rounds.c.round == round_)
+                .values(mlflow_run_id=run_id)
+            )
+
+    def mark_tracked(self, name: str, round_: int) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                rounds.update()
+                .where(rounds.c.campaign == name, rounds.c.round == round_)
+                .values(tracked_at=utcnow())
+            )
+
+    def step_result(self, name: str, round_: int, step: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(steps.c.result).where(
+                    steps.c.campaign == name, steps.c.round == round_, steps.c.step == step
+                )
+            ).first()
+        return dict(row[0]) if row else None
+
+    def steps(self, name: str, round_: int | None = None) -> list[dict[str, Any]]:
+        q = select(steps).where(steps.c.campaign == name)
+        if round_ is not None:
+            q = q.where(steps.c.round == round_)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(steps.c.round, steps.c.finished_at)).mappings()]
+
+    def finish_step(
+        self, conn: Connection, name: str, round_: int, step: str, result: dict[str, Any], seconds: float
+    ) -> None:
+        conn.execute(
+            steps.insert().values(
+                campaign=name, round=round_, step=step, finished_at=utcnow(), seconds=float(seconds), result=result
+            )
+        )
+
+    # ------------------------------------------------------------ selections
+    def add_selections(
+        self,
+        conn: Connection,
+        name: str,
+        round_: int,
+        rows: Sequence[tuple[str, int, float | None]],
+        strategy: str,
+    ) -> None:
+        """``rows`` = (example id, pool id, score or None) in selection order."""
+        now = utcnow()
+        conn.execute(
+            selections.insert(),
+            [
+                {
+                    "campaign": name,
+                    "example_id": ex,
+                    "pool_id": int(pid),
+                    "round": round_,
+                    "position": i,
+                    "score": score,
+                    "strategy": strategy,
+                    "selected_at": now,
+                }
+                for i, (ex, pid, score) in enumerate(rows)
+            ],
+        )
+
+    def selections(self, name: str, round_: int | None = None) -> list[dict[str, Any]]:
+        q = select(selections).where(selections.c.campaign == name)
+        if round_ is not None:
+            q = q.where(selections.c.round == round_)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q.order_by(selections.c.round, selections.c.position)).mappings()]
+
+    def selected_pool_ids(self, name: str) -> list[int]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(selections.c.pool_id).where(selections.c.campaign == name)).scalars())
+
+    # ------------------------------------------------------------ labels
+    def add_label_events(
+        self,
+        conn: Connection,
+        name: str,
+        round_: int,
+        labels: Sequence[tuple[str, str]],
+        annotator: str,
+        source: str,
+    ) -> None:
+        """Append one event per (example id, label)."""
+        now = utcnow()
+        conn.execute(
+            label_events.insert(),
+            [
+                {
+                    "campaign": name,
+                    "example_id": ex,
+                    "round": round_,
+                    "label": label,
+                    "annotator": annotator,
+                    "source": source,
+                    "created_at": now,
+                }
+                for ex, label in labels
+            ],
+        )
+
+    def current_labels(self, name: str, conn: Connection | None = None) -> dict[str, str]:
+        """Latest label of every labeled example (example id -> label)."""
+        latest = (
+            select(label_events.c.example_id, func.max(label_events.c.event_id).label("eid"))
+            .where(label_events.c.campaign == name)
+            .group_by(label_events.c.example_id)
+            .subquery()
+        )
+        q = select(label_events.c.example_id, label_events.c.label).join(
+            latest, label_events.c.event_id == latest.c.eid
+        )
+        if conn is not None:
+            return dict(conn.execute(q).tuples().all())
+        with self.engine.connect() as c:
+            return dict(c.execute(q).tuples().all())
+
+    def label_events(self, name: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = select(label_events).where(label_events.c.campaign == name).order_by(label_events.c.event_id)
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    # ------------------------------------------------------------ metrics and history
+    def add_metrics(
+        self, conn: Connection, name: str, round_: int, n_labels: int, values: dict[str, float]
+    ) -> None:
+        if values:
+            conn.execute(
+                metrics.insert(),
+                [
+                    {"campaign": name, "round": round_, "name": k, "value": float(v), "n_labels": n_labels}
+                    for k, v in values.items()
+                ],
+            )
+
+    def metrics(self, name: str, round_: int | None = None) -> dict[int, dict[str, float]]:
+        q = select(metrics).where(metrics.c.campaign == name)
+        if round_ is not None:
+            q = q.where(metrics.c.round == round_)
+        out: dict[int, dict[str, float]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(q).mappings():
+                out.setdefault(r["round"], {})[r["name"]] = r["value"]
+        return out
+
+    def history(self, name: str) -> list[RoundRecord]:
+        """Finished rounds (evaluated, labels counted), in round order: the stop rules' input."""
+        per_round = self.metrics(name)
+        out = []
+        for r in self.rounds(name):
+            ev = self.step_result(name, r["round"], "evaluate")
+            if ev is None:
+                continue
+            out.append(RoundRecord(round=r["round"], n_labels=int(ev["n_labels"]), metrics=per_round.get(r["round"], {})))
+        return out
+
+    def dump(self, name: str) -> dict[str, Any]:
+        """Everything recorded for a campaign minus timestamps and run ids (for comparisons)."""
+        sel = [
+            {k: v for k, v in s.items() if k not in ("selected_at", "campaign")} for s in self.selections(name)
+        ]
+        labels = [
+            {k: v for k, v in e.items() if k not in ("created_at", "campaign", "event_id")}
+            for e in self.label_events(name)
+        ]
+        st = [
+            {"round": s["round"], "step": s["step"], "result": {k: v for k, v in s["result"].items() if k != "seconds"}}
+            for s in self.steps(name)
+        ]
+        st.sort(key=lambda s: (s["round"], STEPS.index(s["step"]) if s["step"] in STEPS else 99))
+        camp = self.campaign(name) or {}
+        return {
+            "selections": sel,
+            "labels": labels,
+            "metrics": self.metrics(name),
+            "steps": st,
+            "stop": (camp.get("stop_rule"), camp.get("stop_reason"), camp.get("stopped_round")),
+        }

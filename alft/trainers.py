@@ -1,0 +1,287 @@
+"""Two trainers behind one interface.
+
+``head``        multinomial logistic regression on the frozen encoder's embeddings
+                (seconds per round; the campaign's embeddings are its features).
+``transformer`` full fine-tuning of ``AutoModelForSequenceClassification`` with the HF
+                ``Trainer`` on CPU, starting from the campaign's model each round.
+
+A trained model is saved as a folder holding ``alft_model.json`` (kind, label set) plus the
+kind's own files (``head.npz``, or a ``save_pretrained`` folder). No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from alft.config import HeadTrainerConfig, TransformerTrainerConfig
+from alft.errors import ModelError, TrainerError
+
+META = "alft_model.json"
+
+
+class ClassifierModel(Protocol):
+    kind: str
+    labels: list[str]
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+        """Class probabilities ``[n, C]`` over the full label set (columns = ``labels``)."""
+
+    def save(self, path: Path) -> None:
+        """Write the model into the (new, empty) folder ``path``."""
+
+
+def _check_training_set(y: np.ndarray, labels: list[str]) -> None:
+    if y.size == 0:
+        raise TrainerError("no labeled examples to train on")
+    if y.min() < 0 or y.max() >= len(labels):
+        raise TrainerError(f"label index out of range [0, {len(labels)})")
+
+
+# --------------------------------------------------------------------------- head
+@dataclass
+class HeadModel:
+    """Logistic regression weights over the label set; classes never seen get probability 0."""
+
+    labels: list[str]
+    classes: np.ndarray  # int64[k] label indices the model was fitted on
+    coef: np.ndarray  # float64[k, d] (k == 1: constant model)
+    intercept: np.ndarray  # float64[k]
+    kind: str = "head"
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+        if embeddings is None:
+            raise ModelError("the head model predicts from embeddings; none were given")
+        n, c = embeddings.shape[0], len(self.labels)
+        out = np.zeros((n, c), dtype=np.float64)  # [n, C]
+        if self.classes.size == 1:
+            out[:, self.classes[0]] = 1.0
+            return out
+        logits = embeddings.astype(np.float64) @ self.coef.T + self.intercept  # [n, k]
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        out[:, self.classes] = p
+        return out
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(path / "head.npz", classes=self.classes, coef=self.coef, intercept=self.intercept)
+        (path / META).write_text(json.dumps({"kind": "head", "labels": self.labels}, indent=1))
+
+    @classmethod
+    def load(cls, path: Path, labels: list[str]) -> HeadModel:
+        with np.load(path / "head.npz", allow_pickle=False) as z:
+            return cls(labels=labels, classes=z["classes"], coef=z["coef"], intercept=z["intercept"])
+
+
+class HeadTrainer:
+    """Fit ``HeadModel`` with scikit-learn's lbfgs logistic regression."""
+
+    kind = "head"
+    needs_embeddings = True
+
+    def __init__(self, cfg: HeadTrainerConfig) -> None:
+        self.cfg = cfg
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        y: np.ndarray,
+        labels: list[str],
+        seed: int,
+        progress: Callable[[str], None] | None = None,
+    ) -> HeadModel:
+        from sklearn.linear_model import LogisticRegression
+
+        _check_training_set(y, labels)
+        if embeddings is None or embeddings.shape[0] != y.shape[0]:
+            raise TrainerError("the head trainer needs one embedding per labeled example")
+        classes = np.unique(y)
+        if classes.size == 1:
+            d = embeddings.shape[1]
+            return HeadModel(labels, classes, np.zeros((1, d)), np.zeros(1))
+        clf = LogisticRegression(
+            C=self.cfg.C,
+            max_iter=self.cfg.max_iter,
+            class_weight=self.cfg.class_weight,
+            random_state=seed,
+        )
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            # few labels per class early on: lbfgs may stop short, and sklearn warns when
+            # classes outnumber half the samples; both are expected in round 0
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", message="The number of unique classes")
+            clf.fit(embeddings.astype(np.float64), y)
+        coef, intercept = clf.coef_, clf.intercept_
+        if classes.size == 2:  # sklearn keeps one row for binary problems; make it softmax-shaped
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        return HeadModel(labels, clf.classes_.astype(np.int64), coef, intercept)
+
+
+# --------------------------------------------------------------------------- transformer
+class TransformerModel:
+    """A fine-tuned sequence classifier; predicts in length-sorted batches under inference_mode."""
+
+    kind = "transformer"
+
+    def __init__(self, labels: list[str], model, tokenizer, max_length: int, batch_size: int = 64) -> None:
+        self.labels = labels
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+        import torch
+
+        self.model.eval()
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        ids = enc["input_ids"]
+        lengths = np.array([len(x) for x in ids])
+        order = np.lexsort((np.arange(len(ids)), -lengths))
+        out = np.empty((len(ids), len(self.labels)), dtype=np.float64)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                pos = order[start : start + self.batch_size]
+                width = int(lengths[pos].max())
+                x = np.full((len(pos), width), pad, dtype=np.int64)  # [b, L]
+                m = np.zeros((len(pos), width), dtype=np.int64)  # [b, L]
+                for r, p in enumerate(pos):
+                    x[r, : lengths[p]] = ids[p]
+                    m[r, : lengths[p]] = 1
+                logits = self.model(input_ids=torch.from_numpy(x), attention_mask=torch.from_numpy(m)).logits
+                out[pos] = torch.softmax(logits.float(), dim=-1).numpy()  # [b, C]
+        return out
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path / "hf")
+        self.tokenizer.save_pretrained(path / "hf")
+        meta = {"kind": "transformer", "labels": self.labels, "max_length": self.max_length}
+        (path / META).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: Path, labels: list[str], max_length: int) -> TransformerModel:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(path / "hf")
+        model = AutoModelForSequenceClassification.from_pretrained(path / "hf")
+        return cls(labels, model, tok, max_length)
+
+
+class _TextDataset:
+    def __init__(self, enc: dict, y: np.ndarray) -> None:
+        self.enc = enc
+        self.y = y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {k: v[i] for k, v in self.enc.items()}
+        item["labels"] = int(self.y[i])
+        return item
+
+
+class TransformerTrainer:
+    """Fine-tune the campaign's base model as a sequence classifier (a fresh head each round)."""
+
+    kind = "transformer"
+    needs_embeddings = False
+
+    def __init__(self, cfg: TransformerTrainerConfig, base_model: str, workdir: Path) -> None:
+        self.cfg = cfg
+        self.base_model = base_model
+        self.workdir = workdir
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        y: np.ndarray,
+        labels: list[str],
+        seed: int,
+        progress: Callable[[str], None] | None = None,
+    ) -> TransformerModel:
+        import tempfile
+
+        import transformers
+        from transformers import (
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            DataCollatorWithPadding,
+            Trainer,
+            TrainingArguments,
+        )
+
+        _check_training_set(y, labels)
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        try:
+            tok = AutoTokenizer.from_pretrained(self.base_model)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.base_model,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={lab: i for i, lab in enumerate(labels)},
+            )
+        except OSError as exc:
+            raise ModelError(f"cannot load '{self.base_model}' for fine-tuning: {exc}") from exc
+        if tok.pad_token is None:  # decoder-only models ship without one
+            tok.pad_token = tok.eos_token
+            model.config.pad_token_id = tok.pad_token_id
+        enc = tok(list(texts), truncation=True, max_length=self.cfg.max_length)
+        data = _TextDataset(dict(enc), y)
+        with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".hf-trainer-") as tmp:
+            args = TrainingArguments(
+                output_dir=tmp,
+                use_cpu=True,
+                report_to="none",
+                save_strategy="no",
+                eval_strategy="no",
+                logging_strategy="no",
+                disable_tqdm=True,
+                num_train_epochs=self.cfg.epochs,
+                per_device_train_batch_size=self.cfg.batch_size,
+                learning_rate=self.cfg.learning_rate,
+                weight_decay=self.cfg.weight_decay,
+                warmup_steps=self.cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+                seed=seed,
+                data_seed=seed,
+                dataloader_num_workers=0,
+            )
+            trainer = Trainer(
+                model=model,
+                args=args,
+                train_dataset=data,
+                data_collator=DataCollatorWithPadding(tok),
+            )
+            trainer.train()
+        model.eval()
+        return TransformerModel(labels, model, tok, self.cfg.max_length)
+
+
+def load_model(path: Path) -> ClassifierModel:
+    """Load a model folder written by ``ClassifierModel.save``."""
+    meta_path = Path(path) / META
+    if not meta_path.exists():
+        raise ModelError(f"{path} is not an alft model folder (no {META})")
+    meta = json.loads(meta_path.read_text())
+    if meta["kind"] == "head":
+        return HeadModel.load(Path(path), meta["labels"])
+    if meta["kind"] == "transformer":
+        return TransformerModel.load(Path(path), meta["labels"], int(meta.get("max_length", 128)))
+    raise ModelError(f"{path}: unknown model kind {meta['kind']!r}")

@@ -1,0 +1,241 @@
+"""The array-in / ids-out interface every query strategy implements.
+
+Index spaces (every docstring in this package says which one an argument is in):
+
+pool id
+    ``int``: position of an example in the loaded pool, ``0 .. n_pool - 1``. Stable for the
+    life of a campaign because the pool's digest is checked on every run.
+row position
+    ``int``: position inside an array that holds a *subset* of the pool. The candidate
+    arrays (``QueryInputs.unlabeled`` and everything aligned with it, such as ``probs`` and
+    scores) are in row positions: ``inputs.unlabeled[row]`` is the pool id of that row.
+example id
+    ``str``: the value of the data's id column. Only the campaign store, files and humans
+    see it; strategies never do.
+
+A strategy is a *scorer* (``QueryInputs -> float[m]``, higher = more worth a label) and a
+*selector* (``(scores | None, QueryInputs, k, rng) -> row positions``). Both are pure
+functions of arrays: no model, no file, no Prefect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "InvalidInputError",
+    "MissingInputError",
+    "PoolExhaustedError",
+    "Query",
+    "QueryInputs",
+    "Scorer",
+    "Selector",
+    "Strategy",
+    "StrategyError",
+]
+
+
+class StrategyError(ValueError):
+    """Base class of every error raised by a query strategy."""
+
+
+class PoolExhaustedError(StrategyError):
+    """Fewer unlabeled examples remain than the batch asks for."""
+
+    def __init__(self, available: int, requested: int) -> None:
+        self.available = available
+        self.requested = requested
+        super().__init__(f"pool exhausted: {available} available / {requested} requested")
+
+
+class InvalidInputError(StrategyError):
+    """An input array has the wrong shape, dtype or values (NaN, out of range, ...)."""
+
+
+class MissingInputError(StrategyError):
+    """The strategy needs an input (probabilities, embeddings) that was not given."""
+
+
+def _as_pool_ids(name: str, values: np.ndarray | list[int]) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise InvalidInputError(f"{name} must be 1-D pool ids, got shape {arr.shape}")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidInputError(f"{name} must be integer pool ids, got dtype {arr.dtype}")
+    if arr.min() < 0:
+        raise InvalidInputError(f"{name} holds a negative pool id ({int(arr.min())})")
+    return arr.astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True)
+class QueryInputs:
+    """Everything a strategy may read, validated once on construction.
+
+    Attributes
+    ----------
+    unlabeled:
+        int64[m], pool ids of the candidates (the unlabeled pool). Defines the row positions
+        of ``probs`` and of every score array.
+    labeled:
+        int64[l], pool ids already labeled (or selected and waiting for labels).
+    probs:
+        float[m, C] class probabilities, row positions aligned with ``unlabeled``; or None.
+    embeddings:
+        float32[n_pool, d], indexed by pool id (diversity methods also need the labeled
+        rows); L2-normalised by the embed step; or None.
+    """
+
+    unlabeled: np.ndarray
+    labeled: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    probs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        unlabeled = _as_pool_ids("unlabeled", self.unlabeled)
+        labeled = _as_pool_ids("labeled", self.labeled)
+        object.__setattr__(self, "unlabeled", unlabeled)
+        object.__setattr__(self, "labeled", labeled)
+        if np.unique(unlabeled).size != unlabeled.size:
+            raise InvalidInputError("unlabeled holds duplicate pool ids")
+        overlap = np.intersect1d(unlabeled, labeled)
+        if overlap.size:
+            raise InvalidInputError(
+                f"{overlap.size} pool ids are both labeled and unlabeled (first: {int(overlap[0])})"
+            )
+        if self.probs is not None:
+            probs = np.asarray(self.probs)
+            if probs.ndim != 2 or probs.shape[0] != unlabeled.size:
+                raise InvalidInputError(
+                    f"probs must be [m={unlabeled.size}, C], got shape {probs.shape}"
+                )
+            if probs.shape[1] < 2:
+                raise InvalidInputError(f"probs needs at least 2 classes, got {probs.shape[1]}")
+            if not np.isfinite(probs).all():
+                bad = int(np.flatnonzero(~np.isfinite(probs).all(axis=1))[0])
+                raise InvalidInputError(f"probs holds NaN or inf (first at row {bad})")
+            if probs.size and (probs.min() < -1e-6 or probs.max() > 1 + 1e-6):
+                raise InvalidInputError(
+                    f"probs must lie in [0, 1], got range [{probs.min():.4g}, {probs.max():.4g}]"
+                )
+            sums = probs.sum(axis=1)
+            off = np.abs(sums - 1.0) > 1e-3
+            if off.any():
+                row = int(np.flatnonzero(off)[0])
+                raise InvalidInputError(
+                    f"probs rows must sum to 1, row {row} sums to {sums[row]:.4f}"
+                )
+            object.__setattr__(self, "probs", probs)
+        if self.embeddings is not None:
+            emb = np.asarray(self.embeddings)
+            if emb.ndim != 2:
+                raise InvalidInputError(f"embeddings must be [n_pool, d], got shape {emb.shape}")
+            n_needed = 1 + max(
+                int(unlabeled.max()) if unlabeled.size else -1,
+                int(labeled.max()) if labeled.size else -1,
+            )
+            if emb.shape[0] < n_needed:
+                raise InvalidInputError(
+                    f"embeddings has {emb.shape[0]} rows but pool ids go up to {n_needed - 1}"
+                )
+            if not np.isfinite(emb[unlabeled]).all() or (
+                labeled.size and not np.isfinite(emb[labeled]).all()
+            ):
+                raise InvalidInputError("embeddings hold NaN or inf")
+            object.__setattr__(self, "embeddings", emb)
+
+    @property
+    def n_candidates(self) -> int:
+        return int(self.unlabeled.size)
+
+
+#: ``QueryInputs -> float64[m]`` in row positions; higher means more worth a label.
+Scorer = Callable[[QueryInputs], np.ndarray]
+#: ``(scores float[m] | None, inputs, k, rng) -> int64[k]`` row positions into ``unlabeled``.
+Selector = Callable[[np.ndarray | None, QueryInputs, int, np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A selected batch.
+
+    Attributes
+    ----------
+    pool_ids: int64[k], pool ids of the selected examples, in selection order.
+    scores: float64[k], the strategy's score of each, NaN where it has none (pure diversity).
+    """
+
+    pool_ids: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A query strategy: an optional scorer composed with a selector.
+
+    ``needs`` names the ``QueryInputs`` fields that must be present ("probs", "embeddings").
+    """
+
+    name: str
+    selector: Selector
+    scorer: Scorer | None = None
+    needs: frozenset[str] = frozenset()
+
+    def check_inputs(self, inputs: QueryInputs) -> None:
+        """Raise MissingInputError when an input this strategy needs is absent."""
+        for need in sorted(self.needs):
+            if getattr(inputs, need) is None:
+                raise MissingInputError(f"strategy '{self.name}' needs {need}, none were given")
+
+    def score(self, inputs: QueryInputs) -> np.ndarray | None:
+        """Scores of the candidates, float64[m] in row positions, or None for pure selectors."""
+        self.check_inputs(inputs)
+        if self.scorer is None:
+            return None
+        scores = np.asarray(self.scorer(inputs), dtype=np.float64)
+        if scores.shape != (inputs.n_candidates,):
+            raise StrategyError(
+                f"scorer of '{self.name}' returned shape {scores.shape}, "
+                f"expected ({inputs.n_candidates},)"
+            )
+        if np.isnan(scores).any():
+            raise InvalidInputError(
+                f"scorer of '{self.name}' produced {int(np.isnan(scores).sum())} NaN scores"
+            )
+        return scores
+
+    def select(
+        self, scores: np.ndarray | None, inputs: QueryInputs, k: int, rng: np.random.Generator
+    ) -> Query:
+        """Choose ``k`` candidates; returns pool ids (and their scores) in selection order."""
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInputError(f"batch size k must be a positive integer, got {k!r}")
+        if k > inputs.n_candidates:
+            raise PoolExhaustedError(inputs.n_candidates, int(k))
+        self.check_inputs(inputs)
+        if scores is not None:
+            scores = np.asarray(scores, dtype=np.float64)
+            if scores.shape != (inputs.n_candidates,):
+                raise InvalidInputError(
+                    f"scores must be [m={inputs.n_candidates}], got shape {scores.shape}"
+                )
+            if np.isnan(scores).any():
+                raise InvalidInputError(f"scores hold {int(np.isnan(scores).sum())} NaN values")
+        rows = np.asarray(self.selector(scores, inputs, int(k), rng), dtype=np.int64)
+        if rows.shape != (k,) or np.unique(rows).size != k:
+            raise StrategyError(
+                f"selector of '{self.name}' returned {np.unique(rows).size} unique rows, "
+                f"expected {k}"
+            )
+        if rows.min() < 0 or rows.max() >= inputs.n_candidates:
+            raise StrategyError(f"selector of '{self.name}' returned a row outside [0, m)")
+        picked = scores[rows] if scores is not None else np.full(k, np.nan)
+        return Query(pool_ids=inputs.unlabeled[rows], scores=picked)
+
+    def query(self, inputs: QueryInputs, k: int, rng: np.random.Generator) -> Query:
+        """Score then select: the whole strategy in one call."""
+        return self.select(self.score(inputs), inputs, k, rng)

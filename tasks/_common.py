@@ -1,0 +1,42 @@
+"""Shared bits of the Prefect tasks: cache keys, logging to both the UI and the console."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("alft")
+
+
+def step_cache_key(step: str) -> Callable[[Any, dict[str, Any]], str]:
+    """Prefect cache key of a step: campaign incarnation, round, step.
+
+    The campaign uid changes when a campaign is created anew, so a deleted store never
+    lets an old cached result through; within one campaign a finished step is served
+    from Prefect's persisted result and shows as Cached in the UI.
+    """
+
+    def key(_context: Any, parameters: dict[str, Any]) -> str:
+        return f"alft-{parameters['ctx'].uid}-r{parameters['round_no']}-{step}"
+
+    return key
+
+
+def say(message: str, *args: Any) -> None:
+    """Log to the Prefect run (UI) when inside one, and to the ``alft`` console logger."""
+    log.info(message, *args)
+    try:
+        from prefect.context import TaskRunContext
+        from prefect.logging import get_run_logger
+
+        if TaskRunContext.get() is not None:
+            get_run_logger().info(message, *args)
+    except Exception:  # outside a run (plain .fn calls): the console line is enough
+        pass
+
+
+def in_prefect_run() -> bool:
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    return TaskRunContext.get() is not None or FlowRunContext.get() is not None

@@ -1,0 +1,146 @@
+"""Campaign-level tasks: open (or resume) a campaign, plan the next round, summarise."""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from alft.campaign import CampaignContext, campaign_data, campaign_facts, open_store, verify_campaign
+from alft.config import CampaignConfig, config_digest
+from tasks._common import say
+
+
+@task(name="open campaign", cache_policy=NO_CACHE)
+def open_campaign(config: CampaignConfig) -> CampaignContext:
+    """Check data, model and store; create the campaign or verify the store holds this one."""
+    facts = campaign_facts(config)
+    store = open_store(config)
+    config.workdir_path().mkdir(parents=True, exist_ok=True)
+    existing = store.campaign(config.name)
+    if existing is None:
+        uid = uuid.uuid4().hex
+        with store.transaction() as conn:
+            store.create_campaign(conn, name=config.name, uid=uid, config=config.model_dump(mode="json"), **facts)
+        say("campaign %s created (pool %d, %d labels)", config.name, facts["pool_size"], len(facts["labels"]))
+        return CampaignContext(config=config, uid=uid)
+    verify_campaign(config, existing, facts, store.url)
+    say("campaign %s resumed (config %s)", config.name, config_digest(config))
+    return CampaignContext(config=config, uid=existing["uid"])
+
+
+def stop_decision(ctx: CampaignContext, history):
+    """The stop rules of ``ctx.config`` applied to ``history``."""
+    from strategies.stopping import decide
+
+    cfg = ctx.config
+    st = cfg.stop
+    return decide(
+        history,
+        budget=cfg.budget,
+        pool_size=len(campaign_data(cfg).pool),
+        max_rounds=st.max_rounds,
+        plateau_rule=(st.plateau.metric, st.plateau.patience, st.plateau.min_delta) if st.plateau else None,
+        target_rule=(st.target.metric, st.target.value) if st.target else None,
+    )
+
+
+@task(name="plan round", cache_policy=NO_CACHE)
+def next_round(ctx: CampaignContext) -> int | None:
+    """The round to run: the first unfinished one, a new one, or None once a stop rule holds."""
+    store = open_store(ctx.config)
+    rounds = store.rounds(ctx.name)
+    for r in rounds:
+        if r["finished_at"] is None:
+            return int(r["round"])
+    camp = store.campaign(ctx.name)
+    if rounds:
+        decision = stop_decision(ctx, store.history(ctx.name))
+        if decision.stop:
+            if camp["stop_reason"] != decision.reason:
+                with store.transaction() as conn:
+                    store.set_stop(conn, ctx.name, rounds[-1]["round"], decision.rule, decision.reason)
+            say("campaign %s stopped: %s", ctx.name, decision.reason)
+            return None
+        if camp["stop_rule"] is not None:
+            with store.transaction() as conn:
+                store.clear_stop(conn, ctx.name)
+            say("campaign %s continues: its stop rule (%s) no longer holds", ctx.name, camp["stop_rule"])
+    round_no = len(rounds)
+    store.ensure_round(ctx.name, round_no, ctx.strategy_config(round_no).name)
+    return round_no
+
+
+class RoundSummary(BaseModel):
+    round: int
+    n_labels: int
+    strategy: str
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    seconds: float
+
+
+class CampaignSummary(BaseModel):
+    """What a campaign run returns (and persists as its Prefect result)."""
+
+    name: str
+    rounds: list[RoundSummary]
+    stop_reason: str | None
+    workdir: str
+    store_url: str
+    tracking_uri: str
+    experiment: str
+    mlflow_run_id: str | None
+
+
+def build_summary(ctx: CampaignContext) -> CampaignSummary:
+    from alft.store import safe_url
+
+    store = open_store(ctx.config)
+    metrics = store.metrics(ctx.name)
+    rows = []
+    for r in store.rounds(ctx.name):
+        steps = store.steps(ctx.name, r["round"])
+        ev = next((s["result"] for s in steps if s["step"] == "evaluate"), None)
+        if ev is None:
+            continue
+        m = metrics.get(r["round"], {})
+        rows.append(
+            RoundSummary(
+                round=r["round"],
+                n_labels=int(ev["n_labels"]),
+                strategy=r["strategy"],
+                accuracy=m.get("accuracy"),
+                macro_f1=m.get("macro_f1"),
+                seconds=round(sum(s["seconds"] for s in steps), 2),
+            )
+        )
+    camp = store.campaign(ctx.name) or {}
+    return CampaignSummary(
+        name=ctx.name,
+        rounds=rows,
+        stop_reason=camp.get("stop_reason"),
+        workdir=str(ctx.workdir),
+        store_url=safe_url(ctx.config.store_url()),
+        tracking_uri=ctx.config.tracking_uri(),
+        experiment=ctx.config.experiment_name(),
+        mlflow_run_id=camp.get("mlflow_run_id"),
+    )
+
+
+@task(name="summarize", cache_policy=NO_CACHE)
+def summarize(ctx: CampaignContext) -> CampaignSummary:
+    """The campaign's rounds, labels, metrics and stop reason, read from the store."""
+    return build_summary(ctx)
+
+
+@task(name="rounds to track", cache_policy=NO_CACHE)
+def untracked_rounds(ctx: CampaignContext) -> list[int]:
+    """Finished rounds MLflow has not seen yet (a crash or an MLflow outage left them behind)."""
+    return [
+        int(r["round"])
+        for r in open_store(ctx.config).rounds(ctx.name)
+        if r["finished_at"] is not None and r["tracked_at"] is None
+    ]

@@ -1,0 +1,62 @@
+"""Step 6: evaluate the round's model on the held-out split."""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+
+from alft.campaign import CampaignContext, campaign_data, open_store, rel, run_step
+from alft.rounds import eval_embeddings, round_files, round_model
+from tasks._common import say, step_cache_key
+
+
+@task(
+    name="evaluate",
+    task_run_name="round {round_no} · evaluate",
+    cache_key_fn=step_cache_key("evaluate"),
+    persist_result=True,
+)
+def evaluate(ctx: CampaignContext, round_no: int) -> dict:
+    """Accuracy, macro-F1, per-class F1 and a confusion-matrix plot; metrics go to the store."""
+    store = open_store(ctx.config)
+
+    def compute():
+        from alft.evaluation import classification_metrics, confusion_figure
+        from alft.fsutil import atomic_write
+
+        data = campaign_data(ctx.config)
+        n_labels = len(store.current_labels(ctx.name))
+        result: dict = {"n_labels": n_labels}
+        metrics: dict[str, float] = {}
+        if data.eval is not None:
+            model = round_model(ctx, round_no)
+            probs = model.predict_proba(data.eval.texts, eval_embeddings(ctx) if model.kind == "head" else None)
+            pred = probs.argmax(axis=1)  # [n_eval]
+            index = {lab: i for i, lab in enumerate(data.labels)}
+            gold = np.asarray([index[g] for g in data.eval.gold], dtype=np.int64)
+            metrics = classification_metrics(gold, pred, data.labels)
+            fig = confusion_figure(
+                gold, pred, data.labels, f"{ctx.name} · round {round_no} · {n_labels} labels"
+            )
+            path = round_files(ctx, round_no)["confusion"]
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+            result.update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], confusion=rel(ctx, path))
+
+        def commit(conn):
+            store.add_metrics(conn, ctx.name, round_no, n_labels, metrics)
+
+        return result, commit
+
+    result = run_step(ctx, round_no, "evaluate", compute)
+    if "accuracy" in result:
+        say(
+            "round %d · evaluate: %d labels, accuracy %.4f, macro-F1 %.4f",
+            round_no,
+            result["n_labels"],
+            result["accuracy"],
+            result["macro_f1"],
+        )
+    return result

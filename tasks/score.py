@@ -1,0 +1,45 @@
+"""Step 2: score the unlabeled pool with the round's strategy."""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+
+from alft.campaign import CampaignContext, run_step
+from alft.rounds import query_inputs, round_files, round_strategy
+from alft.fsutil import atomic_save_npy
+from tasks._common import say, step_cache_key
+
+
+@task(
+    name="score",
+    task_run_name="round {round_no} · score",
+    cache_key_fn=step_cache_key("score"),
+    persist_result=True,
+)
+def score_pool(ctx: CampaignContext, round_no: int) -> dict:
+    """Compute the strategy's inputs (probabilities, embeddings) and its score of every candidate."""
+
+    def compute():
+        strategy, spec_name = round_strategy(ctx, round_no)
+        inputs = query_inputs(ctx, round_no, strategy.needs, candidates=None)
+        scores = strategy.score(inputs)
+        files = round_files(ctx, round_no)
+        atomic_save_npy(files["candidates"], inputs.unlabeled)
+        if scores is not None:
+            atomic_save_npy(files["scores"], scores)
+        if inputs.probs is not None:
+            atomic_save_npy(files["probs"], inputs.probs.astype(np.float32))
+        result = {
+            "strategy": spec_name,
+            "n_candidates": int(inputs.n_candidates),
+            "has_scores": scores is not None,
+            "has_probs": inputs.probs is not None,
+        }
+        if scores is not None and scores.size:
+            result.update(score_min=float(scores.min()), score_max=float(scores.max()), score_mean=float(scores.mean()))
+        return result, None
+
+    result = run_step(ctx, round_no, "score", compute)
+    say("round %d · score: %d candidates by %s", round_no, result["n_candidates"], result["strategy"])
+    return result

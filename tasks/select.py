@@ -1,0 +1,73 @@
+"""Step 3: select the batch and persist it before anyone is asked for labels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from prefect import task
+
+from alft.campaign import RNG_SELECT, CampaignContext, campaign_data, open_store, run_step
+from alft.rounds import batch_size_for, query_inputs, round_files, round_strategy
+from tasks._common import in_prefect_run, say, step_cache_key
+
+
+@task(
+    name="select",
+    task_run_name="round {round_no} · select",
+    cache_key_fn=step_cache_key("select"),
+    persist_result=True,
+)
+def select_batch(ctx: CampaignContext, round_no: int) -> dict:
+    """Choose the round's batch with the strategy and commit it to the store."""
+    store = open_store(ctx.config)
+    pool = campaign_data(ctx.config).pool
+
+    def compute():
+        strategy, spec_name = round_strategy(ctx, round_no)
+        files = round_files(ctx, round_no)
+        candidates = np.load(files["candidates"])
+        scores = np.load(files["scores"]) if files["scores"].exists() else None
+        inputs = query_inputs(ctx, round_no, strategy.needs, candidates=candidates)
+        k = batch_size_for(ctx, round_no, n_candidates=inputs.n_candidates)
+        query = strategy.select(scores, inputs, k, ctx.rng(round_no, RNG_SELECT))
+        rows = [
+            (pool.ids[int(p)], int(p), None if math.isnan(s) else float(s))
+            for p, s in zip(query.pool_ids, query.scores, strict=True)
+        ]
+
+        def commit(conn):
+            store.add_selections(conn, ctx.name, round_no, rows, spec_name)
+
+        return {"strategy": spec_name, "k": k}, commit
+
+    result = run_step(ctx, round_no, "select", compute)
+    say("round %d · select: %d examples by %s", round_no, result["k"], result["strategy"])
+    if in_prefect_run():
+        _publish_batch(ctx, round_no)
+    return result
+
+
+def _publish_batch(ctx: CampaignContext, round_no: int) -> None:
+    """A Prefect table artifact listing the selected examples (the UI's view of the batch)."""
+    import re
+
+    from prefect.artifacts import create_table_artifact
+
+    pool = campaign_data(ctx.config).pool
+    sel = open_store(ctx.config).selections(ctx.name, round_no)
+    table = [
+        {
+            "position": s["position"],
+            "id": s["example_id"],
+            "score": None if s["score"] is None else round(s["score"], 5),
+            "text": pool.texts[s["pool_id"]][:300],
+        }
+        for s in sel
+    ]
+    key = re.sub(r"[^a-z0-9-]", "-", f"{ctx.name}-round-{round_no}-batch")
+    create_table_artifact(
+        table=table,
+        key=key,
+        description=f"Round {round_no} of campaign {ctx.name}: {len(table)} examples selected by {sel[0]['strategy'] if sel else '-'}",
+    )

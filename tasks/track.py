@@ -1,0 +1,147 @@
+"""MLflow tracking tasks: everything they log is read back from the campaign store.
+
+They run after the store commits, retry with backoff (MLflow is I/O that can blip), and are
+idempotent, so a resumed campaign re-syncs whatever a crash left unlogged and never adds a
+duplicate run. Store writes never wait on MLflow.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from alft import faults
+from alft.campaign import CampaignContext, campaign_data, open_store
+from alft.config import config_digest
+from alft.tracking import Tracker, default_artifact_location, flatten
+from tasks._common import say
+
+RETRY_DELAYS = [2, 5, 15]
+
+
+def tracker_for(ctx: CampaignContext) -> Tracker:
+    cfg = ctx.config
+    uri = cfg.tracking_uri()
+    art = cfg.tracking.artifact_location or default_artifact_location(uri, ctx.workdir)
+    return Tracker(uri, cfg.experiment_name(), art)
+
+
+def run_tags(ctx: CampaignContext) -> dict[str, str]:
+    """Tags the MLflow UI filters and compares on."""
+    cfg = ctx.config
+    data = campaign_data(cfg)
+    return {
+        "strategy": cfg.strategy.name,
+        "cold_start": cfg.cold_start.name,
+        "seed": str(cfg.seed),
+        "trainer": cfg.trainer.kind,
+        "model": cfg.model.path,
+        "dataset": cfg.data.pool.path,
+        "dataset_digest": data.pool.digest[:16],
+        "config_digest": config_digest(cfg),
+    }
+
+
+@task(name="track campaign", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+def track_campaign(ctx: CampaignContext) -> str:
+    """Get or create the campaign's MLflow parent run; log config, tags and dataset inputs."""
+    store = open_store(ctx.config)
+    tracker = tracker_for(ctx)
+    run_id = tracker.campaign_run(ctx.name, ctx.uid, run_tags(ctx))
+    camp = store.campaign(ctx.name)
+    if camp["mlflow_run_id"] != run_id:
+        with store.transaction() as conn:
+            store.update_campaign(conn, ctx.name, mlflow_run_id=run_id, mlflow_experiment_id=tracker.experiment_id())
+    tracker.log_params_once(run_id, flatten(camp["config"]))
+    tracker.set_tags(run_id, run_tags(ctx))
+    tracker.log_dict(run_id, ctx.config.model_dump(mode="json"), "config.yaml")
+    data = campaign_data(ctx.config)
+    dcfg = ctx.config.data
+    cols = [dcfg.id_field, dcfg.text_field] + ([dcfg.label_field] if dcfg.label_field else [])
+    inputs = [
+        {"name": "pool", "source": data.pool.source, "digest": data.pool.digest, "context": "pool", "columns": cols}
+    ]
+    if data.eval is not None:
+        inputs.append(
+            {"name": "eval", "source": data.eval.source, "digest": data.eval.digest, "context": "eval", "columns": cols}
+        )
+    tracker.log_inputs(run_id, inputs)
+    return run_id
+
+
+@task(
+    name="track round",
+    task_run_name="round {round_no} · track",
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    cache_policy=NO_CACHE,
+)
+def track_round(ctx: CampaignContext, round_no: int) -> str | None:
+    """Log the round to its nested MLflow run: params, metrics, batch table, plots, model."""
+    from alft.evaluation import learning_curve_figure
+
+    store = open_store(ctx.config)
+    rr = store.round_row(ctx.name, round_no)
+    if rr is None or rr["finished_at"] is None:
+        return None
+    camp = store.campaign(ctx.name)
+    parent = camp["mlflow_run_id"]
+    tracker = tracker_for(ctx)
+    run_id = rr["mlflow_run_id"] or tracker.round_run(parent, ctx.name, ctx.uid, round_no, run_tags(ctx))
+    if rr["mlflow_run_id"] != run_id:
+        store.set_round_run(ctx.name, round_no, run_id)
+    if rr["tracked_at"] is not None:
+        return run_id
+    steps = {s["step"]: s for s in store.steps(ctx.name, round_no)}
+    ev = steps["evaluate"]
+    n_labels = int(ev["result"]["n_labels"])
+    ts = int(ev["finished_at"].timestamp() * 1000)
+    tracker.log_params_once(run_id, flatten(ctx.config.model_dump(mode="json")))
+    values = dict(store.metrics(ctx.name, round_no).get(round_no, {}))
+    step_seconds = {f"seconds.{k}": float(v["seconds"]) for k, v in steps.items()}
+    round_seconds = sum(step_seconds.values())
+    headline = {k: v for k, v in values.items() if not k.startswith("f1/")}
+    tracker.log_metrics(run_id, {**values, **step_seconds, "n_labels": n_labels, "seconds": round_seconds}, n_labels, ts)
+    tracker.log_metrics(parent, {**headline, "n_labels": n_labels, "round": round_no, "round_seconds": round_seconds}, n_labels, ts)
+
+    pool = campaign_data(ctx.config).pool
+    sel = store.selections(ctx.name, round_no)
+    if not any(a.path == "selected.json" for a in tracker.client.list_artifacts(run_id)):
+        tracker.log_table(
+            run_id,
+            [
+                {
+                    "example_id": s["example_id"],
+                    "pool_id": s["pool_id"],
+                    "position": s["position"],
+                    "score": s["score"],
+                    "strategy": s["strategy"],
+                    "text": pool.texts[s["pool_id"]],
+                }
+                for s in sel
+            ],
+            "selected.json",
+        )
+    per_class = {k[3:]: v for k, v in values.items() if k.startswith("f1/")}
+    if per_class:
+        tracker.log_dict(run_id, per_class, "per_class_f1.json")
+    confusion = ev["result"].get("confusion")
+    if confusion:
+        tracker.log_artifact(run_id, ctx.workdir / confusion)
+    model_dir = steps["train"]["result"]["model_dir"]
+    tracker.log_artifacts(run_id, ctx.workdir / model_dir, "model")
+    tracker.set_tags(run_id, {"alft.n_labels": str(n_labels), "alft.strategy": rr["strategy"]})
+
+    # learning curve of the campaign so far, on the parent run (overwritten each round)
+    history = store.history(ctx.name)
+    pts = [(h.n_labels, h.metrics.get("accuracy", float("nan")), h.metrics.get("macro_f1", float("nan"))) for h in history]
+    tracker.log_figure(parent, learning_curve_figure({ctx.name: pts}, f"{ctx.name}: learning curve"), "learning_curve.png")
+    stop = steps.get("stop", {}).get("result", {})
+    if stop.get("stop"):
+        tracker.set_tags(parent, {"alft.stop_rule": stop["rule"], "alft.stop_reason": stop["reason"]})
+        tracker.finish(parent)
+    tracker.finish(run_id)
+    faults.point(f"r{round_no}.track")
+    store.mark_tracked(ctx.name, round_no)
+    say("round %d · track: MLflow run %s", round_no, run_id)
+    return run_id

@@ -1,0 +1,146 @@
+"""Shared fixtures: real data from ../shared/data, a tiny BERT, Prefect's test server, MLflow in tmp."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+# Prefect and MLflow read their settings at import: pin them before any test imports either.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="alft-tests-"))
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "ALFT_CACHE_DIR": str(_SESSION_TMP / "emb-cache"),
+        "HF_DATASETS_CACHE": str(_SESSION_TMP / "hf-datasets"),
+    }
+)
+os.environ.pop("PREFECT_API_URL", None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_shared_data() -> Path:
+    """The project's shared real data: $ALFT_DATA_DIR, or a shared/data folder above the repo."""
+    env = os.environ.get("ALFT_DATA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [p / "shared" / "data" for p in [REPO.parent, *REPO.parents]]
+    for c in candidates:
+        if (c / "banking77" / "train.jsonl").exists():
+            return c.resolve()
+    raise RuntimeError(
+        "the shared real data (banking77, sms_spam, self_instruct_human) was not found; "
+        "set ALFT_DATA_DIR to the folder holding them"
+    )
+
+
+SHARED = find_shared_data()
+os.environ.setdefault("ALFT_DATA_DIR", str(SHARED))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def banking_subset(tmp_path_factory) -> dict[str, Path]:
+    """A real BANKING77 slice: 8 intents, 30 train and 10 test examples each (files in tmp)."""
+    out = tmp_path_factory.mktemp("banking-subset")
+    rng = random.Random(7)
+    train = read_jsonl(SHARED / "banking77" / "train.jsonl")
+    test = read_jsonl(SHARED / "banking77" / "test.jsonl")
+    intents = sorted({r["label"] for r in train})
+    chosen = sorted(rng.sample(intents, 8))
+
+    def take(rows, n):
+        by = defaultdict(list)
+        for r in rows:
+            if r["label"] in chosen:
+                by[r["label"]].append(r)
+        picked = [r for lab in chosen for r in by[lab][:n]]
+        rng.shuffle(picked)
+        return picked
+
+    files = {
+        "pool": write_jsonl(out / "pool.jsonl", take(train, 30)),
+        "eval": write_jsonl(out / "eval.jsonl", take(test, 10)),
+        "labels": out / "labels.json",
+    }
+    files["labels"].write_text(json.dumps(chosen))
+    return files
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random BERT whose tokenizer was trained on BANKING77 texts."""
+    from tests.tiny_models import tiny_bert
+
+    texts = [r["text"] for r in read_jsonl(SHARED / "banking77" / "train.jsonl")]
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """Prefect's real test server for the whole session (ephemeral API on a local port)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        from prefect.settings import PREFECT_API_URL
+
+        yield PREFECT_API_URL.value()
+
+
+def campaign_yaml(tmp: Path, files: dict[str, Path], model: Path, **over) -> Path:
+    """Write a small campaign config for tests; keyword arguments replace top-level keys."""
+    import yaml
+
+    cfg = {
+        "name": "test-campaign",
+        "seed": 3,
+        "budget": 60,
+        "initial_size": 20,
+        "batch_size": 20,
+        "workdir": str(tmp / "work"),
+        "data": {
+            "pool": {"path": str(files["pool"])},
+            "eval": {"path": str(files["eval"])},
+            "labels": str(files["labels"]),
+        },
+        "model": {"path": str(model), "max_length": 64, "batch_size": 16},
+        "strategy": {"name": "margin"},
+        "cold_start": {"name": "kmeans"},
+        "trainer": {"kind": "head", "head": {"C": 10.0}},
+    }
+    for k, v in over.items():
+        cfg[k] = v
+    path = tmp / "campaign.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path

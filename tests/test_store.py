@@ -1,0 +1,101 @@
+"""The campaign store: transactions, append-only labels, uniqueness, history."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from alft.errors import StoreError
+from alft.store import CampaignStore, safe_url
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = CampaignStore(f"sqlite:///{tmp_path / 'c.db'}")
+    with st.transaction() as conn:
+        st.create_campaign(
+            conn, name="c", uid="u1", config={"a": 1}, seed=0, pool_digest="p", pool_size=10,
+            eval_digest=None, labels=["x", "y"], model_digest="m",
+        )
+    st.ensure_round("c", 0, "kmeans")
+    return st
+
+
+def test_a_failed_transaction_writes_nothing(store):
+    with pytest.raises(RuntimeError):
+        with store.transaction() as conn:
+            store.add_selections(conn, "c", 0, [("e1", 1, 0.5)], "kmeans")
+            store.finish_step(conn, "c", 0, "select", {"k": 1}, 0.1)
+            raise RuntimeError("killed mid-step")
+    assert store.selections("c") == []
+    assert store.step_result("c", 0, "select") is None
+
+
+def test_an_example_is_selected_at_most_once(store):
+    with store.transaction() as conn:
+        store.add_selections(conn, "c", 0, [("e1", 1, 0.5), ("e2", 2, None)], "kmeans")
+    with pytest.raises(IntegrityError):
+        with store.transaction() as conn:
+            store.add_selections(conn, "c", 1, [("e1", 1, 0.9)], "margin")
+    assert [s["example_id"] for s in store.selections("c")] == ["e1", "e2"]
+    assert store.selections("c")[1]["score"] is None
+
+
+def test_a_step_is_finished_once(store):
+    with store.transaction() as conn:
+        store.finish_step(conn, "c", 0, "embed", {"n": 1}, 1.0)
+    with pytest.raises(IntegrityError):
+        with store.transaction() as conn:
+            store.finish_step(conn, "c", 0, "embed", {"n": 2}, 1.0)
+    assert store.step_result("c", 0, "embed") == {"n": 1}
+
+
+def test_labels_are_events_and_the_latest_wins(store):
+    with store.transaction() as conn:
+        store.add_label_events(conn, "c", 0, [("e1", "x"), ("e2", "y")], "ann-a", "page")
+    with store.transaction() as conn:
+        store.add_label_events(conn, "c", 0, [("e1", "y")], "ann-b", "page")
+    assert store.current_labels("c") == {"e1": "y", "e2": "y"}
+    events = store.label_events("c")
+    assert [(e["example_id"], e["label"], e["annotator"]) for e in events] == [
+        ("e1", "x", "ann-a"), ("e2", "y", "ann-a"), ("e1", "y", "ann-b")
+    ]
+    assert all(e["created_at"] is not None for e in events)
+
+
+def test_history_lists_evaluated_rounds(store):
+    with store.transaction() as conn:
+        store.add_metrics(conn, "c", 0, 2, {"accuracy": 0.5, "macro_f1": 0.4})
+        store.finish_step(conn, "c", 0, "evaluate", {"n_labels": 2}, 0.1)
+    h = store.history("c")
+    assert len(h) == 1 and h[0].n_labels == 2 and h[0].metrics["accuracy"] == 0.5
+
+
+def test_campaigns_are_isolated(store):
+    with store.transaction() as conn:
+        store.create_campaign(
+            conn, name="d", uid="u2", config={}, seed=1, pool_digest="q", pool_size=5,
+            eval_digest=None, labels=["x", "y"], model_digest="m",
+        )
+        store.add_label_events(conn, "d", 0, [("e1", "x")], "a", "page")
+    assert store.current_labels("c") == {}
+    assert store.current_labels("d") == {"e1": "x"}
+    assert store.campaign_names() == ["c", "d"]
+
+
+def test_reopening_keeps_everything(store, tmp_path):
+    with store.transaction() as conn:
+        store.add_label_events(conn, "c", 0, [("e1", "x")], "a", "page")
+    again = CampaignStore(store.url)
+    assert again.current_labels("c") == {"e1": "x"}
+
+
+def test_unopenable_store_is_a_clear_error(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "c.db").write_text("this is not a database")
+    with pytest.raises(StoreError, match="cannot open campaign store sqlite:///"):
+        CampaignStore(f"sqlite:///{tmp_path / 'ro' / 'c.db'}")
+
+
+def test_passwords_are_masked():
+    assert safe_url("postgresql://alft:secret@db:5432/alft") == "postgresql://alft:***@db:5432/alft"
