@@ -50,7 +50,9 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[st
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
+    # fixed margins instead of tight_layout: measuring 2 x C tick labels costs ~0.3 s at C=77
+    margin = min(0.3, 0.06 + 0.0045 * max(len(str(lab)) for lab in labels))
+    fig.subplots_adjust(left=margin, bottom=margin, right=0.95, top=0.95)
     return fig
 
 
