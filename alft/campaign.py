@@ -225,11 +225,16 @@ _EMB_MEMO: dict[tuple, np.ndarray] = {}
 
 
 def embeddings_for(cfg: CampaignConfig, texts: list[str], digest: str) -> np.ndarray:
-    """float32 ``[n, d]`` vectors of ``texts`` (all cached already), memoised by content digest."""
+    """float32 ``[n, d]`` vectors of ``texts``, memoised by content digest.
+
+    Missing vectors (a cache folder deleted between steps) are embedded again, so a later
+    step never depends on the embed step's side effect still being on disk.
+    """
     from alft.embedcache import text_keys
 
     key = (str(cfg.cache_dir()), model_key(cfg), digest)
     if key not in _EMB_MEMO:
+        embed_with_cache(cfg, texts, "texts")
         if len(_EMB_MEMO) >= 4:
             _EMB_MEMO.pop(next(iter(_EMB_MEMO)))
         _EMB_MEMO[key] = embedding_cache(cfg).get(text_keys(texts))

@@ -94,6 +94,10 @@ def run(
     except _user_errors() as exc:
         progress.disable()
         _fail(console, exc)
+    except KeyboardInterrupt:
+        progress.disable()
+        console.print("[yellow]interrupted[/]: every finished step is in the store; run the same command to resume")
+        raise typer.Exit(code=130) from None
     finally:
         progress.disable()
     _print_summary(summary, console)

@@ -104,7 +104,11 @@ class HeadTrainerConfig(Strict):
 
     C: float = Field(20.0, gt=0, description="inverse L2 regularisation strength")
     max_iter: int = Field(1000, ge=10)
-    class_weight: Literal["balanced"] | None = None
+    class_weight: Literal["balanced"] | None = Field(
+        "balanced",
+        description="uncertainty sampling skews the labeled classes; balanced weights undo that "
+        "(+0.5 to +1 accuracy point at 1,000 BANKING77 labels with margin)",
+    )
 
 
 class TransformerTrainerConfig(Strict):

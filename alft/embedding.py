@@ -8,6 +8,7 @@ near zero, and batches are larger because sorted batches waste nothing on paddin
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,15 +65,44 @@ def load_tokenizer_and_model(path: str, *, kind: str = "encoder"):
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How texts become vectors; every field is part of the embedding cache key."""
+    """How texts become vectors; ``key()`` holds the fields that change the vectors.
+
+    ``batch_size`` and ``max_tokens`` only decide how texts are grouped into forward
+    passes; vectors do not depend on them (beyond float noise), so the cache key leaves
+    them out.
+    """
 
     max_length: int = 128
-    batch_size: int = 128
+    batch_size: int = 128  # most texts in one forward pass
+    max_tokens: int = 8192  # most padded tokens (rows x longest row) in one forward pass
     pooling: str = "mean"
     normalize: bool = True
 
     def key(self) -> str:
         return f"len{self.max_length}-{self.pooling}-{'l2' if self.normalize else 'raw'}"
+
+
+# A batch may take texts shorter than its first (and so padding) only while it is less than
+# this fraction of its capacity: a batch of one length needs no attention mask and wastes no
+# compute on padding, but many small batches each pay the fixed cost of a forward pass,
+# which on a busy machine (threads waiting on each other at every op) dominates.
+_MIN_FILL_BEFORE_SPLIT = 0.25
+
+
+def _drop_pooler(model) -> None:
+    """Skip the ``[CLS]`` pooler (a dense layer + tanh per batch) that mean pooling never reads.
+
+    Only for classes that accept ``add_pooling_layer=False``: their forward already handles
+    ``pooler is None``; any other model keeps its pooler.
+    """
+    import inspect
+
+    try:
+        params = inspect.signature(type(model).__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtin or odd __init__
+        return
+    if "add_pooling_layer" in params and getattr(model, "pooler", None) is not None:
+        model.pooler = None
 
 
 class Encoder:
@@ -87,6 +117,7 @@ class Encoder:
     def _load(self) -> None:
         if self._model is None:
             self._tokenizer, self._model = load_tokenizer_and_model(self.path)
+            _drop_pooler(self._model)
 
     @property
     def dim(self) -> int:
@@ -101,7 +132,11 @@ class Encoder:
             raise ModelError(f"cannot read the config of model '{self.path}': {exc}") from exc
 
     def batches(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Positions of ``texts`` grouped into batches, longest first (deterministic)."""
+        """Positions of ``texts`` grouped into batches, longest first (deterministic).
+
+        A batch's composition depends only on the texts and their order (the embedding
+        cache re-forms the same batches after a crash).
+        """
         self._load()
         enc = self._tokenizer(
             list(texts),
@@ -113,32 +148,55 @@ class Encoder:
         )
         ids = enc["input_ids"]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        # One flat array plus offsets: a batch's id matrix is then a single gather, not a
+        # Python loop over its rows.
+        self._flat = np.fromiter(
+            itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())
+        )
+        self._starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self._lengths = lengths
         # Longest first so a batch that does not fit in memory fails at once; position as a
         # second key keeps the order (and so every batch) identical across runs.
         order = np.lexsort((np.arange(len(ids)), -lengths))
-        bs = self.options.batch_size
-        self._ids, self._lengths = ids, lengths
-        return [order[i : i + bs] for i in range(0, len(order), bs)]
+        return self._split(order, lengths[order])
+
+    def _split(self, order: np.ndarray, sorted_lengths: np.ndarray) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        n, i = len(order), 0
+        max_rows, max_tokens = max(1, self.options.batch_size), max(1, self.options.max_tokens)
+        while i < n:
+            cap = max(1, min(max_rows, max_tokens // max(1, int(sorted_lengths[i]))))
+            j = i + 1
+            while j < n and j - i < cap and (
+                sorted_lengths[j] == sorted_lengths[j - 1] or j - i < cap * _MIN_FILL_BEFORE_SPLIT
+            ):
+                j += 1
+            out.append(order[i:j])
+            i = j
+        return out
 
     def encode_batch(self, positions: np.ndarray) -> np.ndarray:
         """Embed the texts at ``positions`` of the last ``batches()`` call; float32 ``[b, d]``."""
         import torch
 
-        lengths = self._lengths[positions]
+        lengths = self._lengths[positions]  # [b]
         width = int(lengths.max())
+        cols = np.arange(width)
+        valid = cols[None, :] < lengths[:, None]  # [b, L]
+        idx = self._starts[positions][:, None] + np.minimum(cols[None, :], lengths[:, None] - 1)
         pad_id = self._tokenizer.pad_token_id or 0
-        input_ids = np.full((len(positions), width), pad_id, dtype=np.int64)  # [b, L]
-        mask = np.zeros((len(positions), width), dtype=np.int64)  # [b, L]
-        for row, pos in enumerate(positions):
-            seq = self._ids[pos]
-            input_ids[row, : len(seq)] = seq
-            mask[row, : len(seq)] = 1
+        input_ids = np.where(valid, self._flat[idx], pad_id)  # [b, L]
+        padded = not bool(valid.all())
         with torch.inference_mode():
             ids_t = torch.from_numpy(input_ids)
-            mask_t = torch.from_numpy(mask)
+            # Without padding the mask is all ones: leaving it out skips building the 4-D
+            # attention mask and lets SDPA take its unmasked kernel.
+            mask_t = torch.from_numpy(valid.astype(np.int64)) if padded else None  # [b, L]
             hidden = self._model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state  # [b, L, d]
             if self.options.pooling == "cls":
                 pooled = hidden[:, 0]  # [b, d]
+            elif mask_t is None:
+                pooled = hidden.mean(1)  # [b, d]
             else:
                 m = mask_t.unsqueeze(-1).to(hidden.dtype)  # [b, L, 1]
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # [b, d]

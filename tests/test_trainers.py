@@ -36,7 +36,7 @@ def test_head_binary_matches_sklearn():
     from sklearn.linear_model import LogisticRegression
 
     x, y = blobs(c=2)
-    model = HeadTrainer(HeadTrainerConfig(C=0.5)).fit([], x, y, ["neg", "pos"], seed=0)
+    model = HeadTrainer(HeadTrainerConfig(C=0.5, class_weight=None)).fit([], x, y, ["neg", "pos"], seed=0)
     ref = LogisticRegression(C=0.5, max_iter=1000).fit(x.astype(np.float64), y)
     np.testing.assert_allclose(model.predict_proba([], x), ref.predict_proba(x.astype(np.float64)), atol=1e-6)
 

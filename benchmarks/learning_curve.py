@@ -1,0 +1,247 @@
+"""Learning-curve benchmark: strategies x seeds on a real dataset with the head trainer.
+
+Protocol (issue 2): 100 random initial labels, batches of 100 up to 2,000 labels,
+strategies random / least confidence / margin / entropy, 3 seeds. Records accuracy and
+macro-F1 at every step, the normalised area under the accuracy curve, seconds per step,
+and a full-data logistic-regression reference on the same embeddings.
+
+    .venv/bin/python benchmarks/learning_curve.py            # BANKING77, the protocol above
+    .venv/bin/python benchmarks/learning_curve.py --seeds 0 --strategies margin random
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.plain import ROOT, offline_env, run_plain  # noqa: E402
+
+DATASETS = {"banking77": ROOT / "conf" / "banking77.yaml"}
+
+
+def campaign_config(dataset: str, strategy: str, seed: int, budget: int, batch: int, initial: int, work: Path):
+    from alft.config import load_config
+
+    return load_config(
+        DATASETS[dataset],
+        [
+            f"name=lc-{dataset}-{strategy.replace('_', '-')}-s{seed}",
+            f"seed={seed}",
+            f"budget={budget}",
+            f"batch_size={batch}",
+            f"initial_size={initial}",
+            "cold_start.name=random",
+            f"strategy.name={strategy}",
+            "stop={}",
+            f"workdir={work / f'{strategy}-s{seed}'}",
+        ],
+    )
+
+
+def read_curve(cfg) -> list[dict]:
+    from alft.campaign import open_store
+
+    store = open_store(cfg)
+    metrics = store.metrics(cfg.name)
+    out = []
+    for r in store.rounds(cfg.name):
+        steps = {s["step"]: s["seconds"] for s in store.steps(cfg.name, r["round"])}
+        ev = store.step_result(cfg.name, r["round"], "evaluate")
+        out.append(
+            {
+                "round": r["round"],
+                "labels": int(ev["n_labels"]),
+                "accuracy": metrics[r["round"]]["accuracy"],
+                "macro_f1": metrics[r["round"]]["macro_f1"],
+                "seconds": steps,
+            }
+        )
+    return out
+
+
+def full_data_reference(cfg) -> dict:
+    """Logistic regression (the head trainer) on every pool label: the ceiling of the curve."""
+    import numpy as np
+
+    from alft.campaign import campaign_data, embed_with_cache, embeddings_for
+    from alft.trainers import HeadTrainer
+
+    data = campaign_data(cfg)
+    embed_with_cache(cfg, data.pool.texts, "pool")
+    embed_with_cache(cfg, data.eval.texts, "eval")
+    xp = embeddings_for(cfg, data.pool.texts, data.pool.digest)
+    xe = embeddings_for(cfg, data.eval.texts, data.eval.digest)
+    idx = {lab: i for i, lab in enumerate(data.labels)}
+    yp = np.array([idx[g] for g in data.pool.gold])
+    ye = np.array([idx[g] for g in data.eval.gold])
+    t = time.perf_counter()
+    model = HeadTrainer(cfg.trainer.head).fit([], xp, yp, data.labels, seed=0)
+    pred = model.predict_proba([], xe).argmax(1)
+    from sklearn.metrics import f1_score
+
+    return {
+        "labels": int(len(yp)),
+        "accuracy": float((pred == ye).mean()),
+        "macro_f1": float(f1_score(ye, pred, average="macro")),
+        "fit_seconds": time.perf_counter() - t,
+    }
+
+
+def summarize(curves: dict[str, dict[int, list[dict]]], checkpoints: list[int]) -> dict:
+    from alft.evaluation import normalized_auc
+
+    table = {}
+    for strategy, by_seed in curves.items():
+        aucs, f1_aucs, at = [], [], {c: [] for c in checkpoints}
+        step_seconds: dict[str, list[float]] = {}
+        for curve in by_seed.values():
+            x = [p["labels"] for p in curve]
+            aucs.append(normalized_auc(x, [p["accuracy"] for p in curve]))
+            f1_aucs.append(normalized_auc(x, [p["macro_f1"] for p in curve]))
+            for c in checkpoints:
+                at[c].extend(p["accuracy"] for p in curve if p["labels"] == c)
+            for p in curve[1:]:  # round 0 includes one-off embedding of the pool
+                for k, v in p["seconds"].items():
+                    step_seconds.setdefault(k, []).append(v)
+        table[strategy] = {
+            "seeds": len(by_seed),
+            "auc_accuracy_mean": statistics.mean(aucs),
+            "auc_accuracy_std": statistics.pstdev(aucs),
+            "auc_macro_f1_mean": statistics.mean(f1_aucs),
+            "accuracy_at": {str(c): (statistics.mean(v), statistics.pstdev(v)) for c, v in at.items() if v},
+            "median_step_seconds": {k: statistics.median(v) for k, v in step_seconds.items()},
+            "median_round_seconds": statistics.median(
+                sum(p["seconds"].values()) for curve in by_seed.values() for p in curve[1:]
+            ),
+        }
+    return table
+
+
+def plot(curves, reference, out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for strategy, by_seed in curves.items():
+        xs = [p["labels"] for p in next(iter(by_seed.values()))]
+        for ax, key in zip(axes, ("accuracy", "macro_f1"), strict=True):
+            ys = np.array([[p[key] for p in c] for c in by_seed.values()])  # [seeds, rounds]
+            ax.plot(xs, ys.mean(0), label=strategy, lw=1.6)
+            ax.fill_between(xs, ys.min(0), ys.max(0), alpha=0.15)
+    for ax, key in zip(axes, ("accuracy", "macro_f1"), strict=True):
+        ax.axhline(reference[key], color="k", ls="--", lw=1, label=f"all {reference['labels']} labels")
+        ax.set_xlabel("labels")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def markdown(table: dict, reference: dict, checkpoints: list[int]) -> str:
+    head = "| strategy | seeds | AUC (accuracy) | " + " | ".join(f"acc @ {c}" for c in checkpoints) + " | s / round |"
+    lines = [head, "|" + "---|" * (4 + len(checkpoints))]
+    for s, row in sorted(table.items(), key=lambda kv: -kv[1]["auc_accuracy_mean"]):
+        cells = [f"{row['accuracy_at'][str(c)][0]:.4f} ± {row['accuracy_at'][str(c)][1]:.4f}" for c in checkpoints]
+        lines.append(
+            f"| {s} | {row['seeds']} | {row['auc_accuracy_mean']:.4f} ± {row['auc_accuracy_std']:.4f} | "
+            + " | ".join(cells)
+            + f" | {row['median_round_seconds']:.2f} |"
+        )
+    lines.append(
+        f"| full data (LR) | - | - | " + " | ".join("" for _ in checkpoints[:-1]) + f" | {reference['accuracy']:.4f} ({reference['labels']} labels) | - |"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="banking77", choices=sorted(DATASETS))
+    ap.add_argument("--strategies", nargs="+", default=["random", "least_confidence", "margin", "entropy"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--budget", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--initial", type=int, default=100)
+    ap.add_argument("--checkpoints", nargs="+", type=int, default=[500, 1000, 2000])
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "learning_curve")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args()
+
+    offline_env()
+    import logging
+
+    logging.getLogger("alft").setLevel(logging.WARNING)
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    curves: dict[str, dict[int, list[dict]]] = {}
+    started = time.time()
+    for strategy in args.strategies:
+        for seed in args.seeds:
+            cfg = campaign_config(args.dataset, strategy, seed, args.budget, args.batch, args.initial, args.work)
+            t = time.perf_counter()
+            run_plain(cfg)
+            curve = read_curve(cfg)
+            curves.setdefault(strategy, {})[seed] = curve
+            acc = {p["labels"]: p["accuracy"] for p in curve}
+            print(
+                f"{strategy:>16} seed {seed}: acc@1000 {acc.get(1000, float('nan')):.4f} "
+                f"acc@{curve[-1]['labels']} {curve[-1]['accuracy']:.4f} ({time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
+    reference = full_data_reference(cfg)
+    table = summarize(curves, args.checkpoints)
+    name = f"learning_curve_{args.dataset}"
+    result = {
+        "dataset": args.dataset,
+        "protocol": {
+            "initial": args.initial,
+            "initial_strategy": "random",
+            "batch": args.batch,
+            "budget": args.budget,
+            "trainer": "head (logistic regression, C=%s)" % cfg.trainer.head.C,
+            "encoder": cfg.model.path,
+            "seeds": args.seeds,
+        },
+        "machine": {"python": platform.python_version(), "cpu": _cpu(), "cores": _cores()},
+        "minutes": (time.time() - started) / 60,
+        "full_data_reference": reference,
+        "summary": table,
+        "curves": curves,
+    }
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    md = markdown(table, reference, args.checkpoints)
+    (args.out / f"{name}.md").write_text(md + "\n")
+    plot(curves, reference, args.out / f"{name}.png", f"{args.dataset}: head trainer, {len(args.seeds)} seeds")
+    print(md)
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+if __name__ == "__main__":
+    main()
