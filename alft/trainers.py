@@ -153,7 +153,9 @@ class TransformerModel:
         order = np.lexsort((np.arange(len(ids)), -lengths))
         out = np.empty((len(ids), len(self.labels)), dtype=np.float64)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        with torch.inference_mode():
+        from alft import progress
+
+        with torch.inference_mode(), progress.bar("predict", len(order)) as advance:
             for start in range(0, len(order), self.batch_size):
                 pos = order[start : start + self.batch_size]
                 width = int(lengths[pos].max())
@@ -164,6 +166,7 @@ class TransformerModel:
                     m[r, : lengths[p]] = 1
                 logits = self.model(input_ids=torch.from_numpy(x), attention_mask=torch.from_numpy(m)).logits
                 out[pos] = torch.softmax(logits.float(), dim=-1).numpy()  # [b, C]
+                advance(len(pos))
         return out
 
     def save(self, path: Path) -> None:
@@ -194,6 +197,17 @@ class _TextDataset:
         item = {k: v[i] for k, v in self.enc.items()}
         item["labels"] = int(self.y[i])
         return item
+
+
+def _ProgressCallback(advance: Callable[[int], None]):
+    """A TrainerCallback advancing alft's progress bar by one per optimizer step."""
+    from transformers import TrainerCallback
+
+    class _Cb(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            advance(1)
+
+    return _Cb()
 
 
 class TransformerTrainer:
@@ -263,13 +277,20 @@ class TransformerTrainer:
                 data_seed=seed,
                 dataloader_num_workers=0,
             )
-            trainer = Trainer(
-                model=model,
-                args=args,
-                train_dataset=data,
-                data_collator=DataCollatorWithPadding(tok),
-            )
-            trainer.train()
+            import math
+
+            from alft import progress
+
+            steps = math.ceil(math.ceil(len(data) / self.cfg.batch_size) * self.cfg.epochs)
+            with progress.bar("fine-tune", steps) as advance:
+                trainer = Trainer(
+                    model=model,
+                    args=args,
+                    train_dataset=data,
+                    data_collator=DataCollatorWithPadding(tok),
+                    callbacks=[_ProgressCallback(advance)],
+                )
+                trainer.train()
         model.eval()
         return TransformerModel(labels, model, tok, self.cfg.max_length)
 

@@ -213,3 +213,30 @@ def test_export_writes_jsonl_dataset_folder_and_card(finished, tmp_path, banking
     assert f"labeled examples: {len(rows)} of budget" in card and "| label | examples |" in card
     again = CliRunner().invoke(app, ["export", str(tmp / "campaign.yaml"), "--out", str(out)])
     assert again.exit_code == 2 and "exists and is not empty" in again.output
+
+
+def test_transformer_trainer_campaign(prefect_server, banking_subset, tiny_model, tmp_path):
+    """The same flow with full fine-tuning: probabilities for margin come from the fine-tuned model."""
+    from flows.campaign import campaign
+
+    cfg = load_config(
+        campaign_yaml(
+            tmp_path,
+            banking_subset,
+            tiny_model,
+            name="transformer-campaign",
+            budget=40,
+            trainer={"kind": "transformer", "transformer": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 8, "max_length": 64}},
+        )
+    )
+    summary = campaign(cfg)
+    assert [r.n_labels for r in summary.rounds] == [20, 40]
+    store = CampaignStore(cfg.store_url())
+    train = store.step_result(cfg.name, 1, "train")
+    assert train["trainer"] == "transformer" and train["n_train"] == 40
+    model_dir = cfg.workdir_path() / train["model_dir"]
+    assert (model_dir / "hf" / "config.json").exists()
+    sel = store.selections(cfg.name, 1)
+    assert all(s["score"] is not None and s["strategy"] == "margin" for s in sel)
+    probs = np.load(cfg.workdir_path() / "rounds" / "001" / "probs.npy")
+    assert probs.shape == (220, 8) and np.allclose(probs.sum(1), 1, atol=1e-4)
