@@ -23,6 +23,18 @@ def step_cache_key(step: str) -> Callable[[Any, dict[str, Any]], str]:
     return key
 
 
+def step_task(step: str, label: str):
+    """The Prefect ``@task`` of a round step: named ``round N · label``, cached per campaign/round/step."""
+    from prefect import task
+
+    return task(
+        name=step,
+        task_run_name=f"round {{round_no}} · {label}",
+        cache_key_fn=step_cache_key(step),
+        persist_result=True,
+    )
+
+
 def say(message: str, *args: Any) -> None:
     """Log to the Prefect run (UI) when inside one, and to the ``alft`` console logger."""
     log.info(message, *args)

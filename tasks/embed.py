@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from prefect import task
 
 from alft.campaign import CampaignContext, campaign_data, embed_with_cache, model_key, run_step
-from tasks._common import say, step_cache_key
+from tasks._common import say, step_task
 
 
-@task(
-    name="embed",
-    task_run_name="round {round_no} · embed",
-    cache_key_fn=step_cache_key("embed"),
-    persist_result=True,
-)
+@step_task("embed", "embed")
 def embed_pool(ctx: CampaignContext, round_no: int) -> dict:
     """Make sure every pool and eval text has a cached embedding; embed only the missing ones."""
 

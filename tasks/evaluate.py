@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from prefect import task
 
 from alft.campaign import CampaignContext, campaign_data, open_store, rel, run_step
 from alft.rounds import eval_embeddings, round_files, round_model
-from tasks._common import say, step_cache_key
+from tasks._common import say, step_task
 
 
-@task(
-    name="evaluate",
-    task_run_name="round {round_no} · evaluate",
-    cache_key_fn=step_cache_key("evaluate"),
-    persist_result=True,
-)
+@step_task("evaluate", "evaluate")
 def evaluate(ctx: CampaignContext, round_no: int) -> dict:
     """Accuracy, macro-F1, per-class F1 and a confusion-matrix plot; metrics go to the store."""
     store = open_store(ctx.config)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import task
 
 from alft.campaign import CampaignContext, campaign_data, open_store, run_step
 from alft.errors import LabelError
-from tasks._common import say, step_cache_key
+from tasks._common import say, step_task
 
 
-@task(
-    name="labels",
-    task_run_name="round {round_no} · wait for labels",
-    cache_key_fn=step_cache_key("labels"),
-    persist_result=True,
-)
+@step_task("labels", "wait for labels")
 def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
     """Ask the oracle for the persisted batch's labels and record them as label events."""
     store = open_store(ctx.config)

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from prefect import task
 
 from alft.campaign import CampaignContext, run_step
 from alft.rounds import query_inputs, round_files, round_strategy
 from alft.fsutil import atomic_save_npy
-from tasks._common import say, step_cache_key
+from tasks._common import say, step_task
 
 
-@task(
-    name="score",
-    task_run_name="round {round_no} · score",
-    cache_key_fn=step_cache_key("score"),
-    persist_result=True,
-)
+@step_task("score", "score")
 def score_pool(ctx: CampaignContext, round_no: int) -> dict:
     """Compute the strategy's inputs (probabilities, embeddings) and its score of every candidate."""
 

@@ -5,19 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from prefect import task
 
 from alft.campaign import RNG_SELECT, CampaignContext, campaign_data, open_store, run_step
 from alft.rounds import batch_size_for, query_inputs, round_files, round_strategy
-from tasks._common import in_prefect_run, say, step_cache_key
+from tasks._common import in_prefect_run, say, step_task
 
 
-@task(
-    name="select",
-    task_run_name="round {round_no} · select",
-    cache_key_fn=step_cache_key("select"),
-    persist_result=True,
-)
+@step_task("select", "select")
 def select_batch(ctx: CampaignContext, round_no: int) -> dict:
     """Choose the round's batch with the strategy and commit it to the store."""
     store = open_store(ctx.config)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from prefect import task
 
 from alft.campaign import CampaignContext, open_store, run_step
-from tasks._common import say, step_cache_key
+from tasks._common import say, step_task
 from tasks.campaign import stop_decision
 
 
-@task(
-    name="stop",
-    task_run_name="round {round_no} · stop-check",
-    cache_key_fn=step_cache_key("stop"),
-    persist_result=True,
-)
+@step_task("stop", "stop-check")
 def stop_check(ctx: CampaignContext, round_no: int) -> dict:
     """Decide from the store's history whether the campaign stops; close the round."""
     store = open_store(ctx.config)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from prefect import task
 
 from alft.campaign import RNG_TRAIN, CampaignContext, campaign_data, rel, resolve_model, run_step, set_threads
 from alft.fsutil import atomic_dir
 from alft.rounds import pool_embeddings, round_files, training_set
-from tasks._common import say, step_cache_key
+from tasks._common import say, step_task
 
 
 def make_trainer(ctx: CampaignContext):
@@ -19,12 +18,7 @@ def make_trainer(ctx: CampaignContext):
     return TransformerTrainer(tc.transformer, resolve_model(ctx.config), ctx.workdir)
 
 
-@task(
-    name="train",
-    task_run_name="round {round_no} · fine-tune",
-    cache_key_fn=step_cache_key("train"),
-    persist_result=True,
-)
+@step_task("train", "fine-tune")
 def fine_tune(ctx: CampaignContext, round_no: int) -> dict:
     """Train the configured trainer on all labels read back from the store; save the model."""
 
