@@ -85,7 +85,13 @@ class ModelConfig(Strict):
         description="model folder, hub id, or packaged:all-MiniLM-L6-v2 (shipped on PyPI)",
     )
     max_length: int = Field(128, ge=8, le=8192, description="tokens per text; longer ones are truncated")
-    batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass when embedding")
+    batch_size: int = Field(
+        256,
+        ge=1,
+        le=4096,
+        description="most texts per forward pass when embedding (a batch also stops at 2,048 "
+        "padded tokens)",
+    )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     cache_dir: str | None = Field(
         None, description="embedding cache folder (default: $ALFT_CACHE_DIR or ~/.cache/alft)"
