@@ -1,7 +1,11 @@
 """Pure query strategies and stop rules: numpy and FAISS only, no Prefect, no I/O."""
 
 from strategies.base import (
+    INPUT_NAMES,
     InvalidInputError,
+    LinearHead,
+    PastRound,
+    Selection,
     MissingInputError,
     PoolExhaustedError,
     Query,
@@ -18,7 +22,11 @@ from strategies.registry import (
 )
 
 __all__ = [
+    "INPUT_NAMES",
     "InvalidInputError",
+    "LinearHead",
+    "PastRound",
+    "Selection",
     "MissingInputError",
     "PoolExhaustedError",
     "Query",

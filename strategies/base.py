@@ -14,19 +14,26 @@ example id
     see it; strategies never do.
 
 A strategy is a *scorer* (``QueryInputs -> float[m]``, higher = more worth a label) and a
-*selector* (``(scores | None, QueryInputs, k, rng) -> row positions``). Both are pure
-functions of arrays: no model, no file, no Prefect.
+*selector* (``(scores | None, QueryInputs, k, rng) -> row positions | Selection``). Both are
+pure functions of arrays: no model, no file, no Prefect. What a model contributes
+(probabilities, MC-dropout samples, penultimate features, its linear output layer) arrives
+as arrays in ``QueryInputs``; what the campaign has seen so far arrives as ``history``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "INPUT_NAMES",
     "InvalidInputError",
+    "LinearHead",
+    "PastRound",
+    "Selection",
     "MissingInputError",
     "PoolExhaustedError",
     "Query",
@@ -73,6 +80,70 @@ def _as_pool_ids(name: str, values: np.ndarray | list[int]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class LinearHead:
+    """The classifier's output layer: ``logits = features @ weight.T + bias``.
+
+    Attributes
+    ----------
+    weight: float64[k, h], one row per class the model can predict.
+    bias: float64[k].
+    classes: int64[k], the column of ``probs`` (label index) each row stands for; a model
+        fitted on fewer classes than the label set has ``k < C``.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    classes: np.ndarray
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weight, dtype=np.float64)
+        b = np.asarray(self.bias, dtype=np.float64)
+        c = np.asarray(self.classes)
+        if w.ndim != 2 or b.shape != (w.shape[0],) or c.shape != (w.shape[0],):
+            raise InvalidInputError(
+                f"head weight [k, h], bias [k] and classes [k] disagree: "
+                f"{w.shape}, {b.shape}, {c.shape}"
+            )
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise InvalidInputError("head weight or bias holds NaN or inf")
+        if c.size and not np.issubdtype(c.dtype, np.integer):
+            raise InvalidInputError(f"head classes must be integer label indices, got {c.dtype}")
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias", b)
+        object.__setattr__(self, "classes", c.astype(np.int64, copy=False))
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """``[n, k]`` logits of ``features [n, h]``."""
+        return np.asarray(features, dtype=np.float64) @ self.weight.T + self.bias
+
+
+@dataclass(frozen=True)
+class PastRound:
+    """One finished round, as adaptive strategies see it (read from the campaign store).
+
+    Attributes
+    ----------
+    round: the round number (0 = cold start).
+    n_labels: labels in the campaign after this round.
+    metrics: evaluation metrics of the model trained in this round (accuracy, macro_f1...).
+    strategy: the registered strategy that selected this round's batch; for an adaptive
+        strategy, the arm it chose (so a bandit can rebuild its state from history alone).
+    agreement: fraction of the candidates whose predicted class is the same under this
+        round's model and the previous round's one; None where either is missing.
+    """
+
+    round: int
+    n_labels: int
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    strategy: str | None = None
+    agreement: float | None = None
+
+
+#: QueryInputs fields a strategy can declare in ``needs``.
+INPUT_NAMES = frozenset({"probs", "prob_samples", "embeddings", "features", "head"})
+
+
+@dataclass(frozen=True)
 class QueryInputs:
     """Everything a strategy may read, validated once on construction.
 
@@ -88,12 +159,26 @@ class QueryInputs:
     embeddings:
         float32[n_pool, d], indexed by pool id (diversity methods also need the labeled
         rows); L2-normalised by the embed step; or None.
+    prob_samples:
+        float[m, C, K], K stochastic forward passes (MC dropout) per candidate, row
+        positions; or None.
+    features:
+        float[m, h], the model's penultimate representation of each candidate (the input
+        of ``head``), row positions; or None.
+    head:
+        the model's linear output layer over ``features``; or None.
+    history:
+        the campaign's finished rounds, oldest first (empty in round 0).
     """
 
     unlabeled: np.ndarray
     labeled: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     probs: np.ndarray | None = None
     embeddings: np.ndarray | None = None
+    prob_samples: np.ndarray | None = None
+    features: np.ndarray | None = None
+    head: LinearHead | None = None
+    history: tuple[PastRound, ...] = ()
 
     def __post_init__(self) -> None:
         unlabeled = _as_pool_ids("unlabeled", self.unlabeled)
@@ -147,6 +232,68 @@ class QueryInputs:
             ):
                 raise InvalidInputError("embeddings hold NaN or inf")
             object.__setattr__(self, "embeddings", emb)
+        m = unlabeled.size
+        if self.prob_samples is not None:
+            ps = np.asarray(self.prob_samples)
+            if ps.ndim != 3 or ps.shape[0] != m:
+                raise InvalidInputError(f"prob_samples must be [m={m}, C, K], got shape {ps.shape}")
+            if self.probs is not None and ps.shape[1] != np.asarray(self.probs).shape[1]:
+                raise InvalidInputError(
+                    f"prob_samples has {ps.shape[1]} classes, probs has {self.probs.shape[1]}"
+                )
+            if not np.isfinite(ps).all():
+                raise InvalidInputError("prob_samples holds NaN or inf")
+            sums = ps.sum(axis=1)  # [m, K]
+            if ps.size and np.abs(sums - 1.0).max() > 1e-3:
+                row = int(np.argwhere(np.abs(sums - 1.0) > 1e-3)[0, 0])
+                raise InvalidInputError(f"prob_samples must sum to 1 over classes (row {row})")
+            object.__setattr__(self, "prob_samples", ps)
+        if self.features is not None:
+            ft = np.asarray(self.features)
+            if ft.ndim != 2 or ft.shape[0] != m:
+                raise InvalidInputError(f"features must be [m={m}, h], got shape {ft.shape}")
+            if not np.isfinite(ft).all():
+                bad = int(np.flatnonzero(~np.isfinite(ft).all(axis=1))[0])
+                raise InvalidInputError(f"features hold NaN or inf (first at row {bad})")
+            object.__setattr__(self, "features", ft)
+        if self.head is not None:
+            if not isinstance(self.head, LinearHead):
+                raise InvalidInputError(f"head must be a LinearHead, got {type(self.head).__name__}")
+            if self.features is not None and self.head.weight.shape[1] != self.features.shape[1]:
+                raise InvalidInputError(
+                    f"head expects {self.head.weight.shape[1]}-d features, "
+                    f"features are {self.features.shape[1]}-d"
+                )
+            if self.probs is not None and self.head.classes.size and (
+                self.head.classes.max() >= self.probs.shape[1]
+            ):
+                raise InvalidInputError(
+                    f"head class {int(self.head.classes.max())} is outside probs' "
+                    f"{self.probs.shape[1]} columns"
+                )
+        object.__setattr__(self, "history", tuple(self.history))
+
+    def with_candidates(self, rows: np.ndarray) -> QueryInputs:
+        """The same inputs restricted to candidate ``rows`` (row positions, in that order).
+
+        Row-aligned arrays are sliced; pool-indexed ones (embeddings) and the labeled set
+        are kept, so a nested strategy sees a smaller candidate set of the same pool.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+
+        def take(a):
+            return None if a is None else a[rows]
+
+        return QueryInputs(
+            unlabeled=self.unlabeled[rows],
+            labeled=self.labeled,
+            probs=take(self.probs),
+            embeddings=self.embeddings,
+            prob_samples=take(self.prob_samples),
+            features=take(self.features),
+            head=self.head,
+            history=self.history,
+        )
 
     @property
     def n_candidates(self) -> int:
@@ -155,8 +302,28 @@ class QueryInputs:
 
 #: ``QueryInputs -> float64[m]`` in row positions; higher means more worth a label.
 Scorer = Callable[[QueryInputs], np.ndarray]
-#: ``(scores float[m] | None, inputs, k, rng) -> int64[k]`` row positions into ``unlabeled``.
-Selector = Callable[[np.ndarray | None, QueryInputs, int, np.random.Generator], np.ndarray]
+@dataclass(frozen=True)
+class Selection:
+    """What a selector may return instead of bare rows: rows plus what it decided.
+
+    Attributes
+    ----------
+    rows: int64[k] row positions into ``unlabeled``, in selection order.
+    scores: float64[k] scores of the selected rows (for selectors that score internally,
+        such as adaptive ones delegating to an arm); None keeps the strategy's scores.
+    info: JSON-serialisable facts to record for the round (chosen arm, switch reason...).
+    """
+
+    rows: np.ndarray
+    scores: np.ndarray | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: ``(scores float[m] | None, inputs, k, rng) -> int64[k] | Selection``, row positions
+#: into ``unlabeled``.
+Selector = Callable[
+    [np.ndarray | None, QueryInputs, int, np.random.Generator], "np.ndarray | Selection"
+]
 
 
 @dataclass(frozen=True)
@@ -167,17 +334,19 @@ class Query:
     ----------
     pool_ids: int64[k], pool ids of the selected examples, in selection order.
     scores: float64[k], the strategy's score of each, NaN where it has none (pure diversity).
+    info: what the strategy decided on the way (JSON-serialisable; recorded per round).
     """
 
     pool_ids: np.ndarray
     scores: np.ndarray
+    info: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Strategy:
     """A query strategy: an optional scorer composed with a selector.
 
-    ``needs`` names the ``QueryInputs`` fields that must be present ("probs", "embeddings").
+    ``needs`` names the ``QueryInputs`` fields that must be present (see ``INPUT_NAMES``).
     """
 
     name: str
@@ -225,7 +394,13 @@ class Strategy:
                 )
             if np.isnan(scores).any():
                 raise InvalidInputError(f"scores hold {int(np.isnan(scores).sum())} NaN values")
-        rows = np.asarray(self.selector(scores, inputs, int(k), rng), dtype=np.int64)
+        out = self.selector(scores, inputs, int(k), rng)
+        info: Mapping[str, Any] = {}
+        own_scores = None
+        if isinstance(out, Selection):
+            info, own_scores = dict(out.info), out.scores
+            out = out.rows
+        rows = np.asarray(out, dtype=np.int64)
         if rows.shape != (k,) or np.unique(rows).size != k:
             raise StrategyError(
                 f"selector of '{self.name}' returned {np.unique(rows).size} unique rows, "
@@ -233,8 +408,15 @@ class Strategy:
             )
         if rows.min() < 0 or rows.max() >= inputs.n_candidates:
             raise StrategyError(f"selector of '{self.name}' returned a row outside [0, m)")
-        picked = scores[rows] if scores is not None else np.full(k, np.nan)
-        return Query(pool_ids=inputs.unlabeled[rows], scores=picked)
+        if own_scores is not None:
+            picked = np.asarray(own_scores, dtype=np.float64)
+            if picked.shape != (k,):
+                raise StrategyError(
+                    f"selector of '{self.name}' returned {picked.shape} scores for {k} rows"
+                )
+        else:
+            picked = scores[rows] if scores is not None else np.full(k, np.nan)
+        return Query(pool_ids=inputs.unlabeled[rows], scores=picked, info=info)
 
     def query(self, inputs: QueryInputs, k: int, rng: np.random.Generator) -> Query:
         """Score then select: the whole strategy in one call."""

@@ -144,3 +144,15 @@ def _kmeans(
         spherical=spherical,
     )
     return Strategy(name="kmeans", selector=select, needs=EMBEDDINGS)
+
+
+# The rest of the catalogue registers itself on import, one module per family; importing
+# them here (after ``register`` exists) makes ``get_strategy`` see every entry.
+from strategies import (  # noqa: E402,F401
+    adaptive,
+    coreset,
+    error_reduction,
+    gating,
+    hybrid,
+    model_change,
+)

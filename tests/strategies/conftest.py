@@ -3,11 +3,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategies import QueryInputs
+from strategies import LinearHead, PastRound, QueryInputs
 
 
-def make_inputs(n_pool: int = 60, n_labeled: int = 10, n_classes: int = 4, dim: int = 8, seed: int = 0) -> QueryInputs:
-    """A pool with clustered L2-normalised embeddings and Dirichlet probabilities."""
+def make_inputs(
+    n_pool: int = 60, n_labeled: int = 10, n_classes: int = 4, dim: int = 8, seed: int = 0, samples: int = 5
+) -> QueryInputs:
+    """A pool with every input a strategy may need.
+
+    Clustered L2-normalised embeddings, Dirichlet probabilities, MC samples scattered around
+    them, the candidates' embeddings as penultimate features with a random linear head, and
+    a three-round history.
+    """
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(5, dim))
     emb = centers[rng.integers(0, 5, n_pool)] + 0.1 * rng.normal(size=(n_pool, dim))  # [n, d]
@@ -15,7 +22,26 @@ def make_inputs(n_pool: int = 60, n_labeled: int = 10, n_classes: int = 4, dim: 
     perm = rng.permutation(n_pool)
     labeled, unlabeled = np.sort(perm[:n_labeled]), np.sort(perm[n_labeled:])
     probs = rng.dirichlet(np.ones(n_classes), size=unlabeled.size)  # [m, C]
-    return QueryInputs(unlabeled=unlabeled, labeled=labeled, probs=probs, embeddings=emb)
+    conc = 20.0 * probs[:, :, None] + 0.05  # [m, C, 1]
+    samples_ = rng.gamma(np.broadcast_to(conc, (*probs.shape, samples)))  # [m, C, K]
+    samples_ /= samples_.sum(axis=1, keepdims=True)
+    head = LinearHead(
+        weight=rng.normal(size=(n_classes, dim)), bias=rng.normal(size=n_classes), classes=np.arange(n_classes)
+    )
+    history = tuple(
+        PastRound(round=r, n_labels=10 * (r + 1), metrics={"accuracy": 0.5 + 0.1 * r}, strategy="random", agreement=0.5 + 0.1 * r)
+        for r in range(3)
+    )
+    return QueryInputs(
+        unlabeled=unlabeled,
+        labeled=labeled,
+        probs=probs,
+        embeddings=emb,
+        prob_samples=samples_,
+        features=emb[unlabeled].astype(np.float64),
+        head=head,
+        history=history,
+    )
 
 
 @pytest.fixture

@@ -42,6 +42,10 @@ def test_pool_id_space_not_row_positions(name):
         labeled=np.arange(0, 100),
         probs=base.probs[:40],
         embeddings=base.embeddings,
+        prob_samples=base.prob_samples[:40],
+        features=base.features[:40],
+        head=base.head,
+        history=base.history,
     )
     q = get_strategy(name).query(inputs, 10, np.random.default_rng(0))
     assert q.pool_ids.min() >= 100
