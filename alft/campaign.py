@@ -32,6 +32,7 @@ STEP_ORDER = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
 # Stream ids that make every random draw independent: (seed, round, stream).
 RNG_SELECT = 1
 RNG_TRAIN = 2
+RNG_MC = 3
 
 
 class CampaignContext(BaseModel):

@@ -103,6 +103,13 @@ class StrategyConfig(Strict):
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+    dedup: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="drop candidates whose cosine similarity to a labeled example or to one earlier "
+        "in the batch exceeds this (near-duplicate gating; e.g. 0.95)",
+    )
 
 
 class HeadTrainerConfig(Strict):
@@ -114,6 +121,9 @@ class HeadTrainerConfig(Strict):
         "balanced",
         description="uncertainty sampling skews the labeled classes; balanced weights undo that "
         "(+0.5 to +1 accuracy point at 1,000 BANKING77 labels with margin)",
+    )
+    mc_dropout: float = Field(
+        0.1, gt=0, lt=1, description="feature dropout rate of the MC samples (strategies such as bald)"
     )
 
 
@@ -132,6 +142,9 @@ class TrainerConfig(Strict):
     """Which trainer fine-tunes each round, and the options of each."""
 
     kind: Literal["head", "transformer"] = "head"
+    mc_samples: int = Field(
+        10, ge=2, le=200, description="stochastic passes per candidate for strategies that need prob_samples"
+    )
     head: HeadTrainerConfig = Field(default_factory=HeadTrainerConfig)
     transformer: TransformerTrainerConfig = Field(default_factory=TransformerTrainerConfig)
 
@@ -210,6 +223,8 @@ class CampaignConfig(Strict):
     def _check(self) -> CampaignConfig:
         from strategies import StrategyError, get_spec, get_strategy
 
+        MODEL_INPUTS = {"probs", "prob_samples", "features", "head"}  # noqa: N806
+
         if self.budget < self.first_batch:
             raise ValueError(
                 f"budget ({self.budget}) is smaller than one batch "
@@ -218,14 +233,15 @@ class CampaignConfig(Strict):
         for key in ("strategy", "cold_start"):
             sc: StrategyConfig = getattr(self, key)
             try:
-                spec = get_spec(sc.name)
-                get_strategy(sc.name, **sc.options)
+                get_spec(sc.name)
+                built = get_strategy(sc.name, **sc.options)
             except StrategyError as exc:
                 raise ValueError(f"{key}: {exc}") from None
-            if key == "cold_start" and "probs" in spec.needs:
+            model_needs = sorted(built.needs & MODEL_INPUTS)
+            if key == "cold_start" and model_needs:
                 raise ValueError(
-                    f"cold_start: strategy '{sc.name}' needs model probabilities, which do not "
-                    "exist before the first labels; use random or kmeans"
+                    f"cold_start: strategy '{sc.name}' needs {', '.join(model_needs)} from a trained "
+                    "model, which does not exist before the first labels; use random, kmeans or kcenter"
                 )
         metric_rules = [r for r in (self.stop.plateau, self.stop.target) if r is not None]
         if metric_rules and self.data.eval is None:

@@ -9,13 +9,24 @@ import numpy as np
 
 from alft.campaign import CampaignContext, campaign_data, embeddings_for, open_store
 from alft.errors import LabelError, StoreError
-from strategies import QueryInputs, Strategy, get_strategy
+from strategies import LinearHead, PastRound, QueryInputs, Strategy, get_strategy
+
+#: QueryInputs fields that come from a trained model (not available in round 0).
+MODEL_INPUTS = frozenset({"probs", "prob_samples", "features", "head"})
 
 
 def round_strategy(ctx: CampaignContext, round_no: int) -> tuple[Strategy, str]:
-    """The strategy of a round: the cold-start one for round 0, the main one after."""
+    """The strategy of a round: the cold-start one for round 0, the main one after.
+
+    With ``dedup`` set, the strategy is wrapped in the near-duplicate gate.
+    """
     sc = ctx.strategy_config(round_no)
-    return get_strategy(sc.name, **sc.options), sc.name
+    strategy = get_strategy(sc.name, **sc.options)
+    if sc.dedup is not None:
+        from strategies.gating import gate_near_duplicates
+
+        strategy = gate_near_duplicates(strategy, sc.dedup)
+    return strategy, sc.name
 
 
 def round_files(ctx: CampaignContext, round_no: int) -> dict[str, Path]:
@@ -24,6 +35,10 @@ def round_files(ctx: CampaignContext, round_no: int) -> dict[str, Path]:
         "candidates": d / "candidates.npy",
         "scores": d / "scores.npy",
         "probs": d / "probs.npy",
+        "prob_samples": d / "prob_samples.npy",
+        "features": d / "features.npy",
+        "head": d / "head.npz",
+        "eval_pred": d / "eval_pred.npy",
         "model": d / "model",
         "confusion": d / "confusion.png",
     }
@@ -57,37 +72,136 @@ def round_model(ctx: CampaignContext, round_no: int):
     return _load_model(str(path), path.stat().st_mtime)
 
 
-def predict_pool(ctx: CampaignContext, model, pool_ids: np.ndarray) -> np.ndarray:
-    """Class probabilities ``[m, C]`` of the given pool ids (row positions follow ``pool_ids``)."""
+def model_inputs(
+    ctx: CampaignContext, round_no: int, needs: frozenset[str], pool_ids: np.ndarray
+) -> dict:
+    """What the previous round's model says about ``pool_ids``, limited to ``needs``.
+
+    Returns QueryInputs keyword arguments (rows follow ``pool_ids``).
+    """
+    from alft.campaign import RNG_MC
+
+    needs = needs & MODEL_INPUTS
+    if not needs:
+        return {}
+    model = round_model(ctx, round_no - 1)
     pool = campaign_data(ctx.config).pool
     emb = pool_embeddings(ctx)[pool_ids] if model.kind == "head" else None
     texts = [pool.texts[int(i)] for i in pool_ids]
-    return model.predict_proba(texts, emb)
+    out = model.outputs(
+        texts,
+        emb,
+        features=bool(needs & {"features", "head"}),
+        samples=ctx.config.trainer.mc_samples if "prob_samples" in needs else 0,
+        rng=ctx.rng(round_no, RNG_MC),
+    )
+    kwargs: dict = {"probs": out.probs}
+    if out.features is not None:
+        kwargs["features"] = out.features
+        w, b, c = out.head
+        kwargs["head"] = LinearHead(weight=w, bias=b, classes=c)
+    if out.prob_samples is not None:
+        kwargs["prob_samples"] = out.prob_samples
+    return kwargs
+
+
+def save_model_inputs(ctx: CampaignContext, round_no: int, inputs: QueryInputs) -> None:
+    """Persist the model-derived inputs, so select sees exactly what score saw."""
+    from alft.fsutil import atomic_save_npy, atomic_write
+
+    files = round_files(ctx, round_no)
+    if inputs.probs is not None:
+        atomic_save_npy(files["probs"], inputs.probs.astype(np.float32))
+    if inputs.prob_samples is not None:
+        atomic_save_npy(files["prob_samples"], inputs.prob_samples.astype(np.float32))
+    if inputs.features is not None:
+        atomic_save_npy(files["features"], inputs.features.astype(np.float32))
+    if inputs.head is not None:
+        h = inputs.head
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append .npz to a path
+                np.savez(fh, weight=h.weight, bias=h.bias, classes=h.classes)
+
+        atomic_write(files["head"], write)
+
+
+def load_model_inputs(ctx: CampaignContext, round_no: int, needs: frozenset[str]) -> dict | None:
+    """The inputs ``save_model_inputs`` wrote for ``needs``; None if any file is missing."""
+    files = round_files(ctx, round_no)
+    kwargs: dict = {}
+    for name in sorted(needs & MODEL_INPUTS):
+        path = files[name]
+        if not path.exists():
+            return None
+        if name == "head":
+            with np.load(path, allow_pickle=False) as z:
+                kwargs["head"] = LinearHead(weight=z["weight"], bias=z["bias"], classes=z["classes"])
+        else:
+            kwargs[name] = np.load(path).astype(np.float64)
+    return kwargs
+
+
+def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
+    """The finished rounds before ``before``, as strategies see them (store and round files)."""
+    store = open_store(ctx.config)
+    metrics = store.metrics(ctx.name)
+    out: list[PastRound] = []
+    prev_pred: np.ndarray | None = None
+    for r in store.rounds(ctx.name):
+        rn = r["round"]
+        if rn >= before:
+            break
+        ev = store.step_result(ctx.name, rn, "evaluate")
+        if ev is None:
+            continue
+        sel = store.step_result(ctx.name, rn, "select") or {}
+        pred_file = round_files(ctx, rn)["eval_pred"]
+        pred = np.load(pred_file) if pred_file.exists() else None
+        agreement = None
+        if pred is not None and prev_pred is not None and pred.shape == prev_pred.shape:
+            agreement = float((pred == prev_pred).mean())
+        prev_pred = pred
+        out.append(
+            PastRound(
+                round=rn,
+                n_labels=int(ev["n_labels"]),
+                metrics=dict(metrics.get(rn, {})),
+                strategy=sel.get("arm") or sel.get("strategy"),
+                agreement=agreement,
+                selection_info=dict(sel.get("info") or {}),
+            )
+        )
+    return tuple(out)
 
 
 def query_inputs(
     ctx: CampaignContext, round_no: int, needs: frozenset[str], candidates: np.ndarray | None
 ) -> QueryInputs:
-    """Build the strategy's inputs from the store: candidates, labeled ids, probs, embeddings.
+    """Build the strategy's inputs from the store: candidates, labeled ids, model outputs, history.
 
     ``candidates`` (pool ids) comes from the score step's file when selecting, so select
-    sees exactly what score saw; None computes it as the pool minus everything selected.
+    sees exactly what score saw (model outputs included, read back from the round folder);
+    None computes the candidates as the pool minus everything selected.
     """
     store = open_store(ctx.config)
     pool = campaign_data(ctx.config).pool
     selected = np.asarray(sorted(store.selected_pool_ids(ctx.name)), dtype=np.int64)
-    candidates_given = candidates is not None
-    if candidates is None:
+    model_kwargs = None
+    if candidates is not None:
+        model_kwargs = load_model_inputs(ctx, round_no, needs)
+    else:
         candidates = np.setdiff1d(np.arange(len(pool), dtype=np.int64), selected)
-    probs = None
-    if "probs" in needs:
-        probs_file = ctx.round_dir(round_no) / "probs.npy"
-        if candidates_given and probs_file.exists():  # select reuses what score computed
-            probs = np.load(probs_file).astype(np.float64)
-        else:
-            probs = predict_pool(ctx, round_model(ctx, round_no - 1), candidates)
+    if model_kwargs is None:
+        model_kwargs = model_inputs(ctx, round_no, needs, candidates)
     emb = pool_embeddings(ctx) if "embeddings" in needs else None
-    return QueryInputs(unlabeled=candidates, labeled=selected, probs=probs, embeddings=emb)
+    return QueryInputs(
+        unlabeled=candidates,
+        labeled=selected,
+        embeddings=emb,
+        history=round_history(ctx, round_no),
+        **model_kwargs,
+    )
 
 
 def batch_size_for(ctx: CampaignContext, round_no: int, n_candidates: int) -> int:

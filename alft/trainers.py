@@ -25,12 +25,39 @@ from alft.errors import ModelError, TrainerError
 META = "alft_model.json"
 
 
+@dataclass
+class ModelOutputs:
+    """What a model tells the query strategies about ``n`` texts (rows follow the input).
+
+    probs: float64[n, C] over the full label set.
+    features: float64[n, h], the input of the output layer, or None.
+    head: (weight [k, h], bias [k], classes [k]) of the output layer, or None.
+    prob_samples: float32[n, C, K] from K stochastic (MC-dropout) passes, or None.
+    """
+
+    probs: np.ndarray
+    features: np.ndarray | None = None
+    head: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    prob_samples: np.ndarray | None = None
+
+
 class ClassifierModel(Protocol):
     kind: str
     labels: list[str]
 
     def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
         """Class probabilities ``[n, C]`` over the full label set (columns = ``labels``)."""
+
+    def outputs(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        *,
+        features: bool,
+        samples: int,
+        rng: np.random.Generator,
+    ) -> ModelOutputs:
+        """Probabilities plus, on request, features, the output layer and ``samples`` MC passes."""
 
     def save(self, path: Path) -> None:
         """Write the model into the (new, empty) folder ``path``."""
@@ -53,6 +80,7 @@ class HeadModel:
     coef: np.ndarray  # float64[k, d] (k == 1: constant model)
     intercept: np.ndarray  # float64[k]
     kind: str = "head"
+    mc_dropout: float = 0.1
 
     def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
         if embeddings is None:
@@ -69,15 +97,51 @@ class HeadModel:
         out[:, self.classes] = p
         return out
 
+    def outputs(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        *,
+        features: bool,
+        samples: int,
+        rng: np.random.Generator,
+    ) -> ModelOutputs:
+        """MC samples drop input features at rate ``mc_dropout`` (inverted scaling).
+
+        A classification head on a transformer sees its features through a dropout layer
+        during training; dropping the frozen embeddings the same way is that layer's MC
+        estimate for a head trained without it (cheap: one matmul per sample).
+        """
+        probs = self.predict_proba(texts, embeddings)
+        out = ModelOutputs(probs=probs)
+        if features:
+            out.features = np.asarray(embeddings, dtype=np.float64)
+            out.head = (self.coef, self.intercept, self.classes)
+        if samples:
+            keep = 1.0 - self.mc_dropout
+            stack = np.empty((probs.shape[0], probs.shape[1], samples), dtype=np.float32)  # [n, C, K]
+            for k in range(samples):
+                mask = rng.random(embeddings.shape, dtype=np.float32) < keep  # [n, d]
+                stack[:, :, k] = self.predict_proba(texts, embeddings * mask / keep)
+            out.prob_samples = stack
+        return out
+
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         np.savez(path / "head.npz", classes=self.classes, coef=self.coef, intercept=self.intercept)
-        (path / META).write_text(json.dumps({"kind": "head", "labels": self.labels}, indent=1))
+        meta = {"kind": "head", "labels": self.labels, "mc_dropout": self.mc_dropout}
+        (path / META).write_text(json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, path: Path, labels: list[str]) -> HeadModel:
+    def load(cls, path: Path, labels: list[str], mc_dropout: float = 0.1) -> HeadModel:
         with np.load(path / "head.npz", allow_pickle=False) as z:
-            return cls(labels=labels, classes=z["classes"], coef=z["coef"], intercept=z["intercept"])
+            return cls(
+                labels=labels,
+                classes=z["classes"],
+                coef=z["coef"],
+                intercept=z["intercept"],
+                mc_dropout=mc_dropout,
+            )
 
 
 class HeadTrainer:
@@ -106,7 +170,7 @@ class HeadTrainer:
         classes = np.unique(y)
         if classes.size == 1:
             d = embeddings.shape[1]
-            return HeadModel(labels, classes, np.zeros((1, d)), np.zeros(1))
+            return HeadModel(labels, classes, np.zeros((1, d)), np.zeros(1), mc_dropout=self.cfg.mc_dropout)
         clf = LogisticRegression(
             C=self.cfg.C,
             max_iter=self.cfg.max_iter,
@@ -127,7 +191,7 @@ class HeadTrainer:
         if classes.size == 2:  # sklearn keeps one row for binary problems; make it softmax-shaped
             coef = np.vstack([-coef[0] / 2, coef[0] / 2])
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-        return HeadModel(labels, clf.classes_.astype(np.int64), coef, intercept)
+        return HeadModel(labels, clf.classes_.astype(np.int64), coef, intercept, mc_dropout=self.cfg.mc_dropout)
 
 
 # --------------------------------------------------------------------------- transformer
@@ -144,6 +208,39 @@ class TransformerModel:
         self.batch_size = batch_size
 
     def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+        return self._passes(texts, features=False, samples=0, rng=None).probs
+
+    def outputs(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        *,
+        features: bool,
+        samples: int,
+        rng: np.random.Generator,
+    ) -> ModelOutputs:
+        """MC samples are forward passes with the model's own dropout layers switched on."""
+        return self._passes(texts, features=features, samples=samples, rng=rng)
+
+    def _output_layer(self):
+        """The final ``Linear`` producing the logits (``classifier`` or ``score``)."""
+        import torch
+
+        for name in ("classifier", "score"):
+            layer = getattr(self.model, name, None)
+            if isinstance(layer, torch.nn.Linear):
+                return layer
+            out_proj = getattr(layer, "out_proj", None)  # RoBERTa-style classification heads
+            if isinstance(out_proj, torch.nn.Linear):
+                return out_proj
+        raise ModelError(
+            f"{type(self.model).__name__} has no linear output layer named classifier or score; "
+            "strategies that need features or the head cannot use it"
+        )
+
+    def _passes(
+        self, texts: Sequence[str], *, features: bool, samples: int, rng: np.random.Generator | None
+    ) -> ModelOutputs:
         import torch
 
         self.model.eval()
@@ -151,22 +248,73 @@ class TransformerModel:
         ids = enc["input_ids"]
         lengths = np.array([len(x) for x in ids])
         order = np.lexsort((np.arange(len(ids)), -lengths))
-        out = np.empty((len(ids), len(self.labels)), dtype=np.float64)
+        n, c = len(ids), len(self.labels)
+        probs = np.empty((n, c), dtype=np.float64)
+        stack = np.empty((n, c, samples), dtype=np.float32) if samples else None  # [n, C, K]
+        feats: np.ndarray | None = None
+        captured: list[torch.Tensor] = []
+        layer = self._output_layer() if features else None
+        # The hook records the output layer's input on the deterministic pass only.
+        capture = {"on": True}
+
+        def grab(_module, inp, _out):
+            if capture["on"]:
+                captured.append(inp[0].detach())
+
+        hook = layer.register_forward_hook(grab) if layer is not None else None
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        dropouts = [m for m in self.model.modules() if isinstance(m, torch.nn.Dropout)]
+        if samples and rng is not None:
+            torch.manual_seed(int(rng.integers(2**31 - 1)))
         from alft import progress
 
-        with torch.inference_mode(), progress.bar("predict", len(order)) as advance:
-            for start in range(0, len(order), self.batch_size):
-                pos = order[start : start + self.batch_size]
-                width = int(lengths[pos].max())
-                x = np.full((len(pos), width), pad, dtype=np.int64)  # [b, L]
-                m = np.zeros((len(pos), width), dtype=np.int64)  # [b, L]
-                for r, p in enumerate(pos):
-                    x[r, : lengths[p]] = ids[p]
-                    m[r, : lengths[p]] = 1
-                logits = self.model(input_ids=torch.from_numpy(x), attention_mask=torch.from_numpy(m)).logits
-                out[pos] = torch.softmax(logits.float(), dim=-1).numpy()  # [b, C]
-                advance(len(pos))
+        try:
+            with torch.inference_mode(), progress.bar("predict", len(order) * (1 + samples)) as advance:
+                for start in range(0, len(order), self.batch_size):
+                    pos = order[start : start + self.batch_size]
+                    width = int(lengths[pos].max())
+                    x = np.full((len(pos), width), pad, dtype=np.int64)  # [b, L]
+                    m = np.zeros((len(pos), width), dtype=np.int64)  # [b, L]
+                    for r, p in enumerate(pos):
+                        x[r, : lengths[p]] = ids[p]
+                        m[r, : lengths[p]] = 1
+                    xt, mt = torch.from_numpy(x), torch.from_numpy(m)
+                    captured.clear()
+                    logits = self.model(input_ids=xt, attention_mask=mt).logits
+                    probs[pos] = torch.softmax(logits.float(), dim=-1).numpy()  # [b, C]
+                    if layer is not None:
+                        h = captured[-1].float()
+                        if h.dim() == 3:  # decoder models score every position; keep the last real one
+                            h = h[torch.arange(len(pos)), mt.sum(1) - 1]  # [b, h]
+                        if feats is None:
+                            feats = np.empty((n, h.shape[1]), dtype=np.float64)
+                        feats[pos] = h.numpy()
+                    advance(len(pos))
+                    if samples:
+                        capture["on"] = False
+                        for d in dropouts:
+                            d.train()
+                        for k in range(samples):
+                            lg = self.model(input_ids=xt, attention_mask=mt).logits
+                            stack[pos, :, k] = torch.softmax(lg.float(), dim=-1).numpy()
+                            advance(len(pos))
+                        for d in dropouts:
+                            d.eval()
+                        capture["on"] = True
+        finally:
+            if hook is not None:
+                hook.remove()
+            self.model.eval()
+        out = ModelOutputs(probs=probs, prob_samples=stack)
+        if layer is not None:
+            w = layer.weight.detach().double().numpy()  # [C, h]
+            b = (
+                layer.bias.detach().double().numpy()
+                if layer.bias is not None
+                else np.zeros(w.shape[0])
+            )
+            out.features = feats
+            out.head = (w, b, np.arange(w.shape[0], dtype=np.int64))
         return out
 
     def save(self, path: Path) -> None:
@@ -302,7 +450,7 @@ def load_model(path: Path) -> ClassifierModel:
         raise ModelError(f"{path} is not an alft model folder (no {META})")
     meta = json.loads(meta_path.read_text())
     if meta["kind"] == "head":
-        return HeadModel.load(Path(path), meta["labels"])
+        return HeadModel.load(Path(path), meta["labels"], float(meta.get("mc_dropout", 0.1)))
     if meta["kind"] == "transformer":
         return TransformerModel.load(Path(path), meta["labels"], int(meta.get("max_length", 128)))
     raise ModelError(f"{path}: unknown model kind {meta['kind']!r}")

@@ -1,11 +1,13 @@
 """Learning-curve benchmark: strategies x seeds on a real dataset with the head trainer.
 
-Protocol (issue 2): 100 random initial labels, batches of 100 up to 2,000 labels,
-strategies random / least confidence / margin / entropy, 3 seeds. Records accuracy and
-macro-F1 at every step, the normalised area under the accuracy curve, seconds per step,
-and a full-data logistic-regression reference on the same embeddings.
+Protocol: 100 random initial labels, batches of 100 up to 2,000 labels, every registered
+strategy with its default options, 3 seeds. Records accuracy and macro-F1 at every step,
+the normalised area under both curves, seconds per step, and a full-data logistic-regression
+reference on the same embeddings. Campaigns run in ``--jobs`` worker processes; the pool
+is embedded once, before they start.
 
-    .venv/bin/python benchmarks/learning_curve.py            # BANKING77, the protocol above
+    .venv/bin/python benchmarks/learning_curve.py --dataset banking77 --jobs 2
+    .venv/bin/python benchmarks/learning_curve.py --dataset sms_spam --jobs 2
     .venv/bin/python benchmarks/learning_curve.py --seeds 0 --strategies margin random
 """
 
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.plain import ROOT, offline_env, run_plain  # noqa: E402
 
-DATASETS = {"banking77": ROOT / "conf" / "banking77.yaml"}
+DATASETS = {"banking77": ROOT / "conf" / "banking77.yaml", "sms_spam": ROOT / "conf" / "sms_spam.yaml"}
 
 
 def campaign_config(dataset: str, strategy: str, seed: int, budget: int, batch: int, initial: int, work: Path):
@@ -39,7 +41,7 @@ def campaign_config(dataset: str, strategy: str, seed: int, budget: int, batch: 
             f"batch_size={batch}",
             f"initial_size={initial}",
             "cold_start.name=random",
-            f"strategy.name={strategy}",
+            f"strategy={{name: {strategy}}}",
             "stop={}",
             f"workdir={work / f'{strategy}-s{seed}'}",
         ],
@@ -100,7 +102,7 @@ def summarize(curves: dict[str, dict[int, list[dict]]], checkpoints: list[int]) 
 
     table = {}
     for strategy, by_seed in curves.items():
-        aucs, f1_aucs, at = [], [], {c: [] for c in checkpoints}
+        aucs, f1_aucs, at, f1_at = [], [], {c: [] for c in checkpoints}, {c: [] for c in checkpoints}
         step_seconds: dict[str, list[float]] = {}
         for curve in by_seed.values():
             x = [p["labels"] for p in curve]
@@ -108,6 +110,7 @@ def summarize(curves: dict[str, dict[int, list[dict]]], checkpoints: list[int]) 
             f1_aucs.append(normalized_auc(x, [p["macro_f1"] for p in curve]))
             for c in checkpoints:
                 at[c].extend(p["accuracy"] for p in curve if p["labels"] == c)
+                f1_at[c].extend(p["macro_f1"] for p in curve if p["labels"] == c)
             for p in curve[1:]:  # round 0 includes one-off embedding of the pool
                 for k, v in p["seconds"].items():
                     step_seconds.setdefault(k, []).append(v)
@@ -116,6 +119,8 @@ def summarize(curves: dict[str, dict[int, list[dict]]], checkpoints: list[int]) 
             "auc_accuracy_mean": statistics.mean(aucs),
             "auc_accuracy_std": statistics.pstdev(aucs),
             "auc_macro_f1_mean": statistics.mean(f1_aucs),
+            "auc_macro_f1_std": statistics.pstdev(f1_aucs),
+            "macro_f1_at": {str(c): (statistics.mean(v), statistics.pstdev(v)) for c, v in f1_at.items() if v},
             "accuracy_at": {str(c): (statistics.mean(v), statistics.pstdev(v)) for c, v in at.items() if v},
             "median_step_seconds": {k: statistics.median(v) for k, v in step_seconds.items()},
             "median_round_seconds": statistics.median(
@@ -151,17 +156,25 @@ def plot(curves, reference, out: Path, title: str) -> None:
 
 
 def markdown(table: dict, reference: dict, checkpoints: list[int]) -> str:
-    head = "| strategy | seeds | AUC (accuracy) | " + " | ".join(f"acc @ {c}" for c in checkpoints) + " | s / round |"
-    lines = [head, "|" + "---|" * (4 + len(checkpoints))]
+    head = (
+        "| strategy | seeds | AUC (accuracy) | AUC (macro-F1) | "
+        + " | ".join(f"acc @ {c}" for c in checkpoints)
+        + f" | macro-F1 @ {checkpoints[-1]} | s / round |"
+    )
+    lines = [head, "|" + "---|" * (6 + len(checkpoints))]
     for s, row in sorted(table.items(), key=lambda kv: -kv[1]["auc_accuracy_mean"]):
         cells = [f"{row['accuracy_at'][str(c)][0]:.4f} ± {row['accuracy_at'][str(c)][1]:.4f}" for c in checkpoints]
+        f1_last = row["macro_f1_at"][str(checkpoints[-1])]
         lines.append(
             f"| {s} | {row['seeds']} | {row['auc_accuracy_mean']:.4f} ± {row['auc_accuracy_std']:.4f} | "
+            f"{row['auc_macro_f1_mean']:.4f} ± {row['auc_macro_f1_std']:.4f} | "
             + " | ".join(cells)
-            + f" | {row['median_round_seconds']:.2f} |"
+            + f" | {f1_last[0]:.4f} ± {f1_last[1]:.4f} | {row['median_round_seconds']:.2f} |"
         )
     lines.append(
-        f"| full data (LR) | - | - | " + " | ".join("" for _ in checkpoints[:-1]) + f" | {reference['accuracy']:.4f} ({reference['labels']} labels) | - |"
+        "| full data (LR) | - | - | - | "
+        + " | ".join("" for _ in checkpoints[:-1])
+        + f" | {reference['accuracy']:.4f} ({reference['labels']} labels) | {reference['macro_f1']:.4f} | - |"
     )
     return "\n".join(lines)
 
@@ -169,7 +182,8 @@ def markdown(table: dict, reference: dict, checkpoints: list[int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="banking77", choices=sorted(DATASETS))
-    ap.add_argument("--strategies", nargs="+", default=["random", "least_confidence", "margin", "entropy"])
+    ap.add_argument("--strategies", nargs="+", default=None, help="default: every registered strategy")
+    ap.add_argument("--jobs", type=int, default=1, help="campaigns run at once (worker processes)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=100)
@@ -183,23 +197,34 @@ def main() -> None:
     import logging
 
     logging.getLogger("alft").setLevel(logging.WARNING)
+    if args.strategies is None:
+        from strategies import available
+
+        args.strategies = [s.name for s in available()]
+    args.work = args.work / args.dataset
     shutil.rmtree(args.work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     curves: dict[str, dict[int, list[dict]]] = {}
     started = time.time()
-    for strategy in args.strategies:
-        for seed in args.seeds:
-            cfg = campaign_config(args.dataset, strategy, seed, args.budget, args.batch, args.initial, args.work)
-            t = time.perf_counter()
-            run_plain(cfg)
-            curve = read_curve(cfg)
+    jobs = [(args.dataset, st, seed, args.budget, args.batch, args.initial, args.work) for st in args.strategies for seed in args.seeds]
+    cfg = campaign_config(*jobs[0])
+    _embed_once(cfg)  # workers then find every vector in the shared cache
+    if args.jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+            futures = [ex.submit(_one, job) for job in jobs]
+            for fut in as_completed(futures):
+                strategy, seed, curve, secs = fut.result()
+                curves.setdefault(strategy, {})[seed] = curve
+                _report(strategy, seed, curve, secs)
+    else:
+        for job in jobs:
+            strategy, seed, curve, secs = _one(job)
             curves.setdefault(strategy, {})[seed] = curve
-            acc = {p["labels"]: p["accuracy"] for p in curve}
-            print(
-                f"{strategy:>16} seed {seed}: acc@1000 {acc.get(1000, float('nan')):.4f} "
-                f"acc@{curve[-1]['labels']} {curve[-1]['accuracy']:.4f} ({time.perf_counter() - t:.0f} s)",
-                flush=True,
-            )
+            _report(strategy, seed, curve, secs)
+    curves = {st: dict(sorted(curves[st].items())) for st in args.strategies}
     reference = full_data_reference(cfg)
     table = summarize(curves, args.checkpoints)
     name = f"learning_curve_{args.dataset}"
@@ -213,6 +238,8 @@ def main() -> None:
             "trainer": "head (logistic regression, C=%s)" % cfg.trainer.head.C,
             "encoder": cfg.model.path,
             "seeds": args.seeds,
+            "strategies": args.strategies,
+            "jobs": args.jobs,
         },
         "machine": {"python": platform.python_version(), "cpu": _cpu(), "cores": _cores()},
         "minutes": (time.time() - started) / 60,
@@ -225,6 +252,36 @@ def main() -> None:
     (args.out / f"{name}.md").write_text(md + "\n")
     plot(curves, reference, args.out / f"{name}.png", f"{args.dataset}: head trainer, {len(args.seeds)} seeds")
     print(md)
+
+
+def _embed_once(cfg) -> None:
+    from alft.campaign import campaign_data, embed_with_cache
+
+    data = campaign_data(cfg)
+    embed_with_cache(cfg, data.pool.texts, "pool")
+    embed_with_cache(cfg, data.eval.texts, "eval")
+
+
+def _one(job):
+    """One campaign (in a worker process): its learning curve and wall seconds."""
+    offline_env()
+    import logging
+
+    logging.getLogger("alft").setLevel(logging.WARNING)
+    dataset, strategy, seed, budget, batch, initial, work = job
+    cfg = campaign_config(dataset, strategy, seed, budget, batch, initial, work)
+    t = time.perf_counter()
+    run_plain(cfg)
+    return strategy, seed, read_curve(cfg), time.perf_counter() - t
+
+
+def _report(strategy, seed, curve, secs) -> None:
+    acc = {p["labels"]: p["accuracy"] for p in curve}
+    print(
+        f"{strategy:>16} seed {seed}: acc@1000 {acc.get(1000, float('nan')):.4f} "
+        f"acc@{curve[-1]['labels']} {curve[-1]['accuracy']:.4f} ({secs:.0f} s)",
+        flush=True,
+    )
 
 
 def _cpu() -> str:

@@ -128,8 +128,9 @@ class PastRound:
     metrics: evaluation metrics of the model trained in this round (accuracy, macro_f1...).
     strategy: the registered strategy that selected this round's batch; for an adaptive
         strategy, the arm it chose (so a bandit can rebuild its state from history alone).
-    agreement: fraction of the candidates whose predicted class is the same under this
-        round's model and the previous round's one; None where either is missing.
+    agreement: fraction of a fixed held-out set whose predicted class is the same under
+        this round's model and the previous round's one; None where either is missing.
+    selection_info: what the selecting strategy recorded (``Selection.info``) that round.
     """
 
     round: int
@@ -137,6 +138,7 @@ class PastRound:
     metrics: Mapping[str, float] = field(default_factory=dict)
     strategy: str | None = None
     agreement: float | None = None
+    selection_info: Mapping[str, Any] = field(default_factory=dict)
 
 
 #: QueryInputs fields a strategy can declare in ``needs``.

@@ -123,25 +123,55 @@ def _entropy() -> Strategy:
 
 
 @register(
+    "bald",
+    "highest mutual information between label and model over MC-dropout samples first",
+    frozenset({"prob_samples"}),
+)
+def _bald() -> Strategy:
+    return _scored("bald", uncertainty.bald, frozenset({"prob_samples"}))
+
+
+@register(
     "kmeans",
-    "FAISS k-means over the unlabeled embeddings, the example nearest each centroid "
+    "FAISS k-means over the unlabeled embeddings, then per cluster the example nearest the "
+    "centroid or the one farthest from the labeled set; optionally size-weighted "
     "(diversity; cold start)",
     EMBEDDINGS,
 )
 def _kmeans(
-    niter: int = 20, max_points_per_centroid: int = 256, spherical: bool = True
+    niter: int = 20,
+    max_points_per_centroid: int = 256,
+    spherical: bool = True,
+    pick: str = "nearest",
+    weight_by_size: bool = False,
+    n_clusters: int | None = None,
 ) -> Strategy:
-    if niter < 1:
-        raise StrategyOptionError(f"kmeans option niter must be >= 1, got {niter}")
-    if max_points_per_centroid < 1:
+    def whole(opt: str, value: Any, low: int) -> None:
+        # __index__: Python and numpy integers, not floats; bool is an int but no count
+        if isinstance(value, bool) or not hasattr(value, "__index__") or value < low:
+            raise StrategyOptionError(
+                f"kmeans option {opt} must be an integer >= {low}, got {value!r}"
+            )
+
+    whole("niter", niter, 1)
+    whole("max_points_per_centroid", max_points_per_centroid, 1)
+    if n_clusters is not None:
+        whole("n_clusters", n_clusters, 1)
+    if pick not in diversity.PICKS:
         raise StrategyOptionError(
-            f"kmeans option max_points_per_centroid must be >= 1, got {max_points_per_centroid}"
+            f"kmeans option pick must be one of {', '.join(diversity.PICKS)}, got {pick!r}"
         )
+    for opt, value in (("spherical", spherical), ("weight_by_size", weight_by_size)):
+        if not isinstance(value, bool):
+            raise StrategyOptionError(f"kmeans option {opt} must be true or false, got {value!r}")
     select = partial(
-        diversity.kmeans_select,
-        niter=niter,
-        max_points_per_centroid=max_points_per_centroid,
+        diversity.cluster_select,
+        niter=int(niter),
+        max_points_per_centroid=int(max_points_per_centroid),
         spherical=spherical,
+        pick=pick,
+        weight_by_size=weight_by_size,
+        n_clusters=None if n_clusters is None else int(n_clusters),
     )
     return Strategy(name="kmeans", selector=select, needs=EMBEDDINGS)
 

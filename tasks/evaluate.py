@@ -16,7 +16,7 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
 
     def compute():
         from alft.evaluation import classification_metrics, confusion_figure
-        from alft.fsutil import atomic_write
+        from alft.fsutil import atomic_save_npy, atomic_write
 
         data = campaign_data(ctx.config)
         n_labels = len(store.current_labels(ctx.name))
@@ -26,6 +26,8 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
             model = round_model(ctx, round_no)
             probs = model.predict_proba(data.eval.texts, eval_embeddings(ctx) if model.kind == "head" else None)
             pred = probs.argmax(axis=1)  # [n_eval]
+            # kept for the agreement between consecutive rounds (adaptive strategies)
+            atomic_save_npy(round_files(ctx, round_no)["eval_pred"], pred.astype(np.int32))
             index = {lab: i for i, lab in enumerate(data.labels)}
             gold = np.asarray([index[g] for g in data.eval.gold], dtype=np.int64)
             metrics = classification_metrics(gold, pred, data.labels)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 
 from alft.campaign import CampaignContext, run_step
-from alft.rounds import query_inputs, round_files, round_strategy
+from alft.rounds import query_inputs, round_files, round_strategy, save_model_inputs
 from alft.fsutil import atomic_save_npy
 from tasks._common import say, step_task
 
@@ -22,8 +21,7 @@ def score_pool(ctx: CampaignContext, round_no: int) -> dict:
         atomic_save_npy(files["candidates"], inputs.unlabeled)
         if scores is not None:
             atomic_save_npy(files["scores"], scores)
-        if inputs.probs is not None:
-            atomic_save_npy(files["probs"], inputs.probs.astype(np.float32))
+        save_model_inputs(ctx, round_no, inputs)
         result = {
             "strategy": spec_name,
             "n_candidates": int(inputs.n_candidates),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -33,13 +34,28 @@ def select_batch(ctx: CampaignContext, round_no: int) -> dict:
         def commit(conn):
             store.add_selections(conn, ctx.name, round_no, rows, spec_name)
 
-        return {"strategy": spec_name, "k": k}, commit
+        result = {"strategy": spec_name, "k": k}
+        if query.info:
+            # JSON round trip: numpy scalars in a strategy's info must not reach the store
+            result["info"] = json.loads(json.dumps(dict(query.info), default=_jsonable))
+            if "arm" in query.info:
+                result["arm"] = str(query.info["arm"])
+        return result, commit
 
     result = run_step(ctx, round_no, "select", compute)
-    say("round %d · select: %d examples by %s", round_no, result["k"], result["strategy"])
+    arm = f" (arm {result['arm']})" if "arm" in result else ""
+    say("round %d · select: %d examples by %s%s", round_no, result["k"], result["strategy"], arm)
     if in_prefect_run():
         _publish_batch(ctx, round_no)
     return result
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"strategy info holds a {type(value).__name__}, which is not JSON")
 
 
 def _publish_batch(ctx: CampaignContext, round_no: int) -> None:

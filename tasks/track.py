@@ -122,6 +122,22 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
             ],
             "selected.json",
         )
+    sel_info = (steps.get("select", {}).get("result") or {}).get("info")
+    if sel_info:
+        # adaptive strategies' decisions (arm, probabilities, reward, switch reason)
+        tracker.log_dict(run_id, sel_info, "selection_info.json")
+        numeric = {
+            f"select.{k}": float(v)
+            for k, v in sel_info.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        numeric.update(
+            {f"select.p.{a}": float(v) for a, v in (sel_info.get("probabilities") or {}).items()}
+        )
+        if numeric:
+            tracker.log_metrics(run_id, numeric, n_labels, ts)
+        if "arm" in sel_info:
+            tracker.set_tags(run_id, {"alft.arm": str(sel_info["arm"])})
     per_class = {k[3:]: v for k, v in values.items() if k.startswith("f1/")}
     if per_class:
         tracker.log_dict(run_id, per_class, "per_class_f1.json")

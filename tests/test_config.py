@@ -63,7 +63,7 @@ def test_unknown_top_level_key(tmp_path):
         ("seed=abc", r"seed: Input should be a valid integer"),
         ("strategy.name=marginn", r"unknown strategy 'marginn' \(known: .*margin"),
         ("strategy={name: margin, options: {foo: 1}}", r"strategy 'margin' has no option 'foo'"),
-        ("cold_start.name=entropy", r"needs model probabilities, which do not exist before the first labels"),
+        ("cold_start.name=entropy", r"cold_start: strategy .entropy. needs probs from a trained model"),
         ("trainer.kind=svm", r"trainer.kind: Input should be 'head' or 'transformer'"),
         ("name=Bad Name", r"name: String should match pattern"),
         ("stop.plateau.patience=0", r"stop.plateau.patience: Input should be greater than or equal to 1"),

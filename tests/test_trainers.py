@@ -72,3 +72,56 @@ def test_transformer_fine_tune_learns_a_toy_task(tiny_model, tmp_path):
     model.save(tmp_path / "m")
     again = load_model(tmp_path / "m")
     np.testing.assert_allclose(again.predict_proba(test_texts, None), p, atol=1e-5)
+
+
+def _head_outputs_consistent(out):
+    logits = out.features @ out.head[0].T + out.head[1]  # [n, C]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
+def test_transformer_outputs_expose_features_head_and_mc_samples(tiny_model):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from alft.trainers import TransformerModel
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    hf = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
+    model = TransformerModel(["a", "b", "c"], hf, tok, max_length=32, batch_size=4)
+    texts = ["my card is lost", "how do I top up", "refund please", "a", "exchange rate for euros today?"]
+    out = model.outputs(texts, None, features=True, samples=3, rng=np.random.default_rng(0))
+    assert out.features.shape == (5, hf.config.hidden_size)
+    # the captured features and the output layer reproduce the deterministic probabilities
+    np.testing.assert_allclose(_head_outputs_consistent(out), out.probs, atol=1e-5)
+    assert out.prob_samples.shape == (5, 3, 3)
+    np.testing.assert_allclose(out.prob_samples.sum(1), 1.0, atol=1e-5)
+    assert np.abs(out.prob_samples - out.probs[:, :, None]).max() > 1e-4  # dropout was on
+    again = model.outputs(texts, None, features=False, samples=3, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(again.prob_samples, out.prob_samples)  # seeded from the rng
+    # dropout is off again afterwards
+    assert not hf.training
+    np.testing.assert_allclose(model.predict_proba(texts, None), out.probs, atol=1e-6)
+
+
+def test_head_outputs_features_are_the_embeddings_and_mc_is_seeded():
+    x, y = blobs()
+    model = HeadTrainer(HeadTrainerConfig(C=1.0, mc_dropout=0.2)).fit([], x, y, list("abcd"), seed=0)
+    out = model.outputs([], x[:20], features=True, samples=5, rng=np.random.default_rng(1))
+    np.testing.assert_allclose(out.features, x[:20])
+    np.testing.assert_allclose(_head_outputs_consistent(out), out.probs, atol=1e-10)
+    assert out.prob_samples.shape == (20, 4, 5)
+    np.testing.assert_allclose(out.prob_samples.sum(1), 1.0, atol=1e-5)
+    same = model.outputs([], x[:20], features=False, samples=5, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(same.prob_samples, out.prob_samples)
+    assert same.features is None and same.head is None
+
+
+def test_outputs_need_a_linear_output_layer(tiny_model):
+    from transformers import AutoTokenizer, BertModel
+
+    from alft.errors import ModelError
+    from alft.trainers import TransformerModel
+
+    bare = TransformerModel(["a", "b"], BertModel.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model), 16)
+    with pytest.raises(ModelError, match="no linear output layer named classifier or score"):
+        bare.outputs(["x"], None, features=True, samples=0, rng=np.random.default_rng(0))

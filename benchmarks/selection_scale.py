@@ -1,0 +1,326 @@
+"""Selection at scale: time and peak extra memory of the diversity strategies on big pools.
+
+Pools of 100,000 and 1,000,000 L2-normalised 384-d float32 vectors (the width of
+all-MiniLM-L6-v2), clustered: 1,000 Gaussian centres with Zipf-like sizes and log-normal
+spreads, generated in chunks from ``np.random.default_rng(seed)`` so that the pool itself
+(1.5 GB at 1M) is the main memory. 100 pool ids are labeled; each strategy selects 1,000.
+
+Measured per case, in this process, one case after the other:
+
+* time: wall seconds of ``Strategy.query`` (score + select), median over repeats (3 at
+  100k, 1 at 1M unless ``--repeats-1m``);
+* peak extra memory: the kernel's peak resident set (``VmHWM``), reset through
+  ``/proc/self/clear_refs`` just before the call, minus the resident set just before it.
+  Unlike tracemalloc this sees FAISS's and BLAS's C++ allocations; it is exact for the
+  process as a whole (no sampling), so it counts any other thread's allocations too (there
+  are none here). The inputs (``QueryInputs``, including probabilities, features) are built
+  before the reset and are not counted.
+* quality: the covering radius (largest Euclidean distance from a candidate to its nearest
+  labeled-or-selected example; lower is better spread), computed exactly with
+  ``strategies.coreset.covering_radius``, and its ratio to exact k-center's on the same pool.
+
+badge and two_stage are included when registered; they get probabilities from a random
+linear head over the vectors (C=77 classes, softmax), ``features`` = the candidates'
+vectors and ``head`` = that layer. A method whose 100k median, scaled linearly, would pass
+``--max-projected-s`` at 1M is skipped there and recorded as such.
+
+The machine this was written on is a shared 2-core VM: other processes come and go, so
+single timings swing; compare medians and read ``loadavg`` in the results.
+
+    .venv/bin/python benchmarks/selection_scale.py [--sizes 100000 1000000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "benchmarks" / "results" / "selection_scale.json"
+DIM = 384
+N_CENTRES = 1000
+N_LABELED = 100
+K = 1000
+N_CLASSES = 77
+GEN_CHUNK = 100_000
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def blas_info() -> list[dict]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [
+        {k: v for k, v in p.items() if k in ("user_api", "internal_api", "num_threads", "version")}
+        for p in threadpool_info()
+    ]
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> int:
+    """Reset the kernel's peak-RSS counter to the current RSS; returns the current RSS (KiB)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    return _status_kb("VmRSS")
+
+
+def make_pool(n: int, seed: int) -> np.ndarray:
+    """float32[n, DIM], unit rows, around N_CENTRES centres of Zipf-like sizes and log-normal
+    spreads; built GEN_CHUNK rows at a time so the output is the only big allocation."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((N_CENTRES, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    weights = 1.0 / np.arange(1, N_CENTRES + 1) ** 0.8  # Zipf-like cluster sizes
+    weights /= weights.sum()
+    # per-coordinate sd: the noise norm is ~ sd * sqrt(DIM), so 0.01..0.08 gives clusters
+    # from tight (cos ~0.97 to the centre) to loose (cos ~0.6)
+    spread = np.exp(rng.normal(np.log(0.03), 0.5, size=N_CENTRES)).clip(0.01, 0.08).astype(np.float32)
+    out = np.empty((n, DIM), dtype=np.float32)
+    for s in range(0, n, GEN_CHUNK):
+        e = min(n, s + GEN_CHUNK)
+        which = rng.choice(N_CENTRES, size=e - s, p=weights)  # [b]
+        x = rng.standard_normal((e - s, DIM), dtype=np.float32)  # [b, d]
+        x *= spread[which, None]
+        x += centres[which]
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[s:e] = x
+    return out
+
+
+def model_inputs(emb: np.ndarray, unlabeled: np.ndarray, seed: int):
+    """probs float64[m, C], features float32[m, DIM] and the LinearHead producing them."""
+    from strategies import LinearHead
+
+    rng = np.random.default_rng(seed + 1)
+    w = rng.normal(scale=3.0, size=(N_CLASSES, DIM))  # logits' sd ~3 on unit vectors
+    b = rng.normal(scale=0.5, size=N_CLASSES)
+    head = LinearHead(weight=w, bias=b, classes=np.arange(N_CLASSES))
+    features = emb[unlabeled]  # [m, d] float32 copy
+    probs = np.empty((unlabeled.size, N_CLASSES), dtype=np.float64)
+    for s in range(0, unlabeled.size, GEN_CHUNK):
+        z = features[s : s + GEN_CHUNK].astype(np.float64) @ w.T + b  # [b, C]
+        z -= z.max(axis=1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=1, keepdims=True)
+        probs[s : s + GEN_CHUNK] = z
+    return probs, features, head
+
+
+CASES = [
+    # (label, registry name, options)
+    ("kcenter", "kcenter", {}),
+    ("kcenter_approx", "kcenter_approx", {}),
+    ("kcenter_approx(sample=10k)", "kcenter_approx", {"sample": 10_000}),
+    ("kmeans", "kmeans", {}),
+    (
+        "kmeans(farthest_from_labeled, weight_by_size)",
+        "kmeans",
+        {"pick": "farthest_from_labeled", "weight_by_size": True},
+    ),
+    ("badge", "badge", {}),
+    ("two_stage", "two_stage", {}),
+]
+NEEDS_MODEL = {"badge", "two_stage"}
+
+
+def run_size(n: int, repeats: int, seed: int, skip: dict[str, str], log) -> dict:
+    from strategies import QueryInputs, available, get_strategy
+    from strategies.coreset import covering_radius
+
+    registered = {s.name for s in available()}
+    t0 = time.perf_counter()
+    emb = make_pool(n, seed)
+    gen_s = time.perf_counter() - t0
+    rng = np.random.default_rng(seed + 2)
+    labeled = np.sort(rng.choice(n, N_LABELED, replace=False))
+    unlabeled = np.setdiff1d(np.arange(n), labeled)
+    log(f"n={n}: pool generated in {gen_s:.1f}s ({emb.nbytes / 2**30:.2f} GiB)")
+    plain = QueryInputs(unlabeled=unlabeled, labeled=labeled, embeddings=emb)
+    full = None
+    results: dict = {"n_pool": n, "n_candidates": int(unlabeled.size), "generate_s": gen_s, "cases": []}
+    exact_radius = None
+    for label, name, options in CASES:
+        row: dict = {"case": label, "strategy": name, "options": options}
+        results["cases"].append(row)
+        if name not in registered:
+            row["skipped"] = "not registered"
+            log(f"  {label}: not registered")
+            continue
+        if label in skip:
+            row["skipped"] = skip[label]
+            log(f"  {label}: skipped ({skip[label]})")
+            continue
+        if name in NEEDS_MODEL and full is None:
+            probs, features, head = model_inputs(emb, unlabeled, seed)
+            full = QueryInputs(
+                unlabeled=unlabeled, labeled=labeled, embeddings=emb, probs=probs, features=features, head=head
+            )
+            del probs, features
+        inputs = full if name in NEEDS_MODEL else plain
+        strategy = get_strategy(name, **options)
+        times, peaks, query = [], [], None
+        for r in range(repeats):
+            gc.collect()
+            base = reset_peak()
+            load = os.getloadavg()
+            t = time.perf_counter()
+            query = strategy.query(inputs, K, np.random.default_rng(seed + 10 + r))
+            times.append(time.perf_counter() - t)
+            peaks.append((_status_kb("VmHWM") - base) / 1024)
+            log(f"  {label} [{r}]: {times[-1]:.2f}s, +{peaks[-1]:.0f} MiB (load {load[0]:.2f})")
+        rows = np.searchsorted(inputs.unlabeled, query.pool_ids)  # unlabeled is sorted here
+        assert (inputs.unlabeled[rows] == query.pool_ids).all()
+        t = time.perf_counter()
+        radius = covering_radius(plain, rows)
+        row.update(
+            times_s=times,
+            median_s=statistics.median(times),
+            peak_extra_mib=peaks,
+            median_peak_extra_mib=statistics.median(peaks),
+            covering_radius=radius,
+            radius_check_s=time.perf_counter() - t,
+            info={k: v for k, v in query.info.items() if isinstance(v, (int, float, str, bool, type(None)))},
+        )
+        if label == "kcenter":
+            exact_radius = radius
+        if exact_radius:
+            row["radius_vs_exact_kcenter"] = radius / exact_radius
+        log(f"  {label}: median {row['median_s']:.2f}s, radius {radius:.4f}")
+    del plain, full, emb
+    gc.collect()
+    return results
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    m = report["machine"]
+    lines = [
+        "# Selection at scale",
+        "",
+        f"Clustered pools of L2-normalised {DIM}-d float32 vectors ({N_CENTRES} Gaussian centres, "
+        f"Zipf-like sizes, log-normal spreads), {N_LABELED} labeled, batch of {K}. "
+        "Time: median wall seconds of `Strategy.query` "
+        f"({report['repeats']} repeats at 100k, {report['repeats_1m']} at 1M). "
+        "Peak extra memory: kernel peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS "
+        "before the call, so FAISS/BLAS allocations count; inputs are built beforehand and not "
+        "counted. Radius: covering radius of the batch (Euclidean, exact), and its ratio to exact "
+        "kcenter's on the same pool (lower is better spread).",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m['mem_total_gib']:.0f} GiB; "
+        f"python {m['python']}, numpy {m['numpy']}, faiss {m['faiss']}. Shared VM: load average "
+        f"{report['loadavg_start'][0]:.2f} at the start, {report['loadavg_end'][0]:.2f} at the end "
+        "(another job was running: treat timings as upper bounds and compare medians).",
+        "",
+        "| pool | method | time (s) | peak extra (MiB) | covering radius | vs exact kcenter |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for size in report["sizes"]:
+        n = f"{size['n_pool']:,}"
+        for c in size["cases"]:
+            if "skipped" in c:
+                lines.append(f"| {n} | {c['case']} | skipped: {c['skipped']} | | | |")
+                continue
+            ratio = c.get("radius_vs_exact_kcenter")
+            lines.append(
+                f"| {n} | {c['case']} | {c['median_s']:.1f} | {c['median_peak_extra_mib']:.0f} | "
+                f"{c['covering_radius']:.4f} | {'' if ratio is None else f'{ratio:.3f}'} |"
+            )
+    lines += ["", *report.get("notes", [])]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--repeats", type=int, default=3, help="repeats below 1M")
+    ap.add_argument("--repeats-1m", type=int, default=1, help="repeats at 1M and above")
+    ap.add_argument("--max-projected-s", type=float, default=900.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        # glibc raises its mmap threshold after big frees and then serves big blocks from a
+        # heap that stays resident: a later case would reuse those pages unseen by the peak.
+        # A fixed threshold keeps every block over 64 KiB an mmap, returned on free.
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+    import faiss
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    report: dict = {
+        "benchmark": "selection_scale",
+        "dim": DIM,
+        "n_centres": N_CENTRES,
+        "n_labeled": N_LABELED,
+        "k": K,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "repeats_1m": args.repeats_1m,
+        "memory_method": "VmHWM after the call minus VmRSS before it, peak reset via "
+        "/proc/self/clear_refs; glibc MALLOC_MMAP_THRESHOLD_=65536 so freed blocks leave the RSS",
+        "machine": {
+            "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "mem_total_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "faiss": faiss.__version__,
+            "faiss_omp_threads": faiss.omp_get_max_threads(),
+            "blas": blas_info(),
+            "platform": platform.platform(),
+        },
+        "loadavg_start": list(os.getloadavg()),
+        "sizes": [],
+    }
+    medians: dict[str, tuple[int, float]] = {}
+    for n in sorted(args.sizes):
+        skip = {}
+        for label, (n0, s) in medians.items():
+            projected = s * n / n0
+            if projected > args.max_projected_s:
+                skip[label] = f"{s:.0f}s at {n0:,}, ~{projected:.0f}s projected"
+        reps = args.repeats_1m if n >= 1_000_000 else args.repeats
+        size = run_size(n, reps, args.seed, skip, log)
+        report["sizes"].append(size)
+        for c in size["cases"]:
+            if "median_s" in c:
+                medians[c["case"]] = (n, c["median_s"])
+        report["loadavg_end"] = list(os.getloadavg())
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")  # after each size: partial results survive
+        write_markdown(report, args.out.with_suffix(".md"))
+    log(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
