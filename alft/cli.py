@@ -162,14 +162,21 @@ def _print_summary(summary, console) -> None:
 
 
 @app.command()
-def strategies() -> None:
+def strategies(
+    details: bool = typer.Option(False, "--details", "-d", help="also show each one's inputs and options"),
+) -> None:
     """List the registered query strategies, one per line, with a one-line description."""
-    from strategies import available
+    from strategies import available, get_strategy
 
     specs = available()
     width = max(len(s.name) for s in specs)
     for s in specs:
         typer.echo(f"{s.name:<{width}}  {s.description}")
+        if details:
+            needs = ", ".join(sorted(get_strategy(s.name).needs)) or "-"
+            opts = ", ".join(f"{k}={v!r}" for k, v in s.options().items()) or "-"
+            typer.echo(f"{'':<{width}}    needs: {needs}")
+            typer.echo(f"{'':<{width}}    options: {opts}")
 
 
 def _open_campaign_ref(campaign: str, store: str | None):

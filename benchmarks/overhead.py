@@ -71,11 +71,13 @@ def main() -> None:
     offline_env()
     import os
 
-    os.environ.setdefault("PREFECT_HOME", str(args.work / "prefect"))
+    shutil.rmtree(args.work, ignore_errors=True)
+    # the ephemeral server's database lives here; it must exist before prefect is imported
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(args.work / "prefect")))
+    home.mkdir(parents=True, exist_ok=True)
     import logging
 
     logging.getLogger("alft").setLevel(logging.WARNING)
-    shutil.rmtree(args.work, ignore_errors=True)
     from alft.campaign import campaign_data, embed_with_cache
     from flows.campaign import campaign
 

@@ -79,6 +79,20 @@ def _as_pool_ids(name: str, values: np.ndarray | list[int]) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def _first_non_finite_row(a: np.ndarray, block_bytes: int = 32 << 20) -> int | None:
+    """First row of ``a`` holding NaN or inf, or None; reads contiguous blocks.
+
+    Fancy-indexing the candidates' rows would copy them (1.5 GB for a million 384-d
+    vectors); slices of the (possibly memory-mapped) array cost one block at a time.
+    """
+    rows = max(1, block_bytes // max(1, a.itemsize * (a.shape[1] if a.ndim > 1 else 1)))
+    for start in range(0, a.shape[0], rows):
+        ok = np.isfinite(a[start : start + rows]).all(axis=tuple(range(1, a.ndim)))  # [b]
+        if not ok.all():
+            return start + int(np.flatnonzero(~ok)[0])
+    return None
+
+
 @dataclass(frozen=True)
 class LinearHead:
     """The classifier's output layer: ``logits = features @ weight.T + bias``.
@@ -229,10 +243,9 @@ class QueryInputs:
                 raise InvalidInputError(
                     f"embeddings has {emb.shape[0]} rows but pool ids go up to {n_needed - 1}"
                 )
-            if not np.isfinite(emb[unlabeled]).all() or (
-                labeled.size and not np.isfinite(emb[labeled]).all()
-            ):
-                raise InvalidInputError("embeddings hold NaN or inf")
+            bad = _first_non_finite_row(emb)
+            if bad is not None:
+                raise InvalidInputError(f"embeddings hold NaN or inf (first at pool id {bad})")
             object.__setattr__(self, "embeddings", emb)
         m = unlabeled.size
         if self.prob_samples is not None:

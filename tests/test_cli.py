@@ -24,6 +24,15 @@ def test_strategies_lists_every_registered_name_with_a_description():
     assert all(len(line.split(None, 1)) == 2 for line in lines)
 
 
+def test_strategies_details_show_inputs_and_options():
+    res = runner.invoke(app, ["strategies", "--details"])
+    assert res.exit_code == 0
+    out = res.output
+    assert "needs: prob_samples" in out.split("bald", 1)[1].split("bandit", 1)[0]
+    assert "options: niter=20" in out.split("\nkmeans", 1)[1]
+    assert out.count("needs:") == len(available())
+
+
 @pytest.fixture
 def existing_store(tmp_path, banking_subset, tiny_model):
     """A store that already holds a campaign with labels; bad runs must not touch it."""

@@ -116,3 +116,24 @@ def test_wrongly_shaped_inputs_are_refused(inputs):
         QueryInputs(unlabeled=np.array([0, 1]), probs=np.array([[0.2, 0.2], [0.5, 0.5]]))
     with pytest.raises(InvalidInputError, match="embeddings has 5 rows"):
         QueryInputs(unlabeled=np.arange(10), embeddings=np.zeros((5, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("field", ["embeddings", "features", "prob_samples"])
+def test_non_finite_model_inputs_are_refused_with_their_position(field, inputs):
+    import dataclasses
+
+    arr = np.array(getattr(inputs, field), dtype=np.float64 if field != "embeddings" else np.float32)
+    arr[7, 0] = np.inf if field == "embeddings" else np.nan
+    where = "pool id 7" if field == "embeddings" else ("row 7" if field == "features" else "")
+    with pytest.raises(InvalidInputError, match=f"{field} hold.* NaN or inf.*{where}"):
+        dataclasses.replace(inputs, **{field: arr})
+
+
+def test_non_finite_check_reads_blocks_not_a_copy():
+    from strategies.base import _first_non_finite_row
+
+    a = np.zeros((1000, 4), dtype=np.float32)
+    assert _first_non_finite_row(a, block_bytes=64) is None
+    a[777, 2] = np.nan
+    assert _first_non_finite_row(a, block_bytes=64) == 777  # 4 rows per block
+    assert _first_non_finite_row(a) == 777

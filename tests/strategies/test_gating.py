@@ -27,11 +27,6 @@ def margin_probs(gaps) -> np.ndarray:
     return np.stack([(1 + g) / 2, (1 - g) / 2], axis=1)
 
 
-def _rows_of(inputs: QueryInputs, pool_ids: np.ndarray) -> np.ndarray:
-    where = {int(p): i for i, p in enumerate(inputs.unlabeled)}
-    return np.array([where[int(p)] for p in pool_ids], dtype=np.int64)
-
-
 def test_drops_a_labeled_near_copy_and_an_in_batch_duplicate():
     # pool id 0 (0 degrees) is labeled; id 1 sits 2 degrees from it (cos 0.9994); ids 2 and 3
     # are 1 degree apart (cos 0.99985); 4 and 5 are far from everything.
