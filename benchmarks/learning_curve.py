@@ -211,6 +211,11 @@ def main() -> None:
     _embed_once(cfg)  # workers then find every vector in the shared cache
     if args.jobs > 1:
         import multiprocessing as mp
+        import os
+
+        # one BLAS/OpenMP thread per worker: --jobs workers on as many cores, no oversubscription
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:

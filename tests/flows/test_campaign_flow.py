@@ -240,3 +240,43 @@ def test_transformer_trainer_campaign(prefect_server, banking_subset, tiny_model
     assert all(s["score"] is not None and s["strategy"] == "margin" for s in sel)
     probs = np.load(cfg.workdir_path() / "rounds" / "001" / "probs.npy")
     assert probs.shape == (220, 8) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_adaptive_campaign_with_model_based_arms_logs_its_choices(prefect_server, banking_subset, tiny_model, tmp_path):
+    """A bandit over bald / badge / egl on a fine-tuned transformer: MC dropout, hooked
+    features and the classifier layer reach the strategies; every choice reaches MLflow."""
+    from mlflow import MlflowClient
+
+    from flows.campaign import campaign
+
+    arms = ["bald", "badge", "egl"]
+    cfg = load_config(
+        campaign_yaml(
+            tmp_path,
+            banking_subset,
+            tiny_model,
+            name="bandit-campaign",
+            budget=60,
+            strategy={"name": "bandit", "options": {"arms": arms}},
+            trainer={
+                "kind": "transformer",
+                "mc_samples": 3,
+                "transformer": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 8, "max_length": 32},
+            },
+        )
+    )
+    summary = campaign(cfg)
+    assert [r.n_labels for r in summary.rounds] == [20, 40, 60]
+    store = CampaignStore(cfg.store_url())
+    infos = {r: store.step_result(cfg.name, r, "select")["info"] for r in (1, 2)}
+    assert all(i["arm"] in arms and i["policy"] == "exp3" for i in infos.values())
+    assert infos[2]["pulls"][infos[1]["arm"]] == 1  # round 2 replayed round 1's pull
+    features = np.load(cfg.workdir_path() / "rounds" / "001" / "features.npy")
+    assert features.shape == (220, 32)  # the tiny BERT's hidden size, from the classifier hook
+    client = MlflowClient(cfg.tracking_uri())
+    exp = client.get_experiment_by_name("alft/bandit-campaign")
+    for r in (1, 2):
+        run = client.search_runs([exp.experiment_id], f"tags.`alft.round` = '{r}'")[0]
+        assert run.data.tags["alft.arm"] == infos[r]["arm"]
+        assert run.data.metrics["select.probability"] == pytest.approx(infos[r]["probability"])
+        assert "selection_info.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
