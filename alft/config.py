@@ -150,10 +150,30 @@ class TrainerConfig(Strict):
 
 
 class OracleConfig(Strict):
-    """Who answers the label requests. ``simulated`` reads the gold label column."""
+    """Who answers the label requests: ``simulated`` reads the gold column, ``human`` waits.
 
-    kind: Literal["simulated"] = "simulated"
+    A human round persists its batch, says where to label it, then waits without holding
+    a worker: ``suspend`` (the flow run ends and re-runs from the top on resume; needs a
+    deployment), ``pause`` (the process stays, blocked on the Prefect API), ``poll`` (the
+    process checks the store, for runs without a Prefect server to resume them), or
+    ``auto``: suspend in a deployment, pause against a Prefect server, poll otherwise.
+    """
+
+    kind: Literal["simulated", "human"] = "simulated"
     annotator: str = "oracle:gold"
+    wait: Literal["auto", "suspend", "pause", "poll"] = "auto"
+    timeout_s: int = Field(7 * 24 * 3600, ge=1, description="longest wait for one batch")
+    poll_s: float = Field(2.0, gt=0, description="store check interval in poll mode")
+    overlap: int = Field(1, ge=1, le=10, description="annotators per example; >1 resolves by majority")
+    min_fraction: float = Field(
+        1.0, gt=0, le=1, description="with a deadline: the share of the batch that lets the round go on"
+    )
+    deadline_s: int | None = Field(
+        None, ge=1, description="seconds after which min_fraction suffices; the rest returns to the pool"
+    )
+    page_url: str = Field(
+        "http://127.0.0.1:8765", description="where `alft label` serves the labeling page (shown in the artifact)"
+    )
 
 
 class PlateauConfig(Strict):
@@ -246,6 +266,8 @@ class CampaignConfig(Strict):
         metric_rules = [r for r in (self.stop.plateau, self.stop.target) if r is not None]
         if metric_rules and self.data.eval is None:
             raise ValueError("stop.plateau and stop.target need data.eval (metrics come from it)")
+        if self.oracle.kind == "human" and self.oracle.deadline_s is None and self.oracle.min_fraction < 1:
+            raise ValueError("oracle.min_fraction below 1 needs oracle.deadline_s (when it may apply)")
         if self.oracle.kind == "simulated" and self.data.label_field is None:
             raise ValueError("oracle.kind 'simulated' needs data.label_field (the gold column)")
         return self

@@ -16,27 +16,41 @@ from alft.store import CampaignStore
 
 
 def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[dict[str, Any]]:
-    """One row per labeled example with its current label and provenance, in selection order."""
+    """One row per example with a resolved label, with provenance, in selection order.
+
+    ``annotator`` names everyone whose current vote is the resolved label; ``labeled_at``
+    is the newest of their events.
+    """
+    from alft.labeling import resolve
+
     data = load_campaign_data(cfg)
     events = store.label_events(name)
-    latest: dict[str, dict[str, Any]] = {}
-    for e in events:  # ordered by event id: the last one wins
-        latest[e["example_id"]] = e
+    states = resolve(events, cfg.oracle.overlap)
+    when: dict[tuple[str, str], Any] = {}
+    last_labeler: dict[str, str] = {}
+    for e in events:  # oldest first: the last one per (example, annotator) wins
+        when[(e["example_id"], e["annotator"])] = e["created_at"]
+        if (e.get("kind") or "label") == "label":
+            last_labeler[e["example_id"]] = e["annotator"]
     rows = []
     for s in store.selections(name):
-        e = latest.get(s["example_id"])
-        if e is None:
-            continue  # selected, not labeled yet
+        st = states.get(s["example_id"])
+        if st is None or st.label is None:
+            continue  # selected, not (or not yet unambiguously) labeled
+        voters = sorted(a for a, lab in st.votes.items() if lab == st.label)
+        if cfg.oracle.overlap == 1:  # the latest labeler decided
+            voters = [last_labeler[s["example_id"]]]
+        stamp = max((when[(s["example_id"], a)] for a in voters if (s["example_id"], a) in when), default=None)
         rows.append(
             {
                 "id": s["example_id"],
                 "text": data.pool.texts[s["pool_id"]],
-                "label": e["label"],
+                "label": st.label,
                 "round": s["round"],
                 "strategy": s["strategy"],
                 "score": s["score"],
-                "annotator": e["annotator"],
-                "labeled_at": e["created_at"].isoformat() if e["created_at"] else None,
+                "annotator": ",".join(voters),
+                "labeled_at": stamp.isoformat() if stamp else None,
             }
         )
     return rows

@@ -2,11 +2,11 @@
 
 SQLAlchemy Core over any URL (SQLite by default, PostgreSQL to scale out). Every table is
 keyed by campaign name, so campaigns can share one database. Labels are append-only
-events; the current label of an example is its latest event. A step is done when its row
+events; an example's current label is resolved from them (``alft.labeling.resolve``). A step is done when its row
 exists in ``steps``; the step's own rows (selections, label events, metrics) are written in
 the *same* transaction as that marker, so a crash leaves either both or neither.
 
-Schema (version 1)::
+Schema (version 2; version 1 stores are migrated in place on open)::
 
     campaigns(name PK, uid, created_at, config JSON, seed, pool_digest, pool_size,
               eval_digest, labels JSON, model_digest, mlflow_experiment_id, mlflow_run_id,
@@ -19,8 +19,13 @@ Schema (version 1)::
                                                          PK(campaign, example_id)
                                                          UNIQUE(campaign, round, position)
     label_events(event_id PK, campaign, example_id, round, label, annotator, source,
-                 created_at)                             INDEX(campaign, example_id)
+                 created_at, kind)                       INDEX(campaign, example_id)
+                 kind: label | retract (undo of the annotator's last label) | unsure  [v2]
     metrics(campaign, round, name, value, n_labels)      PK(campaign, round, name)
+    access_tokens(campaign PK, token_sha256, created_at)                              [v2]
+    waits(campaign, round, mode, flow_run_id, started_at, resumed_at)  PK(campaign, round) [v2]
+    consumed_inputs(campaign, key, round, created_at)    PK(campaign, key)             [v2]
+                 Prefect run inputs already turned into label events (never replayed)
     alft_meta(key PK, value)                             schema_version
 """
 
@@ -57,7 +62,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from alft.errors import StoreError
 from strategies.stopping import RoundRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STEPS = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
 
 metadata = MetaData()
@@ -135,7 +140,38 @@ label_events = Table(
     Column("annotator", String(128), nullable=False),
     Column("source", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="label"),
     Index("ix_label_events_campaign_example", "campaign", "example_id"),
+)
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), primary_key=True),
+    Column("token_sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+consumed_inputs = Table(
+    "consumed_inputs",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("campaign", "key"),
+)
+
+waits = Table(
+    "waits",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("flow_run_id", String(64)),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("resumed_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("campaign", "round"),
 )
 
 metrics = Table(
@@ -187,6 +223,16 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _migrate_1_to_2(conn: Connection) -> None:
+    """v2 adds ``label_events.kind``; the new tables come from ``create_all``."""
+    conn.exec_driver_sql(
+        "ALTER TABLE label_events ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'label'"
+    )
+    conn.execute(
+        alft_meta.update().where(alft_meta.c.key == "schema_version").values(value="2")
+    )
+
+
 class CampaignStore:
     """Typed access to the campaign tables. Methods taking ``conn`` run inside a transaction."""
 
@@ -208,6 +254,8 @@ class CampaignStore:
                 ).scalar()
                 if row is None:
                     conn.execute(alft_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                elif int(row) == 1:
+                    _migrate_1_to_2(conn)
                 elif int(row) != SCHEMA_VERSION:
                     raise StoreError(
                         f"campaign store {safe_url(url)} has schema version {row}, "
@@ -308,12 +356,19 @@ class CampaignStore:
             ).first()
         return dict(row[0]) if row else None
 
-    def steps(self, name: str, round_: int | None = None) -> list[dict[str, Any]]:
+    def _rows(self, q, conn: Connection | None) -> list[dict[str, Any]]:
+        # Inside a write transaction, reads must use its connection: a second SQLite
+        # connection would wait for the write lock this one holds.
+        if conn is not None:
+            return [dict(r) for r in conn.execute(q).mappings()]
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def steps(self, name: str, round_: int | None = None, conn: Connection | None = None) -> list[dict[str, Any]]:
         q = select(steps).where(steps.c.campaign == name)
         if round_ is not None:
             q = q.where(steps.c.round == round_)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q.order_by(steps.c.round, steps.c.finished_at)).mappings()]
+        return self._rows(q.order_by(steps.c.round, steps.c.finished_at), conn)
 
     def finish_step(
         self, conn: Connection, name: str, round_: int, step: str, result: dict[str, Any], seconds: float
@@ -352,12 +407,13 @@ class CampaignStore:
             ],
         )
 
-    def selections(self, name: str, round_: int | None = None) -> list[dict[str, Any]]:
+    def selections(
+        self, name: str, round_: int | None = None, conn: Connection | None = None
+    ) -> list[dict[str, Any]]:
         q = select(selections).where(selections.c.campaign == name)
         if round_ is not None:
             q = q.where(selections.c.round == round_)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(q.order_by(selections.c.round, selections.c.position)).mappings()]
+        return self._rows(q.order_by(selections.c.round, selections.c.position), conn)
 
     def selected_pool_ids(self, name: str) -> list[int]:
         with self.engine.connect() as conn:
@@ -372,8 +428,11 @@ class CampaignStore:
         labels: Sequence[tuple[str, str]],
         annotator: str,
         source: str,
+        kind: str = "label",
     ) -> None:
-        """Append one event per (example id, label)."""
+        """Append one event per (example id, label); ``kind`` label, retract or unsure."""
+        if kind not in ("label", "retract", "unsure"):
+            raise StoreError(f"unknown label event kind {kind!r}")
         now = utcnow()
         conn.execute(
             label_events.insert(),
@@ -386,31 +445,126 @@ class CampaignStore:
                     "annotator": annotator,
                     "source": source,
                     "created_at": now,
+                    "kind": kind,
                 }
                 for ex, label in labels
             ],
         )
 
-    def current_labels(self, name: str, conn: Connection | None = None) -> dict[str, str]:
-        """Latest label of every labeled example (example id -> label)."""
-        latest = (
-            select(label_events.c.example_id, func.max(label_events.c.event_id).label("eid"))
-            .where(label_events.c.campaign == name)
-            .group_by(label_events.c.example_id)
-            .subquery()
-        )
-        q = select(label_events.c.example_id, label_events.c.label).join(
-            latest, label_events.c.event_id == latest.c.eid
-        )
-        if conn is not None:
-            return dict(conn.execute(q).tuples().all())
-        with self.engine.connect() as c:
-            return dict(c.execute(q).tuples().all())
+    def current_labels(
+        self, name: str, conn: Connection | None = None, overlap: int = 1
+    ) -> dict[str, str]:
+        """The resolved label of every example that has one (example id -> label).
 
-    def label_events(self, name: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            q = select(label_events).where(label_events.c.campaign == name).order_by(label_events.c.event_id)
+        ``overlap`` 1: an example's latest label event counts (a retraction un-labels it);
+        more: the majority of each annotator's latest label, once ``overlap`` annotators
+        have voted (see ``alft.labeling.resolve``).
+        """
+        from alft.labeling import resolve
+
+        events = self.label_events(name, conn=conn)
+        return {
+            ex: r.label for ex, r in resolve(events, overlap).items() if r.label is not None
+        }
+
+    def label_events(self, name: str, conn: Connection | None = None) -> list[dict[str, Any]]:
+        """Every label event of the campaign, oldest first."""
+        q = select(label_events).where(label_events.c.campaign == name).order_by(label_events.c.event_id)
+        if conn is not None:
             return [dict(r) for r in conn.execute(q).mappings()]
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    # ------------------------------------------------------------ waiting for labels
+    def set_wait(self, conn: Connection, name: str, round_: int, mode: str, flow_run_id: str | None) -> None:
+        """Arm the wait of ``round_``: who to resume, not resumed yet.
+
+        Called before every pause; the first call's ``started_at`` is kept (deadlines count
+        from the first time the round asked for labels).
+        """
+        key = (waits.c.campaign == name) & (waits.c.round == round_)
+        if conn.execute(select(waits.c.round).where(key)).first():
+            conn.execute(waits.update().where(key).values(mode=mode, flow_run_id=flow_run_id, resumed_at=None))
+        else:
+            conn.execute(
+                waits.insert().values(
+                    campaign=name, round=round_, mode=mode, flow_run_id=flow_run_id, started_at=utcnow()
+                )
+            )
+
+    def wait_row(self, name: str, round_: int, conn: Connection | None = None) -> dict[str, Any] | None:
+        q = select(waits).where((waits.c.campaign == name) & (waits.c.round == round_))
+        if conn is not None:
+            row = conn.execute(q).mappings().first()
+        else:
+            with self.engine.connect() as c:
+                row = c.execute(q).mappings().first()
+        return dict(row) if row else None
+
+    def mark_resumed(self, conn: Connection, name: str, round_: int) -> bool:
+        """Set ``resumed_at`` once; True for the caller that set it (it does the resume)."""
+        res = conn.execute(
+            waits.update()
+            .where((waits.c.campaign == name) & (waits.c.round == round_) & (waits.c.resumed_at.is_(None)))
+            .values(resumed_at=utcnow())
+        )
+        return res.rowcount == 1
+
+    def consume_input(self, conn: Connection, name: str, key: str, round_: int) -> bool:
+        """Record run input ``key`` as used; False if it was used before (skip it)."""
+        seen = conn.execute(
+            select(consumed_inputs.c.key).where((consumed_inputs.c.campaign == name) & (consumed_inputs.c.key == key))
+        ).first()
+        if seen:
+            return False
+        conn.execute(consumed_inputs.insert().values(campaign=name, key=key, round=round_, created_at=utcnow()))
+        return True
+
+    def consumed_count(self, name: str, round_: int) -> int:
+        with self.engine.connect() as c:
+            return len(
+                c.execute(
+                    select(consumed_inputs.c.key).where(
+                        (consumed_inputs.c.campaign == name) & (consumed_inputs.c.round == round_)
+                    )
+                ).all()
+            )
+
+    def release_selections(self, conn: Connection, name: str, round_: int, example_ids: Sequence[str]) -> None:
+        """Return unlabeled examples of a closed round to the pool (deadline passed)."""
+        if example_ids:
+            conn.execute(
+                selections.delete().where(
+                    (selections.c.campaign == name)
+                    & (selections.c.round == round_)
+                    & (selections.c.example_id.in_(list(example_ids)))
+                )
+            )
+
+    def clear_resumed(self, conn: Connection, name: str, round_: int) -> None:
+        conn.execute(
+            waits.update().where((waits.c.campaign == name) & (waits.c.round == round_)).values(resumed_at=None)
+        )
+
+    # ------------------------------------------------------------ access tokens
+    def set_token_hash(self, conn: Connection, name: str, digest: str) -> None:
+        conn.execute(access_tokens.delete().where(access_tokens.c.campaign == name))
+        conn.execute(access_tokens.insert().values(campaign=name, token_sha256=digest, created_at=utcnow()))
+
+    def token_hash(self, name: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(
+                select(access_tokens.c.token_sha256).where(access_tokens.c.campaign == name)
+            ).scalar()
+
+    def lock_campaign(self, conn: Connection, name: str) -> None:
+        """Serialise writers of one campaign inside ``conn``'s transaction.
+
+        SQLite already serialises every writer (BEGIN IMMEDIATE); elsewhere a row lock on
+        the campaign makes concurrent label submissions queue instead of interleaving.
+        """
+        if self.engine.dialect.name != "sqlite":
+            conn.execute(select(campaigns.c.name).where(campaigns.c.name == name).with_for_update())
 
     # ------------------------------------------------------------ metrics and history
     def add_metrics(

@@ -17,7 +17,7 @@ from alft.config import CampaignConfig
 from tasks.campaign import CampaignSummary, next_round, open_campaign, summarize, untracked_rounds
 from tasks.embed import embed_pool
 from tasks.evaluate import evaluate
-from tasks.labels import wait_for_labels
+from tasks.labels import wait_for_labels, wait_until_labeled
 from tasks.score import score_pool
 from tasks.select import select_batch
 from tasks.stop import stop_check
@@ -36,7 +36,10 @@ def campaign(config: CampaignConfig) -> CampaignSummary:
         embed_pool(ctx, round_no)
         score_pool(ctx, round_no)
         select_batch(ctx, round_no)
-        wait_for_labels(ctx, round_no)
+        if config.oracle.kind == "human":
+            wait_until_labeled(ctx, round_no)  # ask, then suspend / pause / poll until labeled
+        else:
+            wait_for_labels(ctx, round_no)
         fine_tune(ctx, round_no)
         evaluate(ctx, round_no)
         stop_check(ctx, round_no)

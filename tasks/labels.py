@@ -1,24 +1,242 @@
-"""Step 4: get labels for the selected batch (simulated oracle: the gold column)."""
+"""Step 4: get labels for the persisted batch, from the simulated oracle or from people.
+
+Simulated: one task reads the gold column. Human: a small group of tasks, with the waiting
+itself done by the flow (Prefect pauses and suspends only from flow code):
+
+    request_labels    record the wait, publish where to label, report the batch
+    await_labels      (flow) suspend / pause / poll until labels may have arrived
+    collect_labels    turn a resumed run's input into label events, report the batch
+    wait_for_labels   the step: close the round's labeling (the rest returns to the pool
+                      when a deadline let it go on incomplete)
+
+Every label, whatever its route, is written by ``alft.labeling.submit``; the flow reads
+them back from the store.
+"""
 
 from __future__ import annotations
 
+import os
+import time
+from typing import Any
+
+from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+from pydantic import BaseModel, Field
 
 from alft.campaign import CampaignContext, campaign_data, open_store, run_step
 from alft.errors import LabelError
-from tasks._common import say, step_task
+from tasks._common import in_prefect_run, say, step_task
+
+
+class LabelsInput(RunInput):
+    """Labels typed into the Prefect UI (or sent through its API) to resume a waiting round."""
+
+    annotator: str = Field("prefect-ui", description="who is labeling")
+    labels: dict[str, str] = Field(default_factory=dict, description="example id -> label")
+
+
+class LabelStatus(BaseModel):
+    """Where the round's batch stands, as the flow needs it to decide whether to wait."""
+
+    round: int
+    total: int
+    resolved: int
+    ready: bool
+    reason: str
+    mode: str
+    waits: int = 0  # run inputs consumed so far this round (names the next wait's key)
+
+
+def wait_mode(setting: str) -> str:
+    """``auto``: suspend in a deployment, pause against a Prefect server, else poll."""
+    if setting != "auto":
+        return setting
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is not None and ctx.flow_run is not None and ctx.flow_run.deployment_id is not None:
+        return "suspend"
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value() or os.environ.get("PREFECT_API_URL"):
+        return "pause"  # a server other processes can reach to resume this run
+    return "poll"
+
+
+def _status(ctx: CampaignContext, round_no: int, mode: str) -> LabelStatus:
+    from alft.labeling import pending_batch, readiness
+
+    store = open_store(ctx.config)
+    oracle = ctx.config.oracle
+    if store.step_result(ctx.name, round_no, "labels") is not None:
+        return LabelStatus(round=round_no, total=0, resolved=0, ready=True, reason="labels step done", mode=mode)
+    batch = pending_batch(store, ctx.name, oracle.overlap)
+    if batch is None or batch.round != round_no:
+        raise LabelError(f"round {round_no} has no batch waiting for labels")
+    ready, reason = readiness(batch, store.wait_row(ctx.name, round_no), oracle.model_dump())
+    total = len(batch.items)
+    return LabelStatus(
+        round=round_no,
+        total=total,
+        resolved=total - len(batch.remaining()),
+        ready=ready,
+        reason=reason,
+        mode=mode,
+        waits=store.consumed_count(ctx.name, round_no),
+    )
+
+
+def _arm(ctx: CampaignContext, round_no: int, mode: str) -> None:
+    from prefect.context import FlowRunContext
+
+    fr = FlowRunContext.get()
+    run_id = str(fr.flow_run.id) if fr is not None and fr.flow_run is not None else None
+    store = open_store(ctx.config)
+    with store.transaction() as conn:
+        store.set_wait(conn, ctx.name, round_no, mode, None if mode == "poll" else run_id)
+
+
+def _publish(ctx: CampaignContext, status: LabelStatus) -> None:
+    """A markdown artifact (and a log line) saying where and how to label the batch."""
+    import re
+
+    oracle = ctx.config.oracle
+    cfg_hint = "<your campaign config>"
+    text = (
+        f"## Round {status.round} of campaign `{ctx.name}` waits for labels\n\n"
+        f"{status.resolved} of {status.total} labeled ({status.reason}).\n\n"
+        f"* **Labeling page**: run `alft label {cfg_hint}` and open the URL it prints "
+        f"(served at {oracle.page_url} by default; the URL carries the access token).\n"
+        f"* **File**: `alft labels export {cfg_hint} --out batch.jsonl`, fill the `label` column, "
+        f"then `alft labels import batch.jsonl {cfg_hint} --annotator NAME`.\n"
+        f"* **Label Studio**: `alft labels export {cfg_hint} --out tasks.json --format label-studio`, "
+        f"import the export back with `--format label-studio`.\n"
+        f"* **Prefect UI**: resume this flow run and fill `labels` (example id -> label).\n\n"
+        f"The round goes on by itself once the batch is complete"
+        + (
+            f", or {oracle.deadline_s} s after it was first requested if {oracle.min_fraction:.0%} is labeled"
+            if oracle.deadline_s
+            else ""
+        )
+        + f". Waiting mode: {status.mode}."
+    )
+    say(
+        "round %d · labels: waiting for %d of %d labels (%s); label with `alft label`, "
+        "`alft labels import`, Label Studio or the Prefect UI",
+        status.round,
+        status.total - status.resolved,
+        status.total,
+        status.mode,
+    )
+    if in_prefect_run():
+        from prefect.artifacts import create_markdown_artifact
+
+        key = re.sub(r"[^a-z0-9-]", "-", f"{ctx.name}-round-{status.round}-labels")
+        create_markdown_artifact(markdown=text, key=key, description=f"where to label round {status.round}")
+
+
+def _control(name: str, label: str):
+    from prefect import task
+
+    return task(name=name, task_run_name=f"round {{round_no}} · {label}", cache_policy=NO_CACHE)
+
+
+@_control("request-labels", "ask for labels")
+def request_labels(ctx: CampaignContext, round_no: int) -> LabelStatus:
+    """Record the wait, publish where to label the batch, and report where it stands."""
+    mode = wait_mode(ctx.config.oracle.wait)
+    status = _status(ctx, round_no, mode)
+    if not status.ready:
+        _arm(ctx, round_no, mode)
+        _publish(ctx, status)
+    return status
+
+
+@_control("collect-labels", "collect labels")
+def collect_labels(
+    ctx: CampaignContext, round_no: int, given: dict[str, Any] | None, key: str | None
+) -> LabelStatus:
+    """Write the labels a resumed run's input carried (once per input), report the batch."""
+    from alft.labeling import LabelItem, submit
+
+    mode = wait_mode(ctx.config.oracle.wait)
+    if given and given.get("labels"):
+        data = campaign_data(ctx.config)
+        result = submit(
+            open_store(ctx.config),
+            ctx.name,
+            [LabelItem(str(ex), str(lab)) for ex, lab in given["labels"].items()],
+            annotator=str(given.get("annotator") or "prefect-ui"),
+            source="prefect",
+            label_set=data.labels,
+            overlap=ctx.config.oracle.overlap,
+            round_=round_no,
+            input_key=key,
+        )
+        say("round %d · labels: %d from the Prefect run input (%d unchanged)", round_no, result.written, result.unchanged)
+    elif key is not None:
+        # An input without labels (a route resuming the run) still uses up its key: the
+        # next wait must get a new one, or Prefect would hand this input back again.
+        store = open_store(ctx.config)
+        with store.transaction() as conn:
+            store.consume_input(conn, ctx.name, key, round_no)
+    status = _status(ctx, round_no, mode)
+    if not status.ready:
+        _arm(ctx, round_no, mode)
+    return status
+
+
+def await_labels(ctx: CampaignContext, status: LabelStatus) -> tuple[dict[str, Any] | None, str | None]:
+    """Wait (flow code: Prefect pauses only from a flow) until labels may have arrived.
+
+    Returns the run input that resumed the flow (and its key), or ``(None, None)`` after
+    a poll interval. ``suspend`` ends this process; the resumed run re-runs the flow from
+    the top and gets here again, where the same key hands it the input it was given.
+    """
+    oracle = ctx.config.oracle
+    key = f"labels-r{status.round}-{status.waits + 1}"
+    if status.mode == "poll":
+        time.sleep(oracle.poll_s)
+        return None, None
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
+    if status.mode == "pause":
+        got = pause_flow_run(wait_for_input=LabelsInput, timeout=oracle.timeout_s, key=key, poll_interval=2)
+    else:
+        got = suspend_flow_run(wait_for_input=LabelsInput, timeout=oracle.timeout_s, key=key)
+    return ({"annotator": got.annotator, "labels": dict(got.labels)} if got is not None else None), key
+
+
+def wait_until_labeled(ctx: CampaignContext, round_no: int) -> None:
+    """The human step as the flow runs it: ask, wait, collect, until the round may go on.
+
+    In poll mode (no Prefect server to resume the run) this process checks the store every
+    ``oracle.poll_s`` for up to ``oracle.timeout_s``.
+    """
+    status = request_labels(ctx, round_no)
+    started = time.monotonic()
+    while not status.ready:
+        if status.mode == "poll" and time.monotonic() - started > ctx.config.oracle.timeout_s:
+            raise LabelError(
+                f"round {round_no}: waited {ctx.config.oracle.timeout_s} s, {status.total - status.resolved} "
+                f"of {status.total} labels still missing; run the campaign again to keep waiting"
+            )
+        given, key = await_labels(ctx, status)
+        status = collect_labels(ctx, round_no, given, key)
+    wait_for_labels(ctx, round_no)
 
 
 @step_task("labels", "wait for labels")
 def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
-    """Ask the oracle for the persisted batch's labels and record them as label events."""
+    """Close the round's labeling: simulated answers, or what people gave, read from the store."""
     store = open_store(ctx.config)
     oracle = ctx.config.oracle
 
-    def compute():
+    def simulated():
         batch = store.selections(ctx.name, round_no)
         if not batch:
             raise LabelError(f"round {round_no} has no selected batch to label")
-        have = store.current_labels(ctx.name)
+        have = store.current_labels(ctx.name, overlap=oracle.overlap)
         pool = campaign_data(ctx.config).pool
         if pool.gold is None:
             raise LabelError("the simulated oracle needs the pool's gold label column")
@@ -30,6 +248,36 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
 
         return {"n_requested": len(batch), "n_labeled": len(todo), "annotator": oracle.annotator}, commit
 
-    result = run_step(ctx, round_no, "labels", compute)
-    say("round %d · labels: %d from %s", round_no, result["n_labeled"], result["annotator"])
+    def human():
+        from collections import Counter
+
+        from alft.labeling import pending_batch, readiness
+
+        batch = pending_batch(store, ctx.name, oracle.overlap)
+        if batch is None or batch.round != round_no:
+            raise LabelError(f"round {round_no} has no batch waiting for labels")
+        ready, reason = readiness(batch, store.wait_row(ctx.name, round_no), oracle.model_dump())
+        if not ready:
+            raise LabelError(f"round {round_no} cannot close its labeling yet: {reason}")
+        released = batch.remaining()
+        ids = set(batch.example_ids)
+        events = [e for e in store.label_events(ctx.name) if e["example_id"] in ids]
+
+        def commit(conn):
+            store.release_selections(conn, ctx.name, round_no, released)
+
+        return {
+            "n_requested": len(batch.items),
+            "n_labeled": len(batch.items) - len(released),
+            "released": released,
+            "reason": reason,
+            "annotators": dict(Counter(e["annotator"] for e in events)),
+            "sources": dict(Counter(e["source"] for e in events)),
+        }, commit
+
+    result = run_step(ctx, round_no, "labels", simulated if oracle.kind == "simulated" else human)
+    who = result.get("annotator") or ", ".join(sorted(result.get("annotators", {}))) or "-"
+    say("round %d · labels: %d from %s", round_no, result["n_labeled"], who)
+    if result.get("released"):
+        say("round %d · labels: %d unlabeled examples returned to the pool", round_no, len(result["released"]))
     return result

@@ -1,0 +1,441 @@
+"""Human labels: one transaction for every route (page, Prefect input, file, Label Studio).
+
+Whatever route a label takes, it ends in ``submit``: the whole submission is checked
+against the pending batch and the label set, then written as append-only events in one
+transaction, or refused as a whole with every problem named. Nothing is ever updated or
+deleted: a correction is a newer event, an undo is a ``retract`` event.
+
+How events become an example's label (``resolve``):
+
+* ``overlap == 1``: the example's latest ``label`` event, unless a later ``retract`` (of
+  that annotator's label) withdrew it. Anyone may correct anyone.
+* ``overlap > 1``: each annotator's latest event is their vote (``retract`` and ``unsure``
+  withdraw it). Once ``overlap`` annotators have voted, the label with a strict majority
+  wins; without one the example is *disputed* and goes back to the queue for one more
+  annotator (``LabelState.needs``), until a majority exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from alft.errors import LabelError
+
+KINDS = ("label", "retract", "unsure")
+
+
+class LabelRejected(LabelError):
+    """A submission refused as a whole; ``problems`` lists (example id, reason)."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]], n_items: int) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(f"{ex!r}: {why}" for ex, why in self.problems[:5])
+        more = f"; and {len(self.problems) - 5} more" if len(self.problems) > 5 else ""
+        super().__init__(
+            f"{len(self.problems)} of {n_items} submitted labels refused, nothing was written: "
+            f"{shown}{more}"
+        )
+
+
+class NoPendingBatch(LabelError):
+    """Labels arrived while no round is waiting for any."""
+
+
+@dataclass(frozen=True)
+class LabelItem:
+    """One submitted judgement: ``label`` for kind ``label``; ignored for the others."""
+
+    example_id: str
+    label: str | None = None
+    kind: str = "label"
+
+
+@dataclass
+class LabelState:
+    """Where one example stands: its resolved label (or None) and the votes behind it."""
+
+    label: str | None
+    votes: dict[str, str] = field(default_factory=dict)  # annotator -> label
+    status: str = "pending"  # pending | resolved | disputed
+    needs: int = 1  # more votes required before it can resolve
+
+
+def resolve(events: Iterable[Mapping[str, Any]], overlap: int = 1) -> dict[str, LabelState]:
+    """Resolve label events (oldest first) into one ``LabelState`` per example id."""
+    if overlap < 1:
+        raise ValueError(f"overlap must be >= 1, got {overlap}")
+    latest: dict[str, dict[str, Mapping[str, Any]]] = {}  # example -> annotator -> event
+    last_any: dict[str, Mapping[str, Any]] = {}
+    for e in events:
+        kind = e.get("kind") or "label"
+        latest.setdefault(e["example_id"], {})[e["annotator"]] = e
+        if kind in ("label", "retract"):
+            last_any[e["example_id"]] = e
+    out: dict[str, LabelState] = {}
+    for ex, by_ann in latest.items():
+        votes = {a: e["label"] for a, e in by_ann.items() if (e.get("kind") or "label") == "label"}
+        if overlap == 1:
+            last = last_any.get(ex)
+            label = last["label"] if last is not None and (last.get("kind") or "label") == "label" else None
+            out[ex] = LabelState(label, votes, "resolved" if label is not None else "pending", 0 if label else 1)
+            continue
+        if len(votes) < overlap:
+            out[ex] = LabelState(None, votes, "pending", overlap - len(votes))
+            continue
+        (top, n_top), *rest = Counter(votes.values()).most_common() + [(None, 0)]
+        if n_top * 2 > len(votes):
+            out[ex] = LabelState(top, votes, "resolved", 0)
+        else:
+            out[ex] = LabelState(None, votes, "disputed", 1)
+    return out
+
+
+def agreement(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Agreement between annotators on examples two or more of them labeled.
+
+    ``percent``: share of annotator pairs (over all shared examples) that chose the same
+    label; ``kappa``: Cohen's kappa pooled over those pairs (None when undefined);
+    ``n_items``: examples with two or more votes.
+    """
+    state = resolve(events, overlap=2)
+    same = pairs = 0
+    marg: Counter[str] = Counter()
+    n_items = 0
+    for st in state.values():
+        labs = list(st.votes.values())
+        if len(labs) < 2:
+            continue
+        n_items += 1
+        for i in range(len(labs)):
+            for j in range(i + 1, len(labs)):
+                pairs += 1
+                same += labs[i] == labs[j]
+                marg[labs[i]] += 1
+                marg[labs[j]] += 1
+    if not pairs:
+        return {"n_items": 0, "pairs": 0, "percent": None, "kappa": None}
+    po = same / pairs
+    total = sum(marg.values())
+    pe = sum((c / total) ** 2 for c in marg.values())
+    kappa = None if pe >= 1.0 else (po - pe) / (1.0 - pe)
+    return {"n_items": n_items, "pairs": pairs, "percent": po, "kappa": kappa}
+
+
+# --------------------------------------------------------------------------- batches
+@dataclass
+class PendingBatch:
+    """The round waiting for labels, and where each of its examples stands."""
+
+    round: int
+    items: list[dict[str, Any]]  # selections rows, in selection order
+    states: dict[str, LabelState]
+
+    @property
+    def example_ids(self) -> list[str]:
+        return [s["example_id"] for s in self.items]
+
+    def remaining(self) -> list[str]:
+        """Ids not resolved yet, in selection order."""
+        return [ex for ex in self.example_ids if self.states.get(ex) is None or self.states[ex].label is None]
+
+    @property
+    def complete(self) -> bool:
+        return not self.remaining()
+
+    def queue_for(self, annotator: str) -> list[str]:
+        """Ids this annotator can still help with: unresolved and without their vote."""
+        out = []
+        for ex in self.remaining():
+            st = self.states.get(ex)
+            if st is None or annotator not in st.votes:
+                out.append(ex)
+        return out
+
+
+def pending_round(store, name: str, conn=None) -> int | None:
+    """The newest round whose batch is selected and whose labels step is not done."""
+    all_steps = store.steps(name, conn=conn)
+    rounds = [s["round"] for s in all_steps if s["step"] == "select"]
+    done = {s["round"] for s in all_steps if s["step"] == "labels"}
+    waiting = [r for r in rounds if r not in done]
+    return max(waiting) if waiting else None
+
+
+def pending_batch(store, name: str, overlap: int = 1, conn=None) -> PendingBatch | None:
+    """The batch of the round waiting for labels, or None when no round waits."""
+    r = pending_round(store, name, conn)
+    if r is None:
+        return None
+    items = store.selections(name, r, conn=conn)
+    ids = {s["example_id"] for s in items}
+    events = [e for e in store.label_events(name, conn=conn) if e["example_id"] in ids]
+    return PendingBatch(round=r, items=items, states=resolve(events, overlap))
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What one submission did."""
+
+    round: int
+    written: int
+    unchanged: int
+    remaining: int
+    complete: bool
+
+
+def submit(
+    store,
+    name: str,
+    items: Sequence[LabelItem],
+    *,
+    annotator: str,
+    source: str,
+    label_set: Sequence[str],
+    overlap: int = 1,
+    round_: int | None = None,
+    input_key: str | None = None,
+) -> SubmitResult:
+    """Check and write a submission in one transaction; all of it, or none (LabelRejected).
+
+    ``round_``, when given, is the round the submitter believes is pending: a submission
+    made against a batch that has closed since is stale and refused. ``input_key`` names a
+    Prefect run input: it is recorded in the same transaction and a replay of it (a
+    suspended flow re-running from the top) writes nothing.
+    """
+    if not annotator or not annotator.strip():
+        raise LabelRejected([("-", "the annotator is empty")], len(items))
+    if len(annotator) > 128:
+        raise LabelRejected([("-", f"annotator name longer than 128 characters ({len(annotator)})")], len(items))
+    known = set(label_set)
+    with store.transaction() as conn:
+        store.lock_campaign(conn, name)
+        r = pending_round(store, name, conn)
+        if r is None:
+            raise NoPendingBatch(f"campaign {name!r} has no batch waiting for labels")
+        if round_ is not None and round_ != r:
+            raise LabelRejected(
+                [("-", f"stale submission: it is for round {round_}, the pending batch is round {r}")],
+                len(items),
+            )
+        batch = {s["example_id"] for s in store.selections(name, r, conn=conn)}
+        events = [e for e in store.label_events(name, conn=conn) if e["example_id"] in batch]
+        mine = {}  # example -> this annotator's latest event
+        for e in events:
+            if e["annotator"] == annotator:
+                mine[e["example_id"]] = e
+        problems: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        writes: dict[str, list[tuple[str, str]]] = {k: [] for k in KINDS}
+        unchanged = 0
+        for it in items:
+            ex = it.example_id
+            if ex in seen:
+                problems.append((ex, "submitted twice in one request"))
+                continue
+            seen.add(ex)
+            if it.kind not in KINDS:
+                problems.append((ex, f"unknown kind {it.kind!r} (label, retract or unsure)"))
+                continue
+            if ex not in batch:
+                problems.append((ex, f"not in the pending batch of round {r}"))
+                continue
+            last = mine.get(ex)
+            last_kind = (last.get("kind") or "label") if last else None
+            if it.kind == "label":
+                if it.label not in known:
+                    problems.append((ex, f"label {it.label!r} is not in the label set"))
+                    continue
+                if last_kind == "label" and last["label"] == it.label:
+                    unchanged += 1  # the same judgement again (a retried request): no new event
+                    continue
+                writes["label"].append((ex, it.label))
+            elif it.kind == "retract":
+                if last_kind != "label":
+                    problems.append((ex, f"stale undo: {annotator!r} has no label on it to retract"))
+                    continue
+                writes["retract"].append((ex, last["label"]))
+            else:
+                if last_kind == "unsure":
+                    unchanged += 1
+                    continue
+                writes["unsure"].append((ex, ""))
+        if problems:
+            raise LabelRejected(problems, len(items))
+        if input_key is not None and not store.consume_input(conn, name, input_key, r):
+            writes = {k: [] for k in KINDS}
+            unchanged = len(items)
+        for kind, rows in writes.items():
+            if rows:
+                store.add_label_events(conn, name, r, rows, annotator, source, kind=kind)
+        after = resolve(store.label_events(name, conn=conn), overlap)
+        remaining = sum(1 for ex in batch if after.get(ex) is None or after[ex].label is None)
+    return SubmitResult(
+        round=r,
+        written=sum(len(v) for v in writes.values()),
+        unchanged=unchanged,
+        remaining=remaining,
+        complete=remaining == 0,
+    )
+
+
+class _JoinedStore:
+    """A store whose ``transaction()`` joins an open one, so ``submit`` can run inside it."""
+
+    def __init__(self, store, conn) -> None:
+        self._store = store
+        self._conn = conn
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._store, attr)
+
+    def transaction(self):
+        from contextlib import nullcontext
+
+        return nullcontext(self._conn)
+
+
+def submit_many(
+    store,
+    name: str,
+    groups: Sequence[tuple[str, Sequence[LabelItem]]],
+    *,
+    source: str,
+    label_set: Sequence[str],
+    overlap: int = 1,
+    round_: int | None = None,
+) -> SubmitResult:
+    """Several annotators' submissions (one file's) in one transaction: all of them, or none.
+
+    Each (annotator, items) group goes through ``submit`` itself, joined to one outer
+    transaction, so the checks are exactly ``submit``'s; the problems of every group are
+    collected and refused together (LabelRejected), and then no group is written.
+    """
+    n_items = sum(len(items) for _, items in groups)
+    if not groups:
+        raise LabelRejected([("-", "nothing to submit")], 0)
+    problems: list[tuple[str, str]] = []
+    results: list[SubmitResult] = []
+    with store.transaction() as conn:
+        joined = _JoinedStore(store, conn)
+        for annotator, items in groups:
+            try:
+                results.append(
+                    submit(joined, name, items, annotator=annotator, source=source,
+                           label_set=label_set, overlap=overlap, round_=round_)
+                )
+            except LabelRejected as exc:
+                for ex, why in exc.problems:
+                    p = (ex, f"{why} (annotator {annotator!r})" if len(groups) > 1 and ex != "-" else why)
+                    if p not in problems:
+                        problems.append(p)
+        if problems:
+            # Raised inside the transaction: the groups already written are rolled back too.
+            raise LabelRejected(problems, n_items)
+    return SubmitResult(
+        round=results[-1].round,
+        written=sum(r.written for r in results),
+        unchanged=sum(r.unchanged for r in results),
+        remaining=results[-1].remaining,
+        complete=results[-1].complete,
+    )
+
+
+# --------------------------------------------------------------------------- tokens
+def new_token(store, name: str) -> str:
+    """A fresh access token for the campaign's labeling routes; only its SHA-256 is stored."""
+    token = secrets.token_urlsafe(24)
+    with store.transaction() as conn:
+        store.set_token_hash(conn, name, hashlib.sha256(token.encode()).hexdigest())
+    return token
+
+
+def check_token(store, name: str, token: str | None) -> bool:
+    """True when ``token`` is the campaign's current token (constant-time comparison)."""
+    digest = store.token_hash(name)
+    if digest is None or not token:
+        return False
+    return hmac.compare_digest(digest, hashlib.sha256(token.encode()).hexdigest())
+
+
+# --------------------------------------------------------------------------- readiness
+def readiness(
+    batch: PendingBatch, wait: Mapping[str, Any] | None, oracle: Mapping[str, Any], now=None
+) -> tuple[bool, str]:
+    """Whether the round may go on, and why (or why not).
+
+    Complete batches may; with ``deadline_s`` set, so may a batch whose resolved share
+    reached ``min_fraction`` once the deadline (counted from the start of the wait) passed.
+    """
+    import datetime as dt
+
+    total = len(batch.items)
+    done = total - len(batch.remaining())
+    if done == total:
+        return True, f"all {total} labeled"
+    deadline = oracle.get("deadline_s")
+    if deadline and wait is not None:
+        started = wait["started_at"]
+        if started.tzinfo is None:  # SQLite hands back naive datetimes (stored as UTC)
+            started = started.replace(tzinfo=dt.timezone.utc)
+        now = now or dt.datetime.now(dt.timezone.utc)
+        waited = (now - started).total_seconds()
+        share = done / total if total else 1.0
+        if waited >= deadline and share >= float(oracle.get("min_fraction", 1.0)):
+            return True, (
+                f"deadline of {deadline} s passed with {done} of {total} labeled "
+                f"({share:.0%} >= {float(oracle.get('min_fraction', 1.0)):.0%}); the rest returns to the pool"
+            )
+    return False, f"{done} of {total} labeled"
+
+
+# --------------------------------------------------------------------------- resuming
+def resume_if_complete(store, name: str, result: SubmitResult, patience_s: float = 15.0) -> str | None:
+    """Resume the flow run waiting on this batch once the round may go on; its id, or None.
+
+    "May go on" is ``readiness`` under the campaign's stored oracle settings. Exactly one
+    caller resumes (the store records it). A run that is about to pause (it checked the
+    store a moment before these labels landed) is retried for ``patience_s``. Runs that
+    wait by polling the store need nothing: they see the labels themselves.
+    """
+    import time
+
+    camp = store.campaign(name) or {}
+    oracle = (camp.get("config") or {}).get("oracle") or {}
+    overlap = int(oracle.get("overlap", 1))
+    batch = pending_batch(store, name, overlap)
+    if batch is None or batch.round != result.round:
+        return None
+    wait = store.wait_row(name, result.round)
+    ready, _ = readiness(batch, wait, oracle)
+    if not ready or wait is None or wait["flow_run_id"] is None or wait["mode"] == "poll":
+        return None
+    with store.transaction() as conn:
+        if not store.mark_resumed(conn, name, result.round):
+            return None
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            # An empty input: the flow reads the labels from the store, not from here.
+            resume_flow_run(wait["flow_run_id"], run_input={"annotator": "alft", "labels": {}})
+            return str(wait["flow_run_id"])
+        except NotPausedError:
+            if time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            with store.transaction() as conn:
+                store.clear_resumed(conn, name, result.round)
+            return None
+        except Exception:
+            # Un-mark, so the next route that completes (or a retry of this one) resumes it.
+            with store.transaction() as conn:
+                store.clear_resumed(conn, name, result.round)
+            raise

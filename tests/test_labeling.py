@@ -1,0 +1,184 @@
+"""Human labels: resolution, the all-or-nothing submission, undo, overlap, concurrency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from alft.labeling import (
+    LabelItem,
+    LabelRejected,
+    NoPendingBatch,
+    agreement,
+    check_token,
+    new_token,
+    pending_batch,
+    resolve,
+    submit,
+)
+from alft.store import CampaignStore
+
+LABELS = ["x", "y", "z"]
+
+
+def ev(ex, label, ann, kind="label"):
+    return {"example_id": ex, "label": label, "annotator": ann, "kind": kind}
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A campaign whose round 1 batch (e1..e4) waits for labels; round 0 is labeled."""
+    st = CampaignStore(f"sqlite:///{tmp_path / 'c.db'}")
+    with st.transaction() as conn:
+        st.create_campaign(
+            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
+            eval_digest=None, labels=LABELS, model_digest="m",
+        )
+        st.add_selections(conn, "c", 0, [("e0", 0, None)], "kmeans")
+        st.finish_step(conn, "c", 0, "select", {"k": 1}, 0.1)
+        st.add_label_events(conn, "c", 0, [("e0", "x")], "oracle", "simulated")
+        st.finish_step(conn, "c", 0, "labels", {}, 0.1)
+        st.add_selections(conn, "c", 1, [(f"e{i}", i, 0.5) for i in range(1, 5)], "margin")
+        st.finish_step(conn, "c", 1, "select", {"k": 4}, 0.1)
+    return st
+
+
+def sub(store, items, ann="ann", **kw):
+    return submit(store, "c", [LabelItem(*i) if isinstance(i, tuple) else i for i in items],
+                  annotator=ann, source="test", label_set=LABELS, **kw)
+
+
+# ------------------------------------------------------------------ resolution
+def test_resolve_single_annotator_latest_wins_and_undo_unlabels():
+    events = [ev("a", "x", "p"), ev("a", "y", "q"), ev("b", "z", "p"), ev("b", "z", "p", "retract")]
+    st = resolve(events)
+    assert st["a"].label == "y" and st["a"].status == "resolved"
+    assert st["b"].label is None and st["b"].status == "pending"
+
+
+def test_resolve_majority_with_overlap_and_disputes_go_back():
+    events = [ev("a", "x", "p"), ev("a", "x", "q"), ev("b", "x", "p"), ev("b", "y", "q"), ev("c", "x", "p")]
+    st = resolve(events, overlap=2)
+    assert (st["a"].label, st["a"].status) == ("x", "resolved")
+    assert (st["b"].label, st["b"].status, st["b"].needs) == (None, "disputed", 1)
+    assert (st["c"].label, st["c"].status, st["c"].needs) == (None, "pending", 1)
+    st = resolve(events + [ev("b", "y", "r")], overlap=2)  # a third annotator breaks the tie
+    assert st["b"].label == "y"
+
+
+def test_agreement_by_hand():
+    # pairs: a (x, x) same; b (x, y) differ -> percent 0.5
+    # marginals over pair members: x 3, y 1 -> pe = (3/4)^2 + (1/4)^2 = 0.625
+    # kappa = (0.5 - 0.625) / (1 - 0.625) = -1/3
+    events = [ev("a", "x", "p"), ev("a", "x", "q"), ev("b", "x", "p"), ev("b", "y", "q"), ev("c", "z", "p")]
+    a = agreement(events)
+    assert a["n_items"] == 2 and a["pairs"] == 2 and a["percent"] == 0.5
+    assert a["kappa"] == pytest.approx(-1 / 3)
+
+
+# ------------------------------------------------------------------ submission
+def test_a_complete_submission_resolves_the_batch(store):
+    r = sub(store, [("e1", "x"), ("e2", "y"), ("e3", "z")])
+    assert (r.round, r.written, r.remaining, r.complete) == (1, 3, 1, False)
+    r = sub(store, [("e4", "x")])
+    assert r.complete
+    assert store.current_labels("c") == {"e0": "x", "e1": "x", "e2": "y", "e3": "z", "e4": "x"}
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        ([("e1", "x"), ("e9", "x")], r"'e9': not in the pending batch of round 1"),
+        ([("e0", "x")], r"'e0': not in the pending batch of round 1"),  # an earlier round's example
+        ([("e1", "nope")], r"'e1': label 'nope' is not in the label set"),
+        ([("e1", "x"), ("e1", "y")], r"'e1': submitted twice in one request"),
+        ([("e2", None, "retract")], r"stale undo"),
+        ([("e2", None, "maybe")], r"unknown kind 'maybe'"),
+    ],
+)
+def test_bad_submissions_change_nothing(store, items, message):
+    before = store.label_events("c")
+    with pytest.raises(LabelRejected, match=message) as err:
+        sub(store, [("e3", "x")] + items)
+    assert "nothing was written" in str(err.value)
+    assert store.label_events("c") == before
+
+
+def test_a_stale_round_is_refused(store):
+    with pytest.raises(LabelRejected, match="stale submission: it is for round 0, the pending batch is round 1"):
+        sub(store, [("e1", "x")], round_=0)
+
+
+def test_no_pending_batch(store):
+    with store.transaction() as conn:
+        store.finish_step(conn, "c", 1, "labels", {}, 0.1)
+    with pytest.raises(NoPendingBatch, match="no batch waiting"):
+        sub(store, [("e1", "x")])
+
+
+def test_retries_are_idempotent_and_undo_is_an_event(store):
+    sub(store, [("e1", "x")])
+    r = sub(store, [("e1", "x")])  # the same request again
+    assert (r.written, r.unchanged) == (0, 1)
+    sub(store, [("e1", None, "retract")])
+    assert "e1" not in store.current_labels("c")
+    kinds = [(e["example_id"], e["kind"]) for e in store.label_events("c")]
+    assert kinds[-2:] == [("e1", "label"), ("e1", "retract")]  # append-only: nothing deleted
+    sub(store, [("e1", "y")])
+    assert store.current_labels("c")["e1"] == "y"
+
+
+def test_overlap_needs_several_annotators(store):
+    sub(store, [("e1", "x")], ann="p", overlap=2)
+    batch = pending_batch(store, "c", overlap=2)
+    assert batch.queue_for("p") == ["e2", "e3", "e4"]  # p has voted on e1
+    assert batch.queue_for("q") == ["e1", "e2", "e3", "e4"]
+    sub(store, [("e1", "y")], ann="q", overlap=2)
+    batch = pending_batch(store, "c", overlap=2)
+    assert batch.states["e1"].status == "disputed" and "e1" in batch.queue_for("r")
+    sub(store, [("e1", "y")], ann="r", overlap=2)
+    assert store.current_labels("c", overlap=2)["e1"] == "y"
+
+
+def test_tokens_are_stored_hashed(store):
+    token = new_token(store, "c")
+    assert check_token(store, "c", token)
+    assert not check_token(store, "c", token + "x") and not check_token(store, "c", None)
+    assert token not in str(store.token_hash("c"))
+    assert check_token(store, "c", new_token(store, "c")) and not check_token(store, "c", token)  # rotated
+
+
+def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
+    """20 threads submit 1,000 labels (50 each, some twice) against one batch."""
+    st = CampaignStore(f"sqlite:///{tmp_path / 'load.db'}")
+    with st.transaction() as conn:
+        st.create_campaign(
+            conn, name="c", uid="u", config={}, seed=0, pool_digest="p", pool_size=1000,
+            eval_digest=None, labels=LABELS, model_digest="m",
+        )
+        st.add_selections(conn, "c", 0, [(f"e{i}", i, None) for i in range(1000)], "random")
+        st.finish_step(conn, "c", 0, "select", {"k": 1000}, 0.1)
+    errors = []
+
+    def worker(w):
+        try:
+            for j in range(0, 50, 5):
+                items = [LabelItem(f"e{w * 50 + j + t}", LABELS[(w + j + t) % 3]) for t in range(5)]
+                submit(st, "c", items, annotator=f"ann{w}", source="load", label_set=LABELS)
+                if j == 0:  # a retried request must not duplicate anything
+                    submit(st, "c", items, annotator=f"ann{w}", source="load", label_set=LABELS)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    events = st.label_events("c")
+    assert len(events) == 1000 and len({e["example_id"] for e in events}) == 1000
+    labels = st.current_labels("c")
+    assert labels == {f"e{w * 50 + i}": LABELS[(w + i) % 3] for w in range(20) for i in range(50)}
+    assert pending_batch(st, "c").complete
