@@ -314,7 +314,10 @@ def label(
         console.print(f"[yellow]warning:[/] listening on {host}: whoever reaches it with the token can label")
     typer.echo(f"open {url_for(sock, host, token)}")
     console.print("(the address holds the access token; Ctrl-C stops the page)", style="dim", highlight=False)
-    serve(page_app, sock)
+    try:
+        serve(page_app, sock)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
+        pass
     console.print("labeling page stopped; every submitted label is in the store")
 
 
@@ -511,7 +514,8 @@ def labels_import(
     if result.complete:
         typer.echo(f"the batch of round {result.round} is complete")
     else:
-        typer.echo(f"{result.remaining} examples of round {result.round} still need labels")
+        n = result.remaining
+        typer.echo(f"{n} example{'s' if n != 1 else ''} of round {result.round} still need{'s' if n == 1 else ''} labels")
     from alft.labeling import resume_if_complete
 
     try:

@@ -7,8 +7,9 @@ deleted: a correction is a newer event, an undo is a ``retract`` event.
 
 How events become an example's label (``resolve``):
 
-* ``overlap == 1``: the example's latest ``label`` event, unless a later ``retract`` (of
-  that annotator's label) withdrew it. Anyone may correct anyone.
+* ``overlap == 1``: the newest label among the annotators' standing votes (each one's
+  latest event, when it is a ``label``). Anyone may correct anyone; an undo withdraws
+  only its own annotator's label, so an earlier label by someone else comes back.
 * ``overlap > 1``: each annotator's latest event is their vote (``retract`` and ``unsure``
   withdraw it). Once ``overlap`` annotators have voted, the label with a strict majority
   wins; without one the example is *disputed* and goes back to the queue for one more
@@ -70,19 +71,17 @@ def resolve(events: Iterable[Mapping[str, Any]], overlap: int = 1) -> dict[str, 
     """Resolve label events (oldest first) into one ``LabelState`` per example id."""
     if overlap < 1:
         raise ValueError(f"overlap must be >= 1, got {overlap}")
-    latest: dict[str, dict[str, Mapping[str, Any]]] = {}  # example -> annotator -> event
-    last_any: dict[str, Mapping[str, Any]] = {}
-    for e in events:
-        kind = e.get("kind") or "label"
-        latest.setdefault(e["example_id"], {})[e["annotator"]] = e
-        if kind in ("label", "retract"):
-            last_any[e["example_id"]] = e
+    latest: dict[str, dict[str, tuple[int, Mapping[str, Any]]]] = {}  # example -> annotator -> (order, event)
+    for order, e in enumerate(events):
+        latest.setdefault(e["example_id"], {})[e["annotator"]] = (order, e)
     out: dict[str, LabelState] = {}
     for ex, by_ann in latest.items():
-        votes = {a: e["label"] for a, e in by_ann.items() if (e.get("kind") or "label") == "label"}
+        current = {a: oe for a, oe in by_ann.items() if (oe[1].get("kind") or "label") == "label"}
+        votes = {a: oe[1]["label"] for a, oe in current.items()}
         if overlap == 1:
-            last = last_any.get(ex)
-            label = last["label"] if last is not None and (last.get("kind") or "label") == "label" else None
+            # The newest standing vote decides: a correction by anyone replaces the label,
+            # and an undo withdraws only its own annotator's label.
+            label = max(current.values(), key=lambda oe: oe[0])[1]["label"] if current else None
             out[ex] = LabelState(label, votes, "resolved" if label is not None else "pending", 0 if label else 1)
             continue
         if len(votes) < overlap:

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +110,11 @@ class LabelPage:
         self.ctx = CampaignContext(config=cfg, uid=row["uid"])
         self.claim_ttl = claim_ttl
         self._lock = threading.Lock()
+        # SQLite serialises every transaction (reads too: BEGIN IMMEDIATE), and its busy
+        # handler sleeps in growing steps; queueing this process's requests on a lock
+        # instead keeps 20 concurrent annotators from oversleeping. Other databases run
+        # their transactions side by side.
+        self.db_lock: Any = threading.Lock() if store.engine.dialect.name == "sqlite" else nullcontext()
         self._probs: dict[int, tuple[int, dict[int, int], np.ndarray] | None] = {}
         self._claims: dict[str, tuple[str, float]] = {}  # annotator -> (example id, when)
 
@@ -117,7 +122,7 @@ class LabelPage:
     def snapshot(self) -> Snapshot:
         """The pending batch and all events, read in one transaction (one consistent view)."""
         st = self.store
-        with st.engine.connect() as conn:
+        with self.db_lock, st.engine.connect() as conn:
             r = pending_round(st, self.name, conn)
             items = st.selections(self.name, r, conn=conn) if r is not None else []
             events = st.label_events(self.name, conn=conn)
@@ -283,17 +288,13 @@ class LabelPage:
         out["annotators"] = annotators
         return out
 
+    def check(self, token: str) -> bool:
+        with self.db_lock:
+            return check_token(self.store, self.name, token)
+
     def submit(self, annotator: str, round_: int | None, items: list[LabelItem]) -> dict[str, Any]:
-        res = submit(
-            self.store,
-            self.name,
-            items,
-            annotator=annotator,
-            source="page",
-            label_set=self.labels,
-            overlap=self.overlap,
-            round_=round_,
-        )
+        with self.db_lock:
+            res = self._submit(annotator, round_, items)
         self.claim(annotator, None)
         out: dict[str, Any] = {
             "round": res.round,
@@ -309,6 +310,18 @@ class LabelPage:
             log.warning("round %d is complete but resuming its flow run failed: %s", res.round, exc)
             out["resume_error"] = str(exc)
         return out
+
+    def _submit(self, annotator: str, round_: int | None, items: list[LabelItem]):
+        return submit(
+            self.store,
+            self.name,
+            items,
+            annotator=annotator,
+            source="page",
+            label_set=self.labels,
+            overlap=self.overlap,
+            round_=round_,
+        )
 
 
 # --------------------------------------------------------------------------- guard
@@ -391,7 +404,7 @@ class Guard:
                 return HTMLResponse(_message_page("Token needed", "Open the page with the address `alft label` printed "
                                                   "(it ends in ?token=...)."), status_code=401)
             return _problem(401, f"missing token: send the campaign token in the {TOKEN_HEADER} header")
-        ok = await run_in_threadpool(check_token, self.page.store, self.page.name, token)
+        ok = await run_in_threadpool(self.page.check, token)
         if not ok:
             if is_page:
                 return HTMLResponse(_message_page("Wrong token", "This token is not (or no longer) the campaign's: "
@@ -775,7 +788,8 @@ _JS = r"""
     var ex = state.example;
     if (!ex || !ex.suggestions) { return null; }
     for (var i = 0; i < ex.suggestions.length; i++) {
-      if (ex.suggestions[i].label === label) { return ex.suggestions[i].p; }
+      // below 5% a class is noise, not a suggestion worth ranking or showing
+      if (ex.suggestions[i].label === label) { return ex.suggestions[i].p >= 0.05 ? ex.suggestions[i].p : null; }
     }
     return null;
   }

@@ -24,7 +24,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from alft.errors import LabelError
-from alft.labelfiles import MAX_BYTES, LabelRow, decode_utf8, describe, read_bytes_capped
+from alft.labelfiles import MAX_BYTES, LabelRow, decode_utf8, read_bytes_capped
 
 # Characters XML 1.0 cannot hold even escaped (a label with one cannot be a Choice value).
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -218,6 +218,8 @@ def _from_min_record(rec: Mapping[str, Any], where: str, from_name: str) -> list
     where = f"{where} (id {ex!r})"
     rnd = _round(rec, where)
     if from_name not in rec:
+        if "annotation_id" in rec or "annotator" in rec:
+            raise LabelError(f"{where}: an annotation without a {from_name!r} value (is the Choices control named so?)")
         return []  # a task without an annotation
     value = rec[from_name]
     if isinstance(value, Mapping):

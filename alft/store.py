@@ -205,7 +205,7 @@ def safe_url(url: str) -> str:
         return url
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, immediate: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
         # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE: SQLite's default deferred
@@ -218,9 +218,11 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:  # pragma: no cover - driver callback
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn) -> None:  # pragma: no cover - driver callback
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _migrate_1_to_2(conn: Connection) -> None:
@@ -245,8 +247,14 @@ class CampaignStore:
 
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, future=True, pool_pre_ping=True)
+            # Reads go through ``reader``: on SQLite a second engine without BEGIN IMMEDIATE,
+            # so readers (the labeling page, status) never queue on the write lock; WAL
+            # gives each read a consistent snapshot. Elsewhere it is the same engine.
+            self.reader = self.engine
             if self.engine.dialect.name == "sqlite":
                 _sqlite_pragmas(self.engine)
+                self.reader = create_engine(url, future=True, pool_pre_ping=True)
+                _sqlite_pragmas(self.reader, immediate=False)
             metadata.create_all(self.engine)
             with self.transaction() as conn:
                 row = conn.execute(
@@ -268,6 +276,8 @@ class CampaignStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.reader is not self.engine:
+            self.reader.dispose()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -277,12 +287,12 @@ class CampaignStore:
 
     # ------------------------------------------------------------ campaigns
     def campaign(self, name: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(select(campaigns).where(campaigns.c.name == name)).mappings().first()
         return dict(row) if row else None
 
     def campaign_names(self) -> list[str]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return list(conn.execute(select(campaigns.c.name).order_by(campaigns.c.name)).scalars())
 
     def create_campaign(self, conn: Connection, **values: Any) -> None:
@@ -301,14 +311,14 @@ class CampaignStore:
 
     # ------------------------------------------------------------ rounds and steps
     def round_row(self, name: str, round_: int) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(
                 select(rounds).where(rounds.c.campaign == name, rounds.c.round == round_)
             ).mappings().first()
         return dict(row) if row else None
 
     def rounds(self, name: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(rounds).where(rounds.c.campaign == name).order_by(rounds.c.round)
             ).mappings()
@@ -348,7 +358,7 @@ class CampaignStore:
             )
 
     def step_result(self, name: str, round_: int, step: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = conn.execute(
                 select(steps.c.result).where(
                     steps.c.campaign == name, steps.c.round == round_, steps.c.step == step
@@ -361,7 +371,7 @@ class CampaignStore:
         # connection would wait for the write lock this one holds.
         if conn is not None:
             return [dict(r) for r in conn.execute(q).mappings()]
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
     def steps(self, name: str, round_: int | None = None, conn: Connection | None = None) -> list[dict[str, Any]]:
@@ -416,7 +426,7 @@ class CampaignStore:
         return self._rows(q.order_by(selections.c.round, selections.c.position), conn)
 
     def selected_pool_ids(self, name: str) -> list[int]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return list(conn.execute(select(selections.c.pool_id).where(selections.c.campaign == name)).scalars())
 
     # ------------------------------------------------------------ labels
@@ -472,7 +482,7 @@ class CampaignStore:
         q = select(label_events).where(label_events.c.campaign == name).order_by(label_events.c.event_id)
         if conn is not None:
             return [dict(r) for r in conn.execute(q).mappings()]
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
     # ------------------------------------------------------------ waiting for labels
@@ -497,7 +507,7 @@ class CampaignStore:
         if conn is not None:
             row = conn.execute(q).mappings().first()
         else:
-            with self.engine.connect() as c:
+            with self.reader.connect() as c:
                 row = c.execute(q).mappings().first()
         return dict(row) if row else None
 
@@ -521,7 +531,7 @@ class CampaignStore:
         return True
 
     def consumed_count(self, name: str, round_: int) -> int:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return len(
                 c.execute(
                     select(consumed_inputs.c.key).where(
@@ -552,7 +562,7 @@ class CampaignStore:
         conn.execute(access_tokens.insert().values(campaign=name, token_sha256=digest, created_at=utcnow()))
 
     def token_hash(self, name: str) -> str | None:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return c.execute(
                 select(access_tokens.c.token_sha256).where(access_tokens.c.campaign == name)
             ).scalar()
@@ -584,7 +594,7 @@ class CampaignStore:
         if round_ is not None:
             q = q.where(metrics.c.round == round_)
         out: dict[int, dict[str, float]] = {}
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             for r in conn.execute(q).mappings():
                 out.setdefault(r["round"], {})[r["name"]] = r["value"]
         return out

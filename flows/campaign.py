@@ -9,15 +9,17 @@ subflows: a Prefect 3.9 subflow costs ~1.1 s to close (its heartbeat thread is j
 while it sleeps in 1 s ticks), which alone would exceed the per-round overhead budget.
 """
 
-from __future__ import annotations
 
+# No `from __future__ import annotations` here: a deployment validates its parameters
+# against the real `CampaignConfig` class, which a string annotation would hide.
 from prefect import flow
 
 from alft.config import CampaignConfig
 from tasks.campaign import CampaignSummary, next_round, open_campaign, summarize, untracked_rounds
 from tasks.embed import embed_pool
 from tasks.evaluate import evaluate
-from tasks.labels import wait_for_labels, wait_until_labeled
+from flows.human import wait_until_labeled
+from tasks.labels import wait_for_labels
 from tasks.score import score_pool
 from tasks.select import select_batch
 from tasks.stop import stop_check

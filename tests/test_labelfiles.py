@@ -427,3 +427,36 @@ def test_cli_without_a_waiting_batch(pending_campaign, tmp_path):
     assert not (tmp_path / "b.csv").exists()
     res = runner.invoke(cli_app, ["labels", "status", str(pending_campaign)])
     assert res.exit_code == 0 and "no batch waits for labels" in res.output
+
+
+def test_cli_resumes_the_waiting_flow_run_once_complete(pending_campaign, banking_subset, tmp_path, monkeypatch):
+    import prefect.flow_runs
+
+    st_ = _store_of(pending_campaign)
+    with st_.transaction() as conn:
+        st_.set_wait(conn, "test-campaign", 0, "pause", "run-123")
+    resumed = []
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", lambda run_id, **kw: resumed.append(run_id))
+    gold = gold_of(banking_subset)
+    ids = [s["example_id"] for s in st_.selections("test-campaign", 0)]
+    half = tmp_path / "half.jsonl"
+    half.write_text("".join(json.dumps({"id": ex, "label": gold[ex]}) + "\n" for ex in ids[:10]))
+    res = runner.invoke(cli_app, ["labels", "import", str(half), str(pending_campaign), "-a", "alice"])
+    assert res.exit_code == 0 and "resumed" not in res.output and resumed == []  # not complete yet
+
+    def fail(run_id, **kw):
+        raise RuntimeError("no Prefect server")
+
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", fail)
+    full = tmp_path / "full.jsonl"
+    full.write_text("".join(json.dumps({"id": ex, "label": gold[ex]}) + "\n" for ex in ids))
+    res = runner.invoke(cli_app, ["labels", "import", str(full), str(pending_campaign), "-a", "alice"])
+    assert res.exit_code == 1 and "the labels are saved, but resuming the waiting flow run failed" in res.output
+    assert len(st_.label_events("test-campaign")) == 20
+
+    # the retry writes nothing new and resumes the run
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", lambda run_id, **kw: resumed.append(run_id))
+    res = runner.invoke(cli_app, ["labels", "import", str(full), str(pending_campaign), "-a", "alice"])
+    assert res.exit_code == 0, res.output
+    assert "0 written, 20 unchanged" in res.output and "resumed flow run run-123" in res.output
+    assert resumed == ["run-123"] and len(st_.label_events("test-campaign")) == 20

@@ -182,3 +182,12 @@ def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
     labels = st.current_labels("c")
     assert labels == {f"e{w * 50 + i}": LABELS[(w + i) % 3] for w in range(20) for i in range(50)}
     assert pending_batch(st, "c").complete
+
+
+def test_an_undo_withdraws_only_its_own_label():
+    # p labels x, q corrects to y, p undoes: q's y stands (p's undo must not erase it)
+    st = resolve([ev("a", "x", "p"), ev("a", "y", "q"), ev("a", "x", "p", "retract")])
+    assert st["a"].label == "y"
+    # q undoes its correction: p's x comes back
+    st = resolve([ev("a", "x", "p"), ev("a", "y", "q"), ev("a", "y", "q", "retract")])
+    assert st["a"].label == "x"

@@ -409,20 +409,23 @@ def test_overlap_two_annotators_and_agreement(tmp_path, bank_pool):
         d = c.get("/api/next?annotator=alice", headers=auth(built)).json()
         assert d["example"]["id"] == b[2] and d["batch"]["queue"] == 1  # alice voted on the others
         d = c.get("/api/next?annotator=bob", headers=auth(built)).json()
-        assert d["batch"]["queue"] == 3 and d["example"]["votes"] in (0, 1)
+        assert d["batch"]["queue"] == 3 and (d["example"]["id"], d["example"]["votes"]) == (b[0], 1)
         post("bob", [{"id": b[0], "label": L[0]}, {"id": b[1], "label": L[2]}, {"id": b[2], "label": L[3]}])
         st = c.get("/api/status", headers=auth(built)).json()
         assert st["batch"] == {"size": 3, "done": 1, "remaining": 2, "disputed": 1}
         assert st["agreement"]["n_items"] == 2 and st["agreement"]["percent"] == 0.5
         assert st["annotators"] == {"alice": 2, "bob": 3}
         d = c.get("/api/next?annotator=carol", headers=auth(built)).json()
-        assert d["example"]["status"] == "disputed" or d["example"]["votes"] == 1
+        # b[2] is on alice's screen and needs one vote: carol gets the disputed one
+        assert (d["example"]["id"], d["example"]["status"], d["example"]["votes"]) == (b[1], "disputed", 2)
+        assert d["agreement"]["percent"] == 0.5
         r = post("carol", [{"id": b[1], "label": L[2]}, {"id": b[2], "label": L[3]}])
         assert r["complete"]
     assert built.store.current_labels(built.name, overlap=2)[b[1]] == L[2]
 
 
 # --------------------------------------------------------------------------- concurrency
+@pytest.mark.slow  # ~85 s on 2 cores: each submit() reads the 1,000-row batch and every event
 def test_twenty_clients_submit_a_thousand_labels_nothing_lost_or_doubled(tmp_path, bank_pool):
     import httpx
 
@@ -529,5 +532,5 @@ def test_label_command_serves_the_page_until_interrupted(tmp_path, bank_pool):
             out, err = proc.communicate()
     assert proc.returncode == 0, err
     assert "labeling page stopped" in err
-    assert (out + err).count(token) == 1  # printed once, never logged
+    assert (line + out + err).count(token) == 1  # printed once, never logged
     assert built.store.current_labels(built.name)[built.batch[0]] == built.labels[5]

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from alft.cli import app as cli_app
 from alft.errors import LabelError
 from alft.labelfiles import LabelRow, file_round, group_by_annotator
-from alft.labeling import LabelItem, LabelRejected, pending_batch, submit_many
+from alft.labeling import LabelItem, pending_batch, submit_many
 from alft.labelstudio import from_export, labeling_config, to_tasks
 from alft.store import CampaignStore
 from tests.test_labelfiles import _store_of, build_pending_campaign, gold_of
@@ -112,6 +114,13 @@ def test_json_min_export_reads_the_same():
     full = [(r.example_id, r.label, r.annotator, r.round) for r in from_export(FIXTURES / "export.json")]
     mini = [(r.example_id, r.label, r.annotator, r.round) for r in from_export(FIXTURES / "export_min.json")]
     assert mini == full
+
+
+def test_json_min_annotation_without_our_control_is_refused():
+    rec = json.loads((FIXTURES / "export_min.json").read_text(encoding="utf-8"))
+    rec[0]["sentiment"] = rec[0].pop("label")
+    with pytest.raises(LabelError, match=r"task 1 \(id 'e1'\): an annotation without a 'label' value"):
+        from_export(rec)
 
 
 def test_importing_the_fixture(store):
@@ -279,7 +288,7 @@ def test_cli_label_studio_export_and_import(tmp_path, banking_subset, tiny_model
     export.write_text(json.dumps(tasks), encoding="utf-8")
     res = runner.invoke(cli_app, ["labels", "import", str(export), cfg])
     assert res.exit_code == 0, res.output
-    assert "round 0: 19 written" in res.output and "1 examples of round 0 still need labels" in res.output
+    assert "round 0: 19 written" in res.output and "1 example of round 0 still needs labels" in res.output
     ev = st_.label_events("test-campaign")
     assert {e["source"] for e in ev} == {"labelstudio"}
     assert {e["annotator"] for e in ev} == {"labelstudio:1", "labelstudio:bob@example.com"}
@@ -291,3 +300,25 @@ def test_cli_label_studio_export_and_import(tmp_path, banking_subset, tiny_model
     res = runner.invoke(cli_app, ["labels", "import", str(export), cfg])
     assert res.exit_code == 2 and res.output.startswith("error:") and "2 choices" in res.output
     assert st_.label_events("test-campaign") == ev
+
+
+# ------------------------------------------------------------------ fuzz: only LabelError ever
+_keys = st.sampled_from(
+    ["data", "alft_id", "alft_round", "annotations", "result", "was_cancelled", "completed_by", "email", "id",
+     "from_name", "type", "value", "choices", "label", "annotator"]
+)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6) | st.sampled_from(["label", "choices", "e1"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(obj=_values)
+def test_arbitrary_json_never_crashes_the_export_reader(obj):
+    try:
+        rows = from_export(obj)
+    except LabelError:
+        return
+    assert all(isinstance(r.label, str) and r.label and r.annotator.startswith("labelstudio:") for r in rows)

@@ -99,3 +99,42 @@ def test_unopenable_store_is_a_clear_error(tmp_path):
 
 def test_passwords_are_masked():
     assert safe_url("postgresql://alft:secret@db:5432/alft") == "postgresql://alft:***@db:5432/alft"
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    st = CampaignStore(f"sqlite:///{path}")
+    with st.transaction() as conn:
+        st.create_campaign(
+            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
+            eval_digest=None, labels=["x", "y"], model_digest="m",
+        )
+        st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
+    st.close()
+    # turn it back into a version-1 store: no kind column, version 1
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE label_events DROP COLUMN kind")
+    db.execute("UPDATE alft_meta SET value = '1' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    again = CampaignStore(f"sqlite:///{path}")
+    assert again.label_events("c")[0]["kind"] == "label"
+    assert again.current_labels("c") == {"e1": "x"}
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM alft_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    db.close()
+
+
+def test_a_newer_store_is_refused(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v9.db"
+    CampaignStore(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE alft_meta SET value = '9' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="schema version 9, this alft expects 2"):
+        CampaignStore(f"sqlite:///{path}")

@@ -441,3 +441,15 @@ def test_model_based_needs_are_declared():
     assert get_spec("bald").needs == {"prob_samples"}
     for name in ("egl", "badge", "eer"):
         assert get_spec(name).needs == {"features", "head"}
+
+
+def test_eer_shortlist_is_never_just_the_batch():
+    """With a shortlist of k the batch would be entropy's top k; it holds at least 2k."""
+    import numpy as np
+
+    from strategies import get_strategy
+    from tests.strategies.conftest import make_inputs
+
+    inputs = make_inputs(n_pool=200, n_labeled=10)
+    q = get_strategy("eer", shortlist=5).query(inputs, 20, np.random.default_rng(0))
+    assert q.info["shortlist"] == 40
