@@ -184,6 +184,10 @@ def main() -> None:
     ap.add_argument("--dataset", default="banking77", choices=sorted(DATASETS))
     ap.add_argument("--strategies", nargs="+", default=None, help="default: every registered strategy")
     ap.add_argument("--jobs", type=int, default=1, help="campaigns run at once (worker processes)")
+    ap.add_argument(
+        "--merge", action="store_true",
+        help="keep the other strategies' curves from the existing results file (re-run a few)",
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--budget", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=100)
@@ -230,6 +234,13 @@ def main() -> None:
             curves.setdefault(strategy, {})[seed] = curve
             _report(strategy, seed, curve, secs)
     curves = {st: dict(sorted(curves[st].items())) for st in args.strategies}
+    name = f"learning_curve_{args.dataset}"
+    previous = args.out / f"{name}.json"
+    if args.merge and previous.exists():
+        old = json.loads(previous.read_text())
+        kept = {st: {int(k): v for k, v in c.items()} for st, c in old["curves"].items() if st not in curves}
+        curves = {**kept, **curves}
+        args.strategies = list(dict.fromkeys([*old["protocol"].get("strategies", []), *args.strategies]))
     reference = full_data_reference(cfg)
     table = summarize(curves, args.checkpoints)
     name = f"learning_curve_{args.dataset}"
