@@ -144,3 +144,23 @@ def campaign_yaml(tmp: Path, files: dict[str, Path], model: Path, **over) -> Pat
     path = tmp / "campaign.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def pending_store(path: Path, labels: list[str]):
+    """A store whose campaign "c" has round 0 labeled (e0) and round 1's batch e1..e4
+    (pool ids 1..4) waiting for labels."""
+    from alft.store import CampaignStore
+
+    st = CampaignStore(f"sqlite:///{path}")
+    with st.transaction() as conn:
+        st.create_campaign(
+            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
+            eval_digest=None, labels=labels, model_digest="m",
+        )
+        st.add_selections(conn, "c", 0, [("e0", 0, None)], "kmeans")
+        st.finish_step(conn, "c", 0, "select", {"k": 1}, 0.1)
+        st.add_label_events(conn, "c", 0, [("e0", labels[0])], "oracle", "simulated")
+        st.finish_step(conn, "c", 0, "labels", {}, 0.1)
+        st.add_selections(conn, "c", 1, [(f"e{i}", i, 0.5) for i in range(1, 5)], "margin")
+        st.finish_step(conn, "c", 1, "select", {"k": 4}, 0.1)
+    return st

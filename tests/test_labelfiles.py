@@ -24,7 +24,7 @@ from alft.labelfiles import (
 )
 from alft.labeling import LabelItem, LabelRejected, pending_batch, submit_many
 from alft.store import CampaignStore
-from tests.conftest import campaign_yaml, read_jsonl
+from tests.conftest import pending_store, campaign_yaml, read_jsonl
 
 LABELS = ["x", "y", "z"]
 TEXTS = [f"text number {i}, with a comma and \"quotes\"\nand a second line" for i in range(10)]
@@ -33,19 +33,7 @@ TEXTS = [f"text number {i}, with a comma and \"quotes\"\nand a second line" for 
 @pytest.fixture
 def store(tmp_path):
     """A campaign whose round 1 batch (e1..e4, pool ids 1..4) waits for labels; round 0 is labeled."""
-    s = CampaignStore(f"sqlite:///{tmp_path / 'c.db'}")
-    with s.transaction() as conn:
-        s.create_campaign(
-            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
-            eval_digest=None, labels=LABELS, model_digest="m",
-        )
-        s.add_selections(conn, "c", 0, [("e0", 0, None)], "kmeans")
-        s.finish_step(conn, "c", 0, "select", {"k": 1}, 0.1)
-        s.add_label_events(conn, "c", 0, [("e0", "x")], "oracle", "simulated")
-        s.finish_step(conn, "c", 0, "labels", {}, 0.1)
-        s.add_selections(conn, "c", 1, [(f"e{i}", i, 0.5) for i in range(1, 5)], "margin")
-        s.finish_step(conn, "c", 1, "select", {"k": 4}, 0.1)
-    return s
+    return pending_store(tmp_path / "c.db", LABELS)
 
 
 def import_rows(store, rows, default=None, source="file"):

@@ -18,6 +18,7 @@ from alft.labeling import (
     submit,
 )
 from alft.store import CampaignStore
+from tests.conftest import pending_store
 
 LABELS = ["x", "y", "z"]
 
@@ -29,19 +30,7 @@ def ev(ex, label, ann, kind="label"):
 @pytest.fixture
 def store(tmp_path):
     """A campaign whose round 1 batch (e1..e4) waits for labels; round 0 is labeled."""
-    st = CampaignStore(f"sqlite:///{tmp_path / 'c.db'}")
-    with st.transaction() as conn:
-        st.create_campaign(
-            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
-            eval_digest=None, labels=LABELS, model_digest="m",
-        )
-        st.add_selections(conn, "c", 0, [("e0", 0, None)], "kmeans")
-        st.finish_step(conn, "c", 0, "select", {"k": 1}, 0.1)
-        st.add_label_events(conn, "c", 0, [("e0", "x")], "oracle", "simulated")
-        st.finish_step(conn, "c", 0, "labels", {}, 0.1)
-        st.add_selections(conn, "c", 1, [(f"e{i}", i, 0.5) for i in range(1, 5)], "margin")
-        st.finish_step(conn, "c", 1, "select", {"k": 4}, 0.1)
-    return st
+    return pending_store(tmp_path / "c.db", LABELS)
 
 
 def sub(store, items, ann="ann", **kw):

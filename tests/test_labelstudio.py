@@ -19,6 +19,7 @@ from alft.labelfiles import LabelRow, file_round, group_by_annotator
 from alft.labeling import LabelItem, pending_batch, submit_many
 from alft.labelstudio import from_export, labeling_config, to_tasks
 from alft.store import CampaignStore
+from tests.conftest import pending_store
 from tests.test_labelfiles import _store_of, build_pending_campaign, gold_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "labelstudio"
@@ -29,19 +30,7 @@ TEXTS = [f"pool text {i}" for i in range(10)]
 @pytest.fixture
 def store(tmp_path):
     """Round 1's batch (e1..e4, pool ids 1..4) waits for labels, as in the Label Studio fixtures."""
-    s = CampaignStore(f"sqlite:///{tmp_path / 'c.db'}")
-    with s.transaction() as conn:
-        s.create_campaign(
-            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
-            eval_digest=None, labels=LABELS, model_digest="m",
-        )
-        s.add_selections(conn, "c", 0, [("e0", 0, None)], "kmeans")
-        s.finish_step(conn, "c", 0, "select", {"k": 1}, 0.1)
-        s.add_label_events(conn, "c", 0, [("e0", "card_arrival")], "oracle", "simulated")
-        s.finish_step(conn, "c", 0, "labels", {}, 0.1)
-        s.add_selections(conn, "c", 1, [(f"e{i}", i, 0.5) for i in range(1, 5)], "margin")
-        s.finish_step(conn, "c", 1, "select", {"k": 4}, 0.1)
-    return s
+    return pending_store(tmp_path / "c.db", LABELS)
 
 
 def import_rows(store, rows, overlap=1):
