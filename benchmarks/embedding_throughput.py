@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.plain import cpu_model  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as the CLI runs it
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -51,14 +53,6 @@ def load_texts(limit: int | None) -> list[str]:
     return texts[:limit] if limit else texts
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def loadavg() -> list[float] | None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.plain import ROOT, offline_env, run_plain  # noqa: E402
+from benchmarks.plain import ROOT, cpu_model, offline_env, run_plain  # noqa: E402
 
 DATASETS = {"banking77": ROOT / "conf" / "banking77.yaml", "sms_spam": ROOT / "conf" / "sms_spam.yaml"}
 
@@ -257,7 +257,7 @@ def main() -> None:
             "strategies": args.strategies,
             "jobs": args.jobs,
         },
-        "machine": {"python": platform.python_version(), "cpu": _cpu(), "cores": _cores()},
+        "machine": {"python": platform.python_version(), "cpu": cpu_model(), "cores": _cores()},
         "minutes": (time.time() - started) / 60,
         "full_data_reference": reference,
         "summary": table,
@@ -300,14 +300,6 @@ def _report(strategy, seed, curve, secs) -> None:
     )
 
 
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _cores() -> int:

@@ -22,6 +22,19 @@ def shared_data() -> Path:
     raise SystemExit("shared data not found: set ALFT_DATA_DIR")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (for the machine facts every benchmark records)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def offline_env() -> None:
     """The environment the CLI sets, for scripts that import Prefect or MLflow themselves."""
     defaults = {

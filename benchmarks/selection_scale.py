@@ -47,6 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.plain import cpu_model  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "selection_scale.json"
 DIM = 384
 N_CENTRES = 1000
@@ -56,14 +58,6 @@ N_CLASSES = 77
 GEN_CHUNK = 100_000
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def blas_info() -> list[dict]:
