@@ -55,7 +55,17 @@ class DataConfig(Strict):
     text_field: str = "text"
     label_field: str | None = Field(
         "label",
-        description="gold label column: read by the simulated oracle and the evaluation",
+        description="gold label column: read by the simulated oracle and the evaluation "
+        "(task generation: the reference response column)",
+    )
+    instruction_field: str = Field("instruction", description="task generation: the instruction column")
+    input_field: str | None = Field(
+        "input", description="task generation: optional input column (may be empty or missing per row)"
+    )
+    candidate_field: str | None = Field(
+        None,
+        description="task generation: a candidate (draft) response column, shown to the expert to "
+        "correct and used by the ifd strategy",
     )
     labels: list[str] | str | None = Field(
         None,
@@ -96,6 +106,12 @@ class ModelConfig(Strict):
     cache_dir: str | None = Field(
         None, description="embedding cache folder (default: $ALFT_CACHE_DIR or ~/.cache/alft)"
     )
+    embeddings: Literal["base", "current"] = Field(
+        "base",
+        description="features of the diversity strategies: base = model.path, frozen and cached; "
+        "current = the last round's fine-tuned model (refreshed each round; transformer and sft "
+        "trainers)",
+    )
 
 
 class StrategyConfig(Strict):
@@ -127,8 +143,21 @@ class HeadTrainerConfig(Strict):
     )
 
 
+class LoraConfig(Strict):
+    """Low-rank adapters (peft): only the adapters (and a classification head) are trained."""
+
+    r: int = Field(8, ge=1, le=1024, description="adapter rank")
+    alpha: float = Field(16.0, gt=0, description="scaling numerator: the update is scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["auto"] = Field(
+        "auto",
+        description="module names to adapt; auto: the attention projections of the architecture "
+        "(peft's defaults per model type)",
+    )
+
+
 class TransformerTrainerConfig(Strict):
-    """Full fine-tuning of AutoModelForSequenceClassification with the HF Trainer on CPU."""
+    """Fine-tuning of an AutoModelForSequenceClassification checkpoint (encoder or decoder) on CPU."""
 
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(5e-5, gt=0, lt=1)
@@ -136,17 +165,48 @@ class TransformerTrainerConfig(Strict):
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     max_length: int = Field(128, ge=8, le=8192)
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters instead of every weight")
+    init: Literal["base", "previous"] = Field(
+        "base",
+        description="base: start each round from model.path (a fresh head); previous: continue "
+        "from the last round's fine-tuned weights",
+    )
+
+
+class SFTTrainerConfig(Strict):
+    """Causal-LM supervised fine-tuning for instruction -> response data (loss on the response only)."""
+
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    batch_size: int = Field(4, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    max_length: int = Field(512, ge=16, le=32768, description="prompt + response tokens; longer ones are cut")
+    lora: LoraConfig | None = Field(
+        default_factory=LoraConfig, description="LoRA adapters (default); null: full fine-tuning"
+    )
+    init: Literal["base", "previous"] = "base"
+    chat_template: Literal["auto", "never"] = Field(
+        "auto", description="auto: format prompts with the tokenizer's chat template when it has one"
+    )
+    max_new_tokens: int = Field(
+        64, ge=1, le=4096, description="greedy continuation length for uncertainty and evaluation"
+    )
+    gen_batch_size: int = Field(8, ge=1, le=1024, description="prompts per generation batch")
 
 
 class TrainerConfig(Strict):
     """Which trainer fine-tunes each round, and the options of each."""
 
-    kind: Literal["head", "transformer"] = "head"
+    kind: Literal["head", "transformer", "sft"] = Field(
+        "head", description="head | transformer (classification) | sft (generation)"
+    )
     mc_samples: int = Field(
         10, ge=2, le=200, description="stochastic passes per candidate for strategies that need prob_samples"
     )
     head: HeadTrainerConfig = Field(default_factory=HeadTrainerConfig)
     transformer: TransformerTrainerConfig = Field(default_factory=TransformerTrainerConfig)
+    sft: SFTTrainerConfig = Field(default_factory=SFTTrainerConfig)
 
 
 class OracleConfig(Strict):
@@ -176,6 +236,27 @@ class OracleConfig(Strict):
     )
 
 
+class ZeroShotConfig(Strict):
+    """Cold start from the pretrained encoder: class probabilities from text-label similarity."""
+
+    template: str = Field(
+        "{label}",
+        description="how a label becomes a sentence to embed; {label} is the label name with _ and - "
+        "as spaces",
+    )
+    descriptions: dict[str, str] | str | None = Field(
+        None, description="label -> description (or a JSON file of one); used instead of the template"
+    )
+    temperature: float = Field(0.05, gt=0, le=10, description="softmax temperature over cosine similarities")
+
+    @field_validator("template")
+    @classmethod
+    def _has_label(cls, v: str) -> str:
+        if "{label}" not in v:
+            raise ValueError("template must contain {label}")
+        return v
+
+
 class PlateauConfig(Strict):
     metric: Literal["accuracy", "macro_f1"] = "accuracy"
     patience: int = Field(2, ge=1)
@@ -203,6 +284,14 @@ class TrackingConfig(Strict):
     artifact_location: str | None = Field(
         None, description="default: <workdir>/mlartifacts for a sqlite:/// or file tracking URI"
     )
+    log_models: bool = Field(
+        True, description="log each round's model as an MLflow model (mlflow.pyfunc can load it back)"
+    )
+    registered_model: str | None = Field(
+        None,
+        description="model registry name of the campaign's final model (default: alft-<campaign name>); "
+        "registered when the campaign stops",
+    )
 
 
 class StoreConfig(Strict):
@@ -228,7 +317,17 @@ class CampaignConfig(Strict):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="margin"))
+    task: Literal["classification", "generation"] = Field(
+        "classification",
+        description="classification: a label from the label set; generation: the expert writes the "
+        "reference response to an instruction",
+    )
     cold_start: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="kmeans"))
+    zero_shot: ZeroShotConfig | None = Field(
+        None,
+        description="classification: give round 0 zero-shot probabilities (so it can use uncertainty "
+        "or hybrid strategies) and log their accuracy",
+    )
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     oracle: OracleConfig = Field(default_factory=OracleConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
