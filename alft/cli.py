@@ -249,7 +249,7 @@ def status(
             "logged" if r["tracked_at"] else "-",
         )
     out.print(table)
-    labels = st.current_labels(name, overlap=cfg.oracle.overlap)
+    labels = st.current_labels(name, overlap=cfg.oracle.policy())
     out.print(f"labels: {len(labels)} of budget {cfg.budget}; pool {row['pool_size']}", highlight=False)
     out.print(f"stop: {row['stop_reason'] or 'not stopped'}", highlight=False)
 
@@ -300,7 +300,7 @@ def label(
         page_app = create_app(cfg, st, name, host=host, default_annotator=annotator)
         sock = bind(host, port)
         token = new_token(st, name)
-        batch = pending_batch(st, name, cfg.oracle.overlap)
+        batch = pending_batch(st, name, cfg.oracle.policy())
     except _user_errors() as exc:
         _fail(console, exc)
     if batch is None:
@@ -355,7 +355,7 @@ def _pending_or_fail(st, name: str, cfg):
     """The batch waiting for labels; a LabelError saying so when none waits."""
     from alft.labeling import NoPendingBatch, pending_batch
 
-    batch = pending_batch(st, name, cfg.oracle.overlap)
+    batch = pending_batch(st, name, cfg.oracle.policy())
     if batch is None:
         raise NoPendingBatch(
             f"campaign {name!r} has no batch waiting for labels (a human-labeled round waits after its select step)"
@@ -498,7 +498,7 @@ def labels_import(
             [(ann, [LabelItem(r.example_id, r.label, r.kind) for r in rs]) for ann, rs in groups.items()],
             source=source,
             label_set=row["labels"],
-            overlap=cfg.oracle.overlap,
+            overlap=cfg.oracle.policy(),
             round_=file_round(rows),
         )
     except _user_errors() as exc:
@@ -555,7 +555,7 @@ def labels_status(
 
         st, name, cfg, row = _open_campaign_ref(campaign, store)
         overlap = cfg.oracle.overlap
-        batch = pending_batch(st, name, overlap)
+        batch = pending_batch(st, name, cfg.oracle.policy())
         events = st.label_events(name)
     except _user_errors() as exc:
         _fail(console, exc)
@@ -566,7 +566,7 @@ def labels_status(
         states = [batch.states.get(ex) for ex in ids]
         resolved = sum(1 for s in states if s is not None and s.label is not None)
         disputed = sum(1 for s in states if s is not None and s.status == "disputed")
-        typer.echo(f"campaign {name}: round {batch.round} waits for labels (overlap {overlap})")
+        typer.echo(f"campaign {name}: round {batch.round} waits for labels (overlap {overlap}, {cfg.oracle.resolve})")
         typer.echo(
             f"  {len(ids)} examples: {resolved} resolved, {len(batch.remaining())} remaining, {disputed} disputed"
         )

@@ -224,7 +224,15 @@ class OracleConfig(Strict):
     wait: Literal["auto", "suspend", "pause", "poll"] = "auto"
     timeout_s: int = Field(7 * 24 * 3600, ge=1, description="longest wait for one batch")
     poll_s: float = Field(2.0, gt=0, description="store check interval in poll mode")
-    overlap: int = Field(1, ge=1, le=10, description="annotators per example; >1 resolves by majority")
+    overlap: int = Field(1, ge=1, le=10, description="annotators per example (votes needed to resolve one)")
+    resolve: Literal["majority", "unanimous"] = Field(
+        "majority",
+        description="overlap > 1: majority = a strict majority of the votes wins, a tie asks one more "
+        "annotator; unanimous = every disagreement is routed back to its annotators until they agree",
+    )
+    adjudicator: str | None = Field(
+        None, description="overlap > 1: this annotator's vote decides a disputed example"
+    )
     min_fraction: float = Field(
         1.0, gt=0, le=1, description="with a deadline: the share of the batch that lets the round go on"
     )
@@ -234,6 +242,12 @@ class OracleConfig(Strict):
     page_url: str = Field(
         "http://127.0.0.1:8765", description="where `alft label` serves the labeling page (shown in the artifact)"
     )
+
+    def policy(self):
+        """How label events resolve into labels (``alft.labeling.ResolvePolicy``)."""
+        from alft.labeling import ResolvePolicy
+
+        return ResolvePolicy(overlap=self.overlap, rule=self.resolve, adjudicator=self.adjudicator)
 
 
 class ZeroShotConfig(Strict):

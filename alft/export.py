@@ -25,7 +25,7 @@ def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[d
 
     data = load_campaign_data(cfg)
     events = store.label_events(name)
-    states = resolve(events, cfg.oracle.overlap)
+    states = resolve(events, cfg.oracle.policy())
     when: dict[tuple[str, str], Any] = {}
     last_labeler: dict[str, str] = {}
     for e in events:  # oldest first: the last one per (example, annotator) wins

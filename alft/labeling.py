@@ -11,9 +11,16 @@ How events become an example's label (``resolve``):
   latest event, when it is a ``label``). Anyone may correct anyone; an undo withdraws
   only its own annotator's label, so an earlier label by someone else comes back.
 * ``overlap > 1``: each annotator's latest event is their vote (``retract`` and ``unsure``
-  withdraw it). Once ``overlap`` annotators have voted, the label with a strict majority
-  wins; without one the example is *disputed* and goes back to the queue for one more
-  annotator (``LabelState.needs``), until a majority exists.
+  withdraw it). Once ``overlap`` annotators have voted, the rule decides:
+
+  - ``majority``: the label with a strict majority wins; without one the example is
+    *disputed* and goes back to the queue for one more annotator (``LabelState.needs``),
+    until a majority exists;
+  - ``unanimous``: the votes must all agree; any disagreement is *disputed* and routed
+    back to the annotators who voted (they see the other votes and may change theirs),
+    as well as to anyone else, until every standing vote agrees.
+
+  An ``adjudicator``'s standing vote decides a disputed example under either rule.
 """
 
 from __future__ import annotations
@@ -67,10 +74,37 @@ class LabelState:
     needs: int = 1  # more votes required before it can resolve
 
 
-def resolve(events: Iterable[Mapping[str, Any]], overlap: int = 1) -> dict[str, LabelState]:
-    """Resolve label events (oldest first) into one ``LabelState`` per example id."""
-    if overlap < 1:
-        raise ValueError(f"overlap must be >= 1, got {overlap}")
+@dataclass(frozen=True)
+class ResolvePolicy:
+    """How votes become a label: votes needed, the rule past them, and who adjudicates."""
+
+    overlap: int = 1
+    rule: str = "majority"  # majority | unanimous
+    adjudicator: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.overlap < 1:
+            raise ValueError(f"overlap must be >= 1, got {self.overlap}")
+        if self.rule not in ("majority", "unanimous"):
+            raise ValueError(f"unknown resolve rule {self.rule!r} (majority or unanimous)")
+
+    @property
+    def routes_back(self) -> bool:
+        """Disputes return to the annotators who voted (not only to new ones)."""
+        return self.rule == "unanimous"
+
+
+def as_policy(policy: int | ResolvePolicy) -> ResolvePolicy:
+    return policy if isinstance(policy, ResolvePolicy) else ResolvePolicy(overlap=int(policy))
+
+
+def resolve(events: Iterable[Mapping[str, Any]], overlap: int | ResolvePolicy = 1) -> dict[str, LabelState]:
+    """Resolve label events (oldest first) into one ``LabelState`` per example id.
+
+    ``overlap``: the votes needed (an int, majority rule) or a full ``ResolvePolicy``.
+    """
+    policy = as_policy(overlap)
+    overlap = policy.overlap
     latest: dict[str, dict[str, tuple[int, Mapping[str, Any]]]] = {}  # example -> annotator -> (order, event)
     for order, e in enumerate(events):
         latest.setdefault(e["example_id"], {})[e["annotator"]] = (order, e)
@@ -88,8 +122,11 @@ def resolve(events: Iterable[Mapping[str, Any]], overlap: int = 1) -> dict[str, 
             out[ex] = LabelState(None, votes, "pending", overlap - len(votes))
             continue
         (top, n_top), *rest = Counter(votes.values()).most_common() + [(None, 0)]
-        if n_top * 2 > len(votes):
+        agreed = n_top == len(votes) if policy.rule == "unanimous" else n_top * 2 > len(votes)
+        if agreed:
             out[ex] = LabelState(top, votes, "resolved", 0)
+        elif policy.adjudicator is not None and policy.adjudicator in votes:
+            out[ex] = LabelState(votes[policy.adjudicator], votes, "adjudicated", 0)
         else:
             out[ex] = LabelState(None, votes, "disputed", 1)
     return out
@@ -134,6 +171,7 @@ class PendingBatch:
     round: int
     items: list[dict[str, Any]]  # selections rows, in selection order
     states: dict[str, LabelState]
+    policy: ResolvePolicy = field(default_factory=ResolvePolicy)
 
     @property
     def example_ids(self) -> list[str]:
@@ -148,11 +186,19 @@ class PendingBatch:
         return not self.remaining()
 
     def queue_for(self, annotator: str) -> list[str]:
-        """Ids this annotator can still help with: unresolved and without their vote."""
+        """Ids this annotator can still help with, in selection order.
+
+        Unresolved examples without their vote; under a routing-back rule also the
+        disputed ones they voted on (to reconsider); for the adjudicator, every dispute.
+        """
         out = []
         for ex in self.remaining():
             st = self.states.get(ex)
             if st is None or annotator not in st.votes:
+                out.append(ex)
+            elif st.status == "disputed" and (
+                self.policy.routes_back or annotator == self.policy.adjudicator
+            ):
                 out.append(ex)
         return out
 
@@ -166,15 +212,15 @@ def pending_round(store, name: str, conn=None) -> int | None:
     return max(waiting) if waiting else None
 
 
-def pending_batch(store, name: str, overlap: int = 1, conn=None) -> PendingBatch | None:
+def pending_batch(store, name: str, overlap: int | ResolvePolicy = 1, conn=None) -> PendingBatch | None:
     """The batch of the round waiting for labels, or None when no round waits."""
     r = pending_round(store, name, conn)
     if r is None:
         return None
     items = store.selections(name, r, conn=conn)
-    ids = {s["example_id"] for s in items}
-    events = [e for e in store.label_events(name, conn=conn) if e["example_id"] in ids]
-    return PendingBatch(round=r, items=items, states=resolve(events, overlap))
+    events = store.batch_label_events(name, r, conn=conn)
+    policy = as_policy(overlap)
+    return PendingBatch(round=r, items=items, states=resolve(events, policy), policy=policy)
 
 
 @dataclass(frozen=True)
@@ -196,7 +242,7 @@ def submit(
     annotator: str,
     source: str,
     label_set: Sequence[str],
-    overlap: int = 1,
+    overlap: int | ResolvePolicy = 1,
     round_: int | None = None,
     input_key: str | None = None,
 ) -> SubmitResult:
@@ -223,7 +269,7 @@ def submit(
                 len(items),
             )
         batch = {s["example_id"] for s in store.selections(name, r, conn=conn)}
-        events = [e for e in store.label_events(name, conn=conn) if e["example_id"] in batch]
+        events = store.batch_label_events(name, r, conn=conn)
         mine = {}  # example -> this annotator's latest event
         for e in events:
             if e["annotator"] == annotator:
@@ -272,7 +318,13 @@ def submit(
         for kind, rows in writes.items():
             if rows:
                 store.add_label_events(conn, name, r, rows, annotator, source, kind=kind)
-        after = resolve(store.label_events(name, conn=conn), overlap)
+        # the batch's events plus this submission's, in write order: what a re-read would return
+        written = [
+            {"example_id": ex, "label": lab, "annotator": annotator, "kind": kind}
+            for kind, rows in writes.items()
+            for ex, lab in rows
+        ]
+        after = resolve(events + written, overlap)
         remaining = sum(1 for ex in batch if after.get(ex) is None or after[ex].label is None)
     return SubmitResult(
         round=r,
@@ -306,7 +358,7 @@ def submit_many(
     *,
     source: str,
     label_set: Sequence[str],
-    overlap: int = 1,
+    overlap: int | ResolvePolicy = 1,
     round_: int | None = None,
 ) -> SubmitResult:
     """Several annotators' submissions (one file's) in one transaction: all of them, or none.

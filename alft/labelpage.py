@@ -105,6 +105,7 @@ class LabelPage:
         self.labels: list[str] = list(row.get("labels") or data.labels)
         self.texts: list[str] = data.pool.texts
         self.overlap = cfg.oracle.overlap
+        self.policy = cfg.oracle.policy()
         self.budget = cfg.budget
         self.default_annotator = default_annotator
         self.ctx = CampaignContext(config=cfg, uid=row["uid"])
@@ -126,11 +127,13 @@ class LabelPage:
             r = pending_round(st, self.name, conn)
             items = st.selections(self.name, r, conn=conn) if r is not None else []
             events = st.label_events(self.name, conn=conn)
-        states = resolve(events, self.overlap)
+        states = resolve(events, self.policy)
         batch = None
         if r is not None:
             ids = {s["example_id"] for s in items}
-            batch = PendingBatch(round=r, items=items, states={k: v for k, v in states.items() if k in ids})
+            batch = PendingBatch(
+                round=r, items=items, states={k: v for k, v in states.items() if k in ids}, policy=self.policy
+            )
         return Snapshot(r, batch, events, states)
 
     def suggestion(self, round_: int, pool_id: int) -> list[tuple[str, float]]:
@@ -274,6 +277,13 @@ class LabelPage:
             "needs": needs(ex),
             "unsure": (mine.get(ex) or {}).get("kind") == "unsure",
         }
+        if st is not None and st.status == "disputed":
+            # routed back: show how the votes split (not who cast them) and this annotator's own
+            tally: dict[str, int] = {}
+            for lab in st.votes.values():
+                tally[lab] = tally.get(lab, 0) + 1
+            out["example"]["tally"] = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
+            out["example"]["your_vote"] = st.votes.get(annotator)
         return out
 
     def status(self) -> dict[str, Any]:
@@ -319,7 +329,7 @@ class LabelPage:
             annotator=annotator,
             source="page",
             label_set=self.labels,
-            overlap=self.overlap,
+            overlap=self.policy,
             round_=round_,
         )
 
@@ -876,6 +886,10 @@ _JS = r"""
       $("text").textContent = ex.text;
       var meta = "example " + ex.id + " · #" + (ex.position + 1) + " of round " + ex.round + " (" + ex.strategy + ")";
       if (d.overlap > 1) { meta += " · " + ex.votes + " vote(s), needs " + ex.needs + (ex.status === "disputed" ? " · disputed" : ""); }
+      if (ex.tally) {
+        meta += " · votes: " + ex.tally.map(function (t) { return t[0] + " ×" + t[1]; }).join(", ");
+        if (ex.your_vote) { meta += " (yours: " + ex.your_vote + ")"; }
+      }
       if (ex.unsure) { meta += " · you marked it unsure"; }
       $("exmeta").textContent = meta;
       var s = $("sugg");

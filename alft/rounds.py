@@ -217,7 +217,7 @@ def batch_size_for(ctx: CampaignContext, round_no: int, n_candidates: int) -> in
 def training_set(ctx: CampaignContext) -> tuple[np.ndarray, np.ndarray]:
     """Pool ids and label indices of every labeled example (current labels, pool-id order)."""
     data = campaign_data(ctx.config)
-    labels = open_store(ctx.config).current_labels(ctx.name, overlap=ctx.config.oracle.overlap)
+    labels = open_store(ctx.config).current_labels(ctx.name, overlap=ctx.config.oracle.policy())
     index = {lab: i for i, lab in enumerate(data.labels)}
     pids, ys = [], []
     for ex, lab in labels.items():

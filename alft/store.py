@@ -462,13 +462,12 @@ class CampaignStore:
         )
 
     def current_labels(
-        self, name: str, conn: Connection | None = None, overlap: int = 1
+        self, name: str, conn: Connection | None = None, overlap: Any = 1
     ) -> dict[str, str]:
         """The resolved label of every example that has one (example id -> label).
 
-        ``overlap`` 1: an example's latest label event counts (a retraction un-labels it);
-        more: the majority of each annotator's latest label, once ``overlap`` annotators
-        have voted (see ``alft.labeling.resolve``).
+        ``overlap``: the votes needed (int) or an ``alft.labeling.ResolvePolicy`` (rule and
+        adjudicator); 1: an example's newest standing label counts (see ``alft.labeling.resolve``).
         """
         from alft.labeling import resolve
 
@@ -480,6 +479,25 @@ class CampaignStore:
     def label_events(self, name: str, conn: Connection | None = None) -> list[dict[str, Any]]:
         """Every label event of the campaign, oldest first."""
         q = select(label_events).where(label_events.c.campaign == name).order_by(label_events.c.event_id)
+        if conn is not None:
+            return [dict(r) for r in conn.execute(q).mappings()]
+        with self.reader.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def batch_label_events(self, name: str, round_: int, conn: Connection | None = None) -> list[dict[str, Any]]:
+        """The label events of the examples selected in ``round_`` (any round's events), oldest first.
+
+        One indexed join instead of every event of the campaign: a submission to a batch
+        must not slow down as the campaign's history grows.
+        """
+        sel = select(selections.c.example_id).where(
+            (selections.c.campaign == name) & (selections.c.round == round_)
+        )
+        q = (
+            select(label_events)
+            .where((label_events.c.campaign == name) & label_events.c.example_id.in_(sel.scalar_subquery()))
+            .order_by(label_events.c.event_id)
+        )
         if conn is not None:
             return [dict(r) for r in conn.execute(q).mappings()]
         with self.reader.connect() as c:

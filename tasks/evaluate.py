@@ -19,7 +19,7 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
         from alft.fsutil import atomic_save_npy, atomic_write
 
         data = campaign_data(ctx.config)
-        n_labels = len(store.current_labels(ctx.name, overlap=ctx.config.oracle.overlap))
+        n_labels = len(store.current_labels(ctx.name, overlap=ctx.config.oracle.policy()))
         result: dict = {"n_labels": n_labels}
         metrics: dict[str, float] = {}
         if data.eval is not None:

@@ -69,7 +69,7 @@ def _status(ctx: CampaignContext, round_no: int, mode: str) -> LabelStatus:
     oracle = ctx.config.oracle
     if store.step_result(ctx.name, round_no, "labels") is not None:
         return LabelStatus(round=round_no, total=0, resolved=0, ready=True, reason="labels step done", mode=mode)
-    batch = pending_batch(store, ctx.name, oracle.overlap)
+    batch = pending_batch(store, ctx.name, oracle.policy())
     if batch is None or batch.round != round_no:
         raise LabelError(f"round {round_no} has no batch waiting for labels")
     ready, reason = readiness(batch, store.wait_row(ctx.name, round_no), oracle.model_dump())
@@ -168,7 +168,7 @@ def collect_labels(
             annotator=str(given.get("annotator") or "prefect-ui"),
             source="prefect",
             label_set=data.labels,
-            overlap=ctx.config.oracle.overlap,
+            overlap=ctx.config.oracle.policy(),
             round_=round_no,
             input_key=key,
         )
@@ -195,7 +195,7 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
         batch = store.selections(ctx.name, round_no)
         if not batch:
             raise LabelError(f"round {round_no} has no selected batch to label")
-        have = store.current_labels(ctx.name, overlap=oracle.overlap)
+        have = store.current_labels(ctx.name, overlap=oracle.policy())
         pool = campaign_data(ctx.config).pool
         if pool.gold is None:
             raise LabelError("the simulated oracle needs the pool's gold label column")
@@ -212,7 +212,7 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
 
         from alft.labeling import pending_batch, readiness
 
-        batch = pending_batch(store, ctx.name, oracle.overlap)
+        batch = pending_batch(store, ctx.name, oracle.policy())
         if batch is None or batch.round != round_no:
             raise LabelError(f"round {round_no} has no batch waiting for labels")
         ready, reason = readiness(batch, store.wait_row(ctx.name, round_no), oracle.model_dump())

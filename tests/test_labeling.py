@@ -10,6 +10,7 @@ from alft.labeling import (
     LabelItem,
     LabelRejected,
     NoPendingBatch,
+    ResolvePolicy,
     agreement,
     check_token,
     new_token,
@@ -130,6 +131,45 @@ def test_overlap_needs_several_annotators(store):
     assert store.current_labels("c", overlap=2)["e1"] == "y"
 
 
+def test_unanimous_routes_every_disagreement_back_until_the_voters_agree(store):
+    policy = ResolvePolicy(overlap=2, rule="unanimous")
+    sub(store, [("e1", "x"), ("e2", "x")], ann="p", overlap=policy)
+    sub(store, [("e1", "x"), ("e2", "y")], ann="q", overlap=policy)
+    batch = pending_batch(store, "c", overlap=policy)
+    assert batch.states["e1"].label == "x"
+    assert (batch.states["e2"].status, batch.states["e2"].label) == ("disputed", None)
+    # routed back to both voters (majority would only ask a third annotator)
+    assert "e2" in batch.queue_for("p") and "e2" in batch.queue_for("q")
+    assert "e2" not in pending_batch(store, "c", overlap=2).queue_for("p")
+    # a third vote for y makes a 2:1 majority, which the unanimous rule does not accept
+    sub(store, [("e2", "y")], ann="r", overlap=policy)
+    assert pending_batch(store, "c", overlap=policy).states["e2"].status == "disputed"
+    assert store.current_labels("c", overlap=2)["e2"] == "y"
+    sub(store, [("e2", "y")], ann="p", overlap=policy)  # p reconsiders: every vote agrees
+    assert store.current_labels("c", overlap=policy)["e2"] == "y"
+    assert [e["label"] for e in store.label_events("c") if e["example_id"] == "e2"] == ["x", "y", "y", "y"]
+
+
+def test_an_adjudicator_decides_a_dispute_under_either_rule():
+    # three different votes: no majority, not unanimous; the lead's vote (2 of 4) decides
+    events = [ev("a", "x", "p"), ev("a", "y", "q"), ev("a", "z", "r")]
+    for rule in ("majority", "unanimous"):
+        policy = ResolvePolicy(overlap=2, rule=rule, adjudicator="lead")
+        assert resolve(events, policy)["a"].status == "disputed"
+        st = resolve(events + [ev("a", "y", "lead")], policy)["a"]
+        assert (st.label, st.status) == ("y", "adjudicated")
+    # without a dispute the adjudicator is one more voter
+    st = resolve([ev("a", "x", "p"), ev("a", "x", "q"), ev("a", "y", "lead")], ResolvePolicy(2, "majority", "lead"))["a"]
+    assert (st.label, st.status) == ("x", "resolved")
+
+
+def test_a_policy_names_its_bad_values():
+    with pytest.raises(ValueError, match="overlap must be >= 1, got 0"):
+        ResolvePolicy(overlap=0)
+    with pytest.raises(ValueError, match="unknown resolve rule 'vote'"):
+        ResolvePolicy(overlap=2, rule="vote")
+
+
 def test_tokens_are_stored_hashed(store):
     token = new_token(store, "c")
     assert check_token(store, "c", token)
@@ -180,3 +220,19 @@ def test_an_undo_withdraws_only_its_own_label():
     # q undoes its correction: p's x comes back
     st = resolve([ev("a", "x", "p"), ev("a", "y", "q"), ev("a", "y", "q", "retract")])
     assert st["a"].label == "x"
+
+
+def test_a_released_example_keeps_its_earlier_events_when_selected_again(store):
+    """A batch's events are its examples' events from any round, not only the batch's round."""
+    sub(store, [LabelItem("e1", kind="unsure"), ("e2", "x")])
+    with store.transaction() as conn:  # a deadline closes round 1 and returns e1 to the pool
+        store.release_selections(conn, "c", 1, ["e1", "e3", "e4"])
+        store.finish_step(conn, "c", 1, "labels", {}, 0.1)
+        store.add_selections(conn, "c", 2, [("e1", 1, 0.9)], "margin")
+        store.finish_step(conn, "c", 2, "select", {"k": 1}, 0.1)
+    events = store.batch_label_events("c", 2)
+    assert [(e["example_id"], e["kind"], e["round"]) for e in events] == [("e1", "unsure", 1)]
+    batch = pending_batch(store, "c")
+    assert batch.round == 2 and batch.remaining() == ["e1"]
+    res = sub(store, [("e1", "z")])
+    assert res.complete and store.current_labels("c") == {"e0": "x", "e1": "z", "e2": "x"}
