@@ -271,14 +271,17 @@ class ZeroShotConfig(Strict):
         return v
 
 
+METRICS = {"classification": ("accuracy", "macro_f1"), "generation": ("rouge_l",)}
+
+
 class PlateauConfig(Strict):
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    metric: Literal["accuracy", "macro_f1", "rouge_l"] = "accuracy"
     patience: int = Field(2, ge=1)
     min_delta: float = Field(0.002, ge=0)
 
 
 class TargetConfig(Strict):
-    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    metric: Literal["accuracy", "macro_f1", "rouge_l"] = "accuracy"
     value: float = Field(gt=0, le=1)
 
 
@@ -356,8 +359,24 @@ class CampaignConfig(Strict):
     def _check(self) -> CampaignConfig:
         from strategies import StrategyError, get_spec, get_strategy
 
-        MODEL_INPUTS = {"probs", "prob_samples", "features", "head"}  # noqa: N806
+        MODEL_INPUTS = {"probs", "prob_samples", "features", "head", "generation"}  # noqa: N806
+        CLASSIFIER_INPUTS = {"probs", "prob_samples", "features", "head"}  # noqa: N806
+        generation = self.task == "generation"
 
+        if generation != (self.trainer.kind == "sft"):
+            raise ValueError(
+                f"task '{self.task}' cannot use trainer.kind '{self.trainer.kind}': generation "
+                "campaigns train with sft, classification ones with head or transformer"
+            )
+        if generation and self.data.labels is not None:
+            raise ValueError("task generation has no label set: remove data.labels")
+        if generation and self.zero_shot is not None:
+            raise ValueError("zero_shot gives class probabilities: it needs task classification")
+        if self.model.embeddings == "current" and self.trainer.kind == "head":
+            raise ValueError(
+                "model.embeddings 'current' needs a fine-tuned encoder (trainer.kind transformer or "
+                "sft); the head trainer never changes the base model's embeddings"
+            )
         if self.budget < self.first_batch:
             raise ValueError(
                 f"budget ({self.budget}) is smaller than one batch "
@@ -371,14 +390,41 @@ class CampaignConfig(Strict):
             except StrategyError as exc:
                 raise ValueError(f"{key}: {exc}") from None
             model_needs = sorted(built.needs & MODEL_INPUTS)
-            if key == "cold_start" and model_needs:
+            wrong = sorted(built.needs & (CLASSIFIER_INPUTS if generation else {"generation"}))
+            if wrong:
+                gives = "generation statistics" if generation else "class probabilities and features"
                 raise ValueError(
-                    f"cold_start: strategy '{sc.name}' needs {', '.join(model_needs)} from a trained "
-                    "model, which does not exist before the first labels; use random, kmeans or kcenter"
+                    f"{key}: strategy '{sc.name}' needs {', '.join(wrong)}, which a {self.task} model "
+                    f"does not give (it gives {gives}); run `alft strategies` for the list"
                 )
+            if "generation" in built.needs and self.data.candidate_field is None and sc.name == "ifd":
+                raise ValueError(f"{key}: strategy 'ifd' needs candidate responses: set data.candidate_field")
+            if key == "cold_start" and model_needs:
+                # before any label the pretrained model is all there is: a causal LM scores its
+                # own generations, and a zero-shot classifier gives probabilities and features
+                allowed = {"generation"} if generation else (
+                    {"probs", "features", "head"} if self.zero_shot is not None else set()
+                )
+                missing = sorted(set(model_needs) - allowed)
+                if missing:
+                    hint = (
+                        "set zero_shot to give round 0 probabilities, or use random, kmeans or kcenter"
+                        if not generation
+                        else "use random, kmeans, kcenter or a generation strategy"
+                    )
+                    raise ValueError(
+                        f"cold_start: strategy '{sc.name}' needs {', '.join(missing)} from a trained "
+                        f"model, which does not exist before the first labels; {hint}"
+                    )
         metric_rules = [r for r in (self.stop.plateau, self.stop.target) if r is not None]
         if metric_rules and self.data.eval is None:
             raise ValueError("stop.plateau and stop.target need data.eval (metrics come from it)")
+        for rule in metric_rules:
+            if rule.metric not in METRICS[self.task]:
+                raise ValueError(
+                    f"stop rule metric '{rule.metric}' is not measured in a {self.task} campaign "
+                    f"(it has {', '.join(METRICS[self.task])})"
+                )
         if self.oracle.kind == "human" and self.oracle.deadline_s is None and self.oracle.min_fraction < 1:
             raise ValueError("oracle.min_fraction below 1 needs oracle.deadline_s (when it may apply)")
         if self.oracle.kind == "simulated" and self.data.label_field is None:
@@ -542,6 +588,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         for key in ("path", "cache_dir"):
             if isinstance(m.get(key), str):
                 m[key] = fix(m[key])
+    z = data.get("zero_shot")
+    if isinstance(z, dict) and isinstance(z.get("descriptions"), str):
+        z["descriptions"] = fix(z["descriptions"])
     if isinstance(data.get("workdir"), str):
         w = Path(data["workdir"]).expanduser()
         data["workdir"] = str(w if w.is_absolute() else (base / w).resolve())

@@ -32,6 +32,20 @@ class TextDataset:
     fmt: str
     digest: str
     _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    # task generation: ``texts[i]`` is the instruction (and input) the expert answers; the
+    # parts are kept apart because prompts are built from them, not from the joined text
+    instructions: list[str] | None = None
+    inputs: list[str] | None = None
+    candidates: list[str] | None = None  # draft responses (shown to correct; the ifd strategy)
+
+    def examples(self, pool_ids=None) -> list:
+        """``alft.generative.Example`` of each pool id (all when None); generation splits only."""
+        from alft.generative import Example
+
+        if self.instructions is None:
+            raise DataError(f"{self.source}: not a generation split (no instruction column was read)")
+        rows = range(len(self.ids)) if pool_ids is None else (int(i) for i in pool_ids)
+        return [Example(self.instructions[i], self.inputs[i] if self.inputs else "") for i in rows]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -109,14 +123,24 @@ def _load_raw(src: DataSource, fmt: str, role: str):
     return obj
 
 
-def _digest(ids: list[str], texts: list[str]) -> str:
+def _digest(ids: list[str], texts: list[str], extra: list[str] | None = None) -> str:
     h = hashlib.sha256()
     for i, t in zip(ids, texts, strict=True):
         h.update(i.encode("utf-8", "surrogatepass"))
         h.update(b"\x1f")
         h.update(t.encode("utf-8", "surrogatepass"))
         h.update(b"\x1e")
+    if extra is not None:  # candidate responses: they change what the ifd strategy sees
+        h.update(b"\x1d")
+        for t in extra:
+            h.update(t.encode("utf-8", "surrogatepass"))
+            h.update(b"\x1e")
     return h.hexdigest()
+
+
+def join_prompt(instruction: str, input_: str) -> str:
+    """The one text that stands for an instruction example (embedding, display, digest)."""
+    return f"{instruction}\n\n{input_}" if input_ and input_.strip() else instruction
 
 
 def _first_rows(rows: list[int], ids: list[str] | None = None, n: int = 3) -> str:
@@ -127,8 +151,30 @@ def _first_rows(rows: list[int], ids: list[str] | None = None, n: int = 3) -> st
     return ", ".join(parts) + more
 
 
+def _text_column(ds, col: str, where: str, ids: list[str], *, required: bool, noun: str | None = None) -> list[str]:
+    """A text column: strings (or null -> empty when not required), no NUL bytes."""
+    raw = ds[col]
+    not_str = [i for i, t in enumerate(raw) if t is not None and not isinstance(t, str)]
+    if not_str:
+        raise DataError(
+            f"{where}: column '{col}' must hold text; {len(not_str)} rows do not: {_first_rows(not_str, ids)}"
+        )
+    if required:
+        empty = [i for i, t in enumerate(raw) if t is None or not t.strip()]
+        if empty:
+            what = noun or f"values in '{col}'"
+            raise DataError(f"{where}: {len(empty)} empty {what}: {_first_rows(empty, ids)}")
+    out = ["" if t is None else t for t in raw]
+    binary = [i for i, t in enumerate(out) if "\x00" in t]
+    if binary:
+        raise DataError(
+            f"{where}: {len(binary)} values of '{col}' hold NUL bytes (binary data?): {_first_rows(binary, ids)}"
+        )
+    return out
+
+
 def _load_split(
-    src: DataSource, dcfg: DataConfig, role: str, need_gold: bool
+    src: DataSource, dcfg: DataConfig, role: str, need_gold: bool, task: str = "classification"
 ) -> TextDataset:
     fmt = detect_format(src)
     ds = _load_raw(src, fmt, role)
@@ -136,7 +182,11 @@ def _load_split(
     if len(ds) == 0:
         raise DataError(f"{where}: no rows")
     cols = list(ds.column_names)
-    wanted = [dcfg.id_field, dcfg.text_field] + ([dcfg.label_field] if need_gold else [])
+    generation = task == "generation"
+    main = dcfg.instruction_field if generation else dcfg.text_field
+    wanted = [dcfg.id_field, main] + ([dcfg.label_field] if need_gold else [])
+    if generation and dcfg.candidate_field is not None:
+        wanted.append(dcfg.candidate_field)
     for col in wanted:
         if col is not None and col not in cols:
             raise DataError(f"{where}: no column '{col}' (columns: {', '.join(cols)})")
@@ -157,22 +207,16 @@ def _load_split(
         raise DataError(
             f"{where}: {len(dups)} duplicate ids; first {x!r} at rows {a + 1} and {b + 1}"
         )
-    raw_texts = ds[dcfg.text_field]
-    not_str = [i for i, t in enumerate(raw_texts) if t is not None and not isinstance(t, str)]
-    if not_str:
-        raise DataError(
-            f"{where}: column '{dcfg.text_field}' must hold text; {len(not_str)} rows do not: "
-            f"{_first_rows(not_str, ids)}"
-        )
-    empty = [i for i, t in enumerate(raw_texts) if t is None or not t.strip()]
-    if empty:
-        raise DataError(f"{where}: {len(empty)} empty texts: {_first_rows(empty, ids)}")
-    binary = [i for i, t in enumerate(raw_texts) if "\x00" in t]
-    if binary:
-        raise DataError(
-            f"{where}: {len(binary)} texts hold NUL bytes (binary data?): {_first_rows(binary, ids)}"
-        )
-    texts = list(raw_texts)
+    instructions = inputs = candidates = None
+    if generation:
+        instructions = _text_column(ds, main, where, ids, required=True)
+        has_input = dcfg.input_field is not None and dcfg.input_field in cols
+        inputs = _text_column(ds, dcfg.input_field, where, ids, required=False) if has_input else None
+        texts = [join_prompt(ins, inputs[i] if inputs else "") for i, ins in enumerate(instructions)]
+        if dcfg.candidate_field is not None:
+            candidates = _text_column(ds, dcfg.candidate_field, where, ids, required=True)
+    else:
+        texts = _text_column(ds, main, where, ids, required=True, noun="texts")
     gold = None
     if dcfg.label_field is not None and dcfg.label_field in cols:
         gold = [None if g is None else str(g) for g in ds[dcfg.label_field]]
@@ -183,7 +227,17 @@ def _load_split(
                     f"{where}: {len(missing)} rows have no gold label in "
                     f"'{dcfg.label_field}': {_first_rows(missing, ids)}"
                 )
-    return TextDataset(ids=ids, texts=texts, gold=gold, source=src.path, fmt=fmt, digest=_digest(ids, texts))
+    return TextDataset(
+        ids=ids,
+        texts=texts,
+        gold=gold,
+        source=src.path,
+        fmt=fmt,
+        digest=_digest(ids, texts, candidates),
+        instructions=instructions,
+        inputs=inputs,
+        candidates=candidates,
+    )
 
 
 def _stamp(path: str) -> tuple:
@@ -196,15 +250,19 @@ def _stamp(path: str) -> tuple:
 
 
 @lru_cache(maxsize=8)
-def _cached_split(src_json: str, dcfg_json: str, role: str, need_gold: bool, stamp: tuple) -> TextDataset:
+def _cached_split(
+    src_json: str, dcfg_json: str, role: str, need_gold: bool, stamp: tuple, task: str
+) -> TextDataset:
     return _load_split(
-        DataSource.model_validate_json(src_json), DataConfig.model_validate_json(dcfg_json), role, need_gold
+        DataSource.model_validate_json(src_json), DataConfig.model_validate_json(dcfg_json), role, need_gold, task
     )
 
 
-def load_split(src: DataSource, dcfg: DataConfig, role: str, need_gold: bool) -> TextDataset:
+def load_split(
+    src: DataSource, dcfg: DataConfig, role: str, need_gold: bool, task: str = "classification"
+) -> TextDataset:
     """Load and check one split; memoised per process while the file is unchanged."""
-    return _cached_split(src.model_dump_json(), dcfg.model_dump_json(), role, need_gold, _stamp(src.path))
+    return _cached_split(src.model_dump_json(), dcfg.model_dump_json(), role, need_gold, _stamp(src.path), task)
 
 
 def resolve_labels(dcfg: DataConfig, pool: TextDataset) -> list[str]:
@@ -260,17 +318,24 @@ class CampaignData:
 
 
 def load_campaign_data(cfg: CampaignConfig) -> CampaignData:
-    """Load and check everything the campaign reads; raise DataError naming the first problem."""
+    """Load and check everything the campaign reads; raise DataError naming the first problem.
+
+    Task generation has no label set (``labels == []``): the gold column holds reference
+    responses, and a label is whatever response the expert writes.
+    """
     need_pool_gold = cfg.oracle.kind == "simulated"
-    pool = load_split(cfg.data.pool, cfg.data, "pool", need_pool_gold)
-    labels = resolve_labels(cfg.data, pool)
-    check_gold_in_labels(pool, labels, "pool")
+    generation = cfg.task == "generation"
+    pool = load_split(cfg.data.pool, cfg.data, "pool", need_pool_gold, cfg.task)
+    labels = [] if generation else resolve_labels(cfg.data, pool)
+    if not generation:
+        check_gold_in_labels(pool, labels, "pool")
     ev = None
     if cfg.data.eval is not None:
         if cfg.data.label_field is None:
             raise DataError("data.eval needs data.label_field: evaluation compares against gold")
-        ev = load_split(cfg.data.eval, cfg.data, "eval", need_gold=True)
-        check_gold_in_labels(ev, labels, "eval")
+        ev = load_split(cfg.data.eval, cfg.data, "eval", need_gold=True, task=cfg.task)
+        if not generation:
+            check_gold_in_labels(ev, labels, "eval")
     if len(pool) < cfg.first_batch:
         raise DataError(
             f"pool data {pool.source}: {len(pool)} rows, fewer than the first batch "

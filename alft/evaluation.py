@@ -56,21 +56,29 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[st
     return fig
 
 
-def learning_curve_figure(curves: dict[str, list[tuple[int, float, float]]], title: str):
-    """Accuracy and macro-F1 against labels; ``curves`` maps a name to (labels, acc, f1) points."""
+def learning_curve_figure(
+    curves: dict[str, list[tuple[int, float, float]]],
+    title: str,
+    metrics: tuple[str, str] | tuple[str] = ("accuracy", "macro-F1"),
+):
+    """Metrics against labels; ``curves`` maps a name to (labels, metric 1, metric 2) points.
+
+    One panel per metric name; a generation campaign draws one (ROUGE-L).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), sharex=True, squeeze=False)
+    axes = axes[0]
     for name, pts in curves.items():
         if not pts:
             continue
         x = [p[0] for p in pts]
-        axes[0].plot(x, [p[1] for p in pts], marker="o", ms=3, label=name)
-        axes[1].plot(x, [p[2] for p in pts], marker="o", ms=3, label=name)
-    for ax, metric in zip(axes, ("accuracy", "macro-F1"), strict=True):
+        for i, ax in enumerate(axes):
+            ax.plot(x, [p[1 + i] for p in pts], marker="o", ms=3, label=name)
+    for ax, metric in zip(axes, metrics, strict=True):
         ax.set_xlabel("labels")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

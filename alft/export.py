@@ -41,11 +41,19 @@ def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[d
         if cfg.oracle.overlap == 1:  # the latest labeler decided
             voters = [last_labeler[s["example_id"]]]
         stamp = max((when[(s["example_id"], a)] for a in voters if (s["example_id"], a) in when), default=None)
+        pid = s["pool_id"]
+        if cfg.task == "generation":
+            head = {
+                "id": s["example_id"],
+                "instruction": data.pool.instructions[pid],
+                "input": data.pool.inputs[pid] if data.pool.inputs else "",
+                "response": st.label,
+            }
+        else:
+            head = {"id": s["example_id"], "text": data.pool.texts[pid], "label": st.label}
         rows.append(
             {
-                "id": s["example_id"],
-                "text": data.pool.texts[s["pool_id"]],
-                "label": st.label,
+                **head,
                 "round": s["round"],
                 "strategy": s["strategy"],
                 "score": s["score"],
@@ -93,8 +101,59 @@ def data_card(name: str, cfg: CampaignConfig, rows: list[dict[str, Any]], camp: 
     return "\n".join(lines)
 
 
+def chat_messages(row: dict[str, Any]) -> dict[str, Any]:
+    """A labeled instruction row as the chat ``messages`` record fine-tuning tools read."""
+    user = row["instruction"] if not row["input"].strip() else f"{row['instruction']}\n\n{row['input']}"
+    return {
+        "id": row["id"],
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": row["response"]}],
+    }
+
+
+def generation_card(name: str, cfg: CampaignConfig, rows: list[dict[str, Any]], camp: dict[str, Any]) -> str:
+    per_round = Counter(r["round"] for r in rows)
+    lengths = sorted(len(r["response"]) for r in rows)
+    lines = [
+        f"# {name}: instruction -> response dataset",
+        "",
+        f"Built by alft active learning on {dt.date.today().isoformat()}.",
+        "",
+        "## Source",
+        f"- pool: `{cfg.data.pool.path}` ({camp['pool_size']} instructions, digest `{camp['pool_digest'][:16]}`)",
+        f"- eval: `{cfg.data.eval.path}`" if cfg.data.eval else "- eval: none",
+        f"- model: `{cfg.model.path}`; trainer: `{cfg.trainer.kind}`",
+        f"- strategies: {', '.join(sorted({r['strategy'] for r in rows}))} (cold start: {cfg.cold_start.name}); seed {cfg.seed}",
+        f"- annotators: {', '.join(sorted({r['annotator'] for r in rows}))}",
+        "",
+        "## Counts",
+        f"- responses: {len(rows)} of budget {cfg.budget}",
+        f"- rounds: {len(per_round)} ({', '.join(f'round {k}: {v}' for k, v in sorted(per_round.items()))})",
+        f"- response length (characters): median {lengths[len(lengths) // 2]}, max {lengths[-1]}",
+        "",
+        "## Files",
+        "- `messages.jsonl`: `{id, messages: [{role: user, ...}, {role: assistant, ...}]}` (chat SFT format)",
+        "- `instructions.jsonl`: id, instruction, input, response",
+        "- `labeled.jsonl`: the same with round, strategy, score, annotator, labeled_at",
+        "- `dataset/`: labeled.jsonl as a Hugging Face `datasets` folder (`datasets.load_from_disk`)",
+        "",
+        f"Stop: {camp.get('stop_reason') or 'campaign not stopped at export time'}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
 def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: Path) -> dict[str, int]:
-    """Write ``out/labeled.jsonl``, ``out/dataset/`` and ``out/README.md`` (all or nothing)."""
+    """Write ``out/labeled.jsonl``, ``out/dataset/`` and ``out/README.md`` (all or nothing).
+
+    A generation campaign also writes ``messages.jsonl`` (chat format) and
+    ``instructions.jsonl`` (instruction, input, response).
+    """
     import datasets
 
     out = Path(out)
@@ -105,6 +164,21 @@ def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: P
     if not rows:
         raise AlftError(f"campaign '{name}' has no labeled examples to export")
     labels = load_campaign_data(cfg).labels
+    if cfg.task == "generation":
+
+        def write_gen(tmp: Path) -> None:
+            import datasets
+
+            _jsonl(tmp / "labeled.jsonl", rows)
+            _jsonl(tmp / "messages.jsonl", [chat_messages(r) for r in rows])
+            _jsonl(tmp / "instructions.jsonl", [{k: r[k] for k in ("id", "instruction", "input", "response")} for r in rows])
+            datasets.Dataset.from_list(rows).save_to_disk(str(tmp / "dataset"))
+            (tmp / "README.md").write_text(generation_card(name, cfg, rows, camp), encoding="utf-8")
+
+        if out.exists():
+            out.rmdir()
+        atomic_dir(out, write_gen)
+        return {"n": len(rows), "n_labels_used": len(rows)}
 
     def write(tmp: Path) -> None:
         with open(tmp / "labeled.jsonl", "w", encoding="utf-8") as fh:

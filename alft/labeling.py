@@ -223,6 +223,22 @@ def pending_batch(store, name: str, overlap: int | ResolvePolicy = 1, conn=None)
     return PendingBatch(round=r, items=items, states=resolve(events, policy), policy=policy)
 
 
+#: Longest response a generation campaign accepts (about 25k tokens): a paste gone wrong
+#: should be refused, not written into the training set.
+MAX_RESPONSE_CHARS = 100_000
+
+
+def _free_text_problem(text: str | None) -> str | None:
+    """Why a written response cannot be stored, or None."""
+    if not isinstance(text, str) or not text.strip():
+        return "the response is empty"
+    if len(text) > MAX_RESPONSE_CHARS:
+        return f"the response has {len(text)} characters, more than {MAX_RESPONSE_CHARS}"
+    if "\x00" in text:
+        return "the response holds a NUL byte (binary data?)"
+    return None
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     """What one submission did."""
@@ -241,13 +257,15 @@ def submit(
     *,
     annotator: str,
     source: str,
-    label_set: Sequence[str],
+    label_set: Sequence[str] | None,
     overlap: int | ResolvePolicy = 1,
     round_: int | None = None,
     input_key: str | None = None,
 ) -> SubmitResult:
     """Check and write a submission in one transaction; all of it, or none (LabelRejected).
 
+    ``label_set`` empty or None: free text (a generation campaign's label is the reference
+    response the expert wrote): any non-blank text up to ``MAX_RESPONSE_CHARS``.
     ``round_``, when given, is the round the submitter believes is pending: a submission
     made against a batch that has closed since is stale and refused. ``input_key`` names a
     Prefect run input: it is recorded in the same transaction and a replay of it (a
@@ -257,7 +275,8 @@ def submit(
         raise LabelRejected([("-", "the annotator is empty")], len(items))
     if len(annotator) > 128:
         raise LabelRejected([("-", f"annotator name longer than 128 characters ({len(annotator)})")], len(items))
-    known = set(label_set)
+    known = set(label_set or ())
+    free_text = not known
     with store.transaction() as conn:
         store.lock_campaign(conn, name)
         r = pending_round(store, name, conn)
@@ -293,7 +312,12 @@ def submit(
             last = mine.get(ex)
             last_kind = (last.get("kind") or "label") if last else None
             if it.kind == "label":
-                if it.label not in known:
+                if free_text:
+                    why = _free_text_problem(it.label)
+                    if why is not None:
+                        problems.append((ex, why))
+                        continue
+                elif it.label not in known:
                     problems.append((ex, f"label {it.label!r} is not in the label set"))
                     continue
                 if last_kind == "label" and last["label"] == it.label:
@@ -357,7 +381,7 @@ def submit_many(
     groups: Sequence[tuple[str, Sequence[LabelItem]]],
     *,
     source: str,
-    label_set: Sequence[str],
+    label_set: Sequence[str] | None,
     overlap: int | ResolvePolicy = 1,
     round_: int | None = None,
 ) -> SubmitResult:

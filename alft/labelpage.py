@@ -8,11 +8,12 @@ page, the file import and the Prefect form all obey the same rules.
 Security model (the page runs on a laptop next to a browser that visits other sites):
 
 * binds 127.0.0.1 unless told otherwise; requests whose ``Host`` is not a name of the
-  bound address are refused (DNS rebinding);
+  bound address are refused with 421 (DNS rebinding);
 * every request carries the campaign token (``alft.labeling.new_token``): the
   ``X-Alft-Token`` header, or ``?token=`` on the HTML page only. Missing: 401, wrong: 403;
 * state changes are ``POST`` with a JSON body and the token header; a foreign ``Origin``
-  (or ``Sec-Fetch-Site: cross-site``) is refused (CSRF); bodies over ``max_body`` are 413;
+  (without one, a foreign ``Referer``), or ``Sec-Fetch-Site: cross-site``, is refused
+  (CSRF); bodies over ``max_body`` are 413;
 * pool texts are untrusted: HTML-escaped when rendered by the server, set with
   ``textContent`` by the page's script; the script runs under a nonce-based CSP, and
   every response says ``nosniff``, ``DENY`` framing, ``no-referrer`` and ``no-store``.
@@ -104,6 +105,9 @@ class LabelPage:
         self.name = name
         self.labels: list[str] = list(row.get("labels") or data.labels)
         self.texts: list[str] = data.pool.texts
+        # generation: the expert writes (or corrects a draft of) the response to an instruction
+        self.generation = cfg.task == "generation"
+        self.pool = data.pool
         self.overlap = cfg.oracle.overlap
         self.policy = cfg.oracle.policy()
         self.budget = cfg.budget
@@ -111,6 +115,11 @@ class LabelPage:
         self.ctx = CampaignContext(config=cfg, uid=row["uid"])
         self.claim_ttl = claim_ttl
         self._lock = threading.Lock()
+        # Handing out (snapshot -> pick -> claim) and submitting (commit -> release the claim)
+        # must not interleave: a pick from a snapshot older than a commit whose claim is already
+        # released hands the just-labeled example to a second annotator (benchmarks/label_load.py
+        # saw 5 of 200 examples labeled twice by 20 clients before this lock).
+        self._handout = threading.RLock()
         # SQLite serialises every transaction (reads too: BEGIN IMMEDIATE), and its busy
         # handler sleeps in growing steps; queueing this process's requests on a lock
         # instead keeps 20 concurrent annotators from oversleeping. Other databases run
@@ -217,6 +226,10 @@ class LabelPage:
 
     def next_for(self, annotator: str, skip: list[str], first: str | None) -> dict[str, Any]:
         """The example to show ``annotator`` next, with the numbers the page displays."""
+        with self._handout:
+            return self._next_for(annotator, skip, first)
+
+    def _next_for(self, annotator: str, skip: list[str], first: str | None) -> dict[str, Any]:
         snap = self.snapshot()
         out = self.progress(snap, annotator)
         out["example"] = None
@@ -257,7 +270,19 @@ class LabelPage:
             unsure = (mine.get(ex) or {}).get("kind") == "unsure"
             return (ex != first, unsure, busy.get(ex, 0) >= needs(ex), skip_rank.get(ex, 0), i)
 
-        ex = min(enumerate(queue), key=order)[1]
+        # An example already on enough other annotators' screens is not handed out again (it
+        # would be labeled twice); the page asks again every few seconds, and a claim lapses
+        # after claim_ttl when its annotator walks away. ``first`` (undo) is always shown.
+        free = [(i, x) for i, x in enumerate(queue) if x == first or busy.get(x, 0) < needs(x)]
+        if not free:
+            out["message"] = (
+                f"the {len(queue)} example{'s' if len(queue) != 1 else ''} left for you "
+                f"{'are' if len(queue) != 1 else 'is'} on other annotators' screens; "
+                "this page checks again every few seconds"
+            )
+            self.claim(annotator, None)
+            return out
+        ex = min(free, key=order)[1]
         self.claim(annotator, ex)
         sel = next(s for s in b.items if s["example_id"] == ex)
         st = b.states.get(ex)
@@ -277,6 +302,17 @@ class LabelPage:
             "needs": needs(ex),
             "unsure": (mine.get(ex) or {}).get("kind") == "unsure",
         }
+        if self.generation and 0 <= pool_id < len(self.texts):
+            pool = self.pool
+            draft = pool.candidates[pool_id] if pool.candidates is not None else ""
+            own = (mine.get(ex) or {}) if (mine.get(ex) or {}).get("kind") == "label" else {}
+            out["example"].update(
+                instruction=pool.instructions[pool_id],
+                input=pool.inputs[pool_id] if pool.inputs is not None else "",
+                # a routed-back example shows the annotator's own answer to revise
+                draft=own.get("label") or draft,
+                has_candidate=pool.candidates is not None,
+            )
         if st is not None and st.status == "disputed":
             # routed back: show how the votes split (not who cast them) and this annotator's own
             tally: dict[str, int] = {}
@@ -303,9 +339,10 @@ class LabelPage:
             return check_token(self.store, self.name, token)
 
     def submit(self, annotator: str, round_: int | None, items: list[LabelItem]) -> dict[str, Any]:
-        with self.db_lock:
-            res = self._submit(annotator, round_, items)
-        self.claim(annotator, None)
+        with self._handout:  # commit and claim release as one step for next_for (see __init__)
+            with self.db_lock:
+                res = self._submit(annotator, round_, items)
+            self.claim(annotator, None)
         out: dict[str, Any] = {
             "round": res.round,
             "written": res.written,
@@ -405,7 +442,9 @@ class Guard:
         is_page = path == "/" and request.method in ("GET", "HEAD")
         host = request.headers.get("host", "")
         if self.hosts is not None and _host_name(host) not in self.hosts:
-            return _problem(403, f"unexpected Host header {host!r}: open the page at the address `alft label` printed")
+            # 421 Misdirected Request: the name is not this server's (DNS rebinding), which is not
+            # an authorisation failure (401/403 are about the token)
+            return _problem(421, f"unexpected Host header {host!r}: open the page at the address `alft label` printed")
         token = request.headers.get(TOKEN_HEADER)
         if token is None and is_page:
             token = request.query_params.get("token")
@@ -427,6 +466,13 @@ class Guard:
             own = f"{request.url.scheme}://{host}".lower()
             if origin is not None and origin.lower() != own:
                 return _problem(403, f"cross-origin request refused (Origin {origin!r} is not {own!r})")
+            # Without an Origin (older clients), a Referer naming another site is the same
+            # attack; the page itself sends none (no-referrer), so its own posts pass.
+            referer = request.headers.get("referer")
+            if origin is None and referer is not None and not (
+                referer.lower() == own or referer.lower().startswith(own + "/")
+            ):
+                return _problem(403, f"cross-origin request refused (Referer {referer!r} is not on {own!r})")
             if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
                 return _problem(403, "cross-site request refused")
             ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -515,6 +561,11 @@ def create_app(
 ) -> Starlette:
     """The labeling app for campaign ``name``; ``host`` is the address it will be bound to."""
     page = LabelPage(cfg, store, name, default_annotator=default_annotator)
+    if page.generation and max_body == MAX_BODY:
+        from alft.labeling import MAX_RESPONSE_CHARS
+
+        # one written response may be long (UTF-8 up to 4 bytes a character, JSON escapes)
+        max_body = 6 * MAX_RESPONSE_CHARS + 4096
 
     async def index(request: Request) -> Response:
         ann = (request.query_params.get("annotator") or default_annotator or "").strip() or None
@@ -666,6 +717,7 @@ def render_page(page: LabelPage, snap: Snapshot, first_text: str | None, nonce: 
         "labels": page.labels,
         "budget": page.budget,
         "overlap": page.overlap,
+        "mode": "generation" if page.generation else "classification",
         "defaultAnnotator": page.default_annotator,
         "tokenHeader": TOKEN_HEADER,
     }
@@ -724,6 +776,11 @@ kbd{border:1px solid #bbc;border-bottom-width:2px;border-radius:.25rem;padding:0
 #who[hidden]{display:none}
 #who form{background:#fff;padding:1.2rem 1.4rem;border-radius:.5rem;display:flex;flex-direction:column;gap:.6rem;min-width:20rem}
 #who input{font-size:1rem;padding:.4rem .5rem}
+#gen[hidden],#filterrow[hidden],#matches[hidden]{display:none}
+#gen label{font-size:.88rem;color:#566;display:block;margin-bottom:.3rem}
+#response{width:100%;min-height:12rem;font:15px/1.45 ui-monospace,SFMono-Regular,Menlo,monospace;padding:.6rem;border:1px solid #aab;border-radius:.35rem}
+#input{white-space:pre-wrap;overflow-wrap:anywhere;background:#f3f5f8;border-radius:.35rem;padding:.5rem .7rem;margin:.2rem 0 .6rem;font-size:.98rem}
+#input:empty{display:none}
 """
 
 _JS = r"""
@@ -887,8 +944,8 @@ _JS = r"""
       var meta = "example " + ex.id + " · #" + (ex.position + 1) + " of round " + ex.round + " (" + ex.strategy + ")";
       if (d.overlap > 1) { meta += " · " + ex.votes + " vote(s), needs " + ex.needs + (ex.status === "disputed" ? " · disputed" : ""); }
       if (ex.tally) {
-        meta += " · votes: " + ex.tally.map(function (t) { return t[0] + " ×" + t[1]; }).join(", ");
-        if (ex.your_vote) { meta += " (yours: " + ex.your_vote + ")"; }
+        meta += " · votes: " + ex.tally.map(function (t) { return short(t[0]) + " ×" + t[1]; }).join(", ");
+        if (ex.your_vote) { meta += " (yours: " + short(ex.your_vote) + ")"; }
       }
       if (ex.unsure) { meta += " · you marked it unsure"; }
       $("exmeta").textContent = meta;
@@ -904,7 +961,16 @@ _JS = r"""
         s.textContent = "no model suggestion yet (round " + ex.round + ")";
       }
     }
-    $("undoinfo").textContent = d.undo ? ("Backspace undoes: " + d.undo.label + " on " + d.undo.id) : "";
+    if (GEN) {
+      $("text").textContent = ex ? ex.instruction : (d.message || "Nothing to label.");
+      $("input").textContent = ex ? ex.input : "";
+      $("response").value = ex ? (ex.draft || "") : "";
+      $("response").disabled = !ex;
+      $("genlabel").textContent = ex && ex.draft ? "Correct the draft response (Ctrl+Enter saves)" :
+        "Write the response (Ctrl+Enter saves)";
+      $("sugg").textContent = "";
+    }
+    $("undoinfo").textContent = d.undo ? ("Backspace undoes: " + short(d.undo.label) + " on " + d.undo.id) : "";
     document.body.dataset.exampleId = ex ? ex.id : "";
     document.body.dataset.ready = "1";
     clearFilter();
@@ -937,7 +1003,21 @@ _JS = r"""
       .finally(function () { state.busy = false; });
   }
 
+  var GEN = boot.mode === "generation";
+  function short(t) { t = String(t); return t.length > 60 ? t.slice(0, 57) + "…" : t; }
+
+  function submitResponse() {
+    var ex = state.example;
+    if (!ex || state.busy) { return; }
+    var text = $("response").value;
+    if (!text.trim()) { say("write the response first (E or a click puts you in the text box)", "err"); return; }
+    post([{ id: ex.id, label: text, kind: "label" }], "saved the response to " + ex.id).then(function (ok) {
+      if (ok) { $("response").blur(); load(); }
+    });
+  }
+
   function submitChosen() {
+    if (GEN) { submitResponse(); return; }
     var ex = state.example;
     if (!ex || state.busy) { return; }
     if (state.chosen < 0) { say("choose a label first: type to filter, 1–9 to pick", "err"); return; }
@@ -972,6 +1052,20 @@ _JS = r"""
   // ------------------------------------------------------------ keys
   document.addEventListener("keydown", function (ev) {
     if (!$("who").hidden) { return; }
+    if (GEN) {
+      // the text box takes every key but Ctrl+Enter (save) and Esc (back to the shortcuts)
+      var inBox = document.activeElement === $("response");
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); submitResponse(); return; }
+      if (inBox) { if (ev.key === "Escape") { ev.preventDefault(); $("response").blur(); } return; }
+      if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
+      var g = ev.key;
+      if (g === "Enter") { ev.preventDefault(); submitResponse(); return; }
+      if (g === "e" || g === "E") { ev.preventDefault(); $("response").focus(); return; }
+      if (g === "s" || g === "S") { ev.preventDefault(); skip(); return; }
+      if (g === "u" || g === "U") { ev.preventDefault(); unsure(); return; }
+      if (g === "Backspace") { ev.preventDefault(); undo(); return; }
+      return;
+    }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
     var f = $("filter");
     var k = ev.key;
@@ -1027,6 +1121,11 @@ _JS = r"""
   var saved = null;
   try { saved = localStorage.getItem(STORE_KEY); } catch (e) { saved = null; }
   var who = fromUrl || saved || boot.defaultAnnotator;
+  if (GEN) {
+    $("gen").hidden = false; $("filterrow").hidden = true; $("matches").hidden = true;
+    $("keys").textContent = "Ctrl+Enter save · E edit · Esc leave the text box · Enter save (outside it) · " +
+      "S skip · U unsure · Backspace undo your last response";
+  }
   if (who) { setAnnotator(who); load(); } else { askAnnotator(); }
   refilter();
 })();
@@ -1055,6 +1154,7 @@ _PAGE = """<!doctype html>
   <div class="bar"><progress id="bar" max="{size}" value="{done}"></progress><span id="batchcount">{done} / {size} in this batch</span></div>
   <section id="card" aria-live="polite">
     <div id="text">{initial}</div>
+    <div id="input"></div>
     <div id="sugg"></div>
     <div id="exmeta"></div>
   </section>
@@ -1064,6 +1164,10 @@ _PAGE = """<!doctype html>
     <span>chosen: <b id="chosen">—</b></span>
     <span id="mode"></span>
   </div>
+  <section id="gen" hidden>
+    <label for="response" id="genlabel">Write the response</label>
+    <textarea id="response" spellcheck="true" aria-label="response"></textarea>
+  </section>
   <div class="actions">
     <button type="button" class="primary" id="b-submit">Submit (Enter)</button>
     <button type="button" id="b-skip">Skip (S)</button>
@@ -1073,7 +1177,7 @@ _PAGE = """<!doctype html>
   </div>
   <div id="msg" role="status"></div>
   <ol id="matches"></ol>
-  <p class="keys"><kbd>a–z</kbd> filter · <kbd>1</kbd>–<kbd>9</kbd> pick a shown label · <kbd>↑</kbd><kbd>↓</kbd> move ·
+  <p class="keys" id="keys"><kbd>a–z</kbd> filter · <kbd>1</kbd>–<kbd>9</kbd> pick a shown label · <kbd>↑</kbd><kbd>↓</kbd> move ·
     <kbd>Enter</kbd> submit · <kbd>S</kbd> skip · <kbd>U</kbd> unsure · <kbd>Backspace</kbd> undo your last label ·
     <kbd>/</kbd> filter from s or u · <kbd>Esc</kbd> clear</p>
 </main>

@@ -11,8 +11,8 @@ from alft.campaign import CampaignContext, campaign_data, embeddings_for, open_s
 from alft.errors import LabelError, StoreError
 from strategies import LinearHead, PastRound, QueryInputs, Strategy, get_strategy
 
-#: QueryInputs fields that come from a trained model (not available in round 0).
-MODEL_INPUTS = frozenset({"probs", "prob_samples", "features", "head"})
+#: QueryInputs fields that come from a model (round 0: the pretrained one, where it can give them).
+MODEL_INPUTS = frozenset({"probs", "prob_samples", "features", "head", "generation"})
 
 
 def round_strategy(ctx: CampaignContext, round_no: int) -> tuple[Strategy, str]:
@@ -38,6 +38,8 @@ def round_files(ctx: CampaignContext, round_no: int) -> dict[str, Path]:
         "prob_samples": d / "prob_samples.npy",
         "features": d / "features.npy",
         "head": d / "head.npz",
+        "generation": d / "generation.npz",
+        "embeddings": d / "embeddings.npy",
         "eval_pred": d / "eval_pred.npy",
         "model": d / "model",
         "confusion": d / "confusion.png",
@@ -59,6 +61,29 @@ def _load_model(path: str, stamp: float):
     from alft.trainers import load_model
 
     return load_model(Path(path))
+
+
+@lru_cache(maxsize=2)
+def _prior_model(cfg_json: str):
+    from alft.campaign import encoder_for, resolve_model
+    from alft.config import CampaignConfig
+
+    cfg = CampaignConfig.model_validate_json(cfg_json)
+    if cfg.task == "generation":
+        from alft.generative import GenerativeModel
+
+        return GenerativeModel.from_base(resolve_model(cfg), cfg.trainer.sft)
+    if cfg.zero_shot is not None:
+        from alft.zeroshot import build_zero_shot
+
+        return build_zero_shot(encoder_for(cfg), campaign_data(cfg).labels, cfg.zero_shot)
+    return None
+
+
+def prior_model(ctx: CampaignContext):
+    """The model before any label: the pretrained causal LM (generation) or the zero-shot
+    classifier (classification with ``zero_shot``); None when the campaign has neither."""
+    return _prior_model(ctx.config.model_dump_json())
 
 
 def round_model(ctx: CampaignContext, round_no: int):
@@ -84,9 +109,14 @@ def model_inputs(
     needs = needs & MODEL_INPUTS
     if not needs:
         return {}
-    model = round_model(ctx, round_no - 1)
+    model = round_model(ctx, round_no - 1) if round_no > 0 else prior_model(ctx)
+    if model is None:
+        raise StoreError(f"round {round_no}: the strategy needs {sorted(needs)}, and no model exists yet")
     pool = campaign_data(ctx.config).pool
-    emb = pool_embeddings(ctx)[pool_ids] if model.kind == "head" else None
+    if model.kind == "sft":
+        cands = [pool.candidates[int(i)] for i in pool_ids] if pool.candidates is not None else None
+        return {"generation": model.stats(pool.examples(pool_ids), cands)}
+    emb = pool_embeddings(ctx)[pool_ids] if model.kind in ("head", "zero_shot") else None
     texts = [pool.texts[int(i)] for i in pool_ids]
     out = model.outputs(
         texts,
@@ -124,6 +154,17 @@ def save_model_inputs(ctx: CampaignContext, round_no: int, inputs: QueryInputs) 
                 np.savez(fh, weight=h.weight, bias=h.bias, classes=h.classes)
 
         atomic_write(files["head"], write)
+    if inputs.generation is not None:
+        g = inputs.generation
+        arrays = {"mean_entropy": g.mean_entropy, "mean_nll": g.mean_nll}
+        if g.ifd is not None:
+            arrays["ifd"] = g.ifd
+
+        def write_gen(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        atomic_write(files["generation"], write_gen)
 
 
 def load_model_inputs(ctx: CampaignContext, round_no: int, needs: frozenset[str]) -> dict | None:
@@ -137,9 +178,45 @@ def load_model_inputs(ctx: CampaignContext, round_no: int, needs: frozenset[str]
         if name == "head":
             with np.load(path, allow_pickle=False) as z:
                 kwargs["head"] = LinearHead(weight=z["weight"], bias=z["bias"], classes=z["classes"])
+        elif name == "generation":
+            from strategies.base import GenerationStats
+
+            with np.load(path, allow_pickle=False) as z:
+                kwargs["generation"] = GenerationStats(
+                    mean_entropy=z["mean_entropy"], mean_nll=z["mean_nll"], ifd=z["ifd"] if "ifd" in z else None
+                )
         else:
             kwargs[name] = np.load(path).astype(np.float64)
     return kwargs
+
+
+def selection_embeddings(ctx: CampaignContext, round_no: int) -> np.ndarray:
+    """float32[n_pool, d] vectors the diversity strategies see in ``round_no`` (pool-id rows).
+
+    ``model.embeddings: base``, and round 0 always: the frozen base model's cached vectors.
+    ``current``: the previous round's fine-tuned model embeds the whole pool once, in the
+    score step; the file is read back by select (and after a crash) so both see the same.
+    """
+    from alft.fsutil import atomic_save_npy
+
+    if ctx.config.model.embeddings == "base" or round_no == 0:
+        return pool_embeddings(ctx)
+    path = round_files(ctx, round_no)["embeddings"]
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    model = round_model(ctx, round_no - 1)
+    pool = campaign_data(ctx.config).pool
+    if model.kind == "sft":
+        vec = np.asarray(model.embed(pool.examples()), dtype=np.float32)  # [n, h], L2-normalised
+    else:
+        feats = model.outputs(pool.texts, None, features=True, samples=0, rng=ctx.rng(round_no, 0)).features
+        if feats is None:
+            raise StoreError(f"the round {round_no - 1} model gives no features to embed the pool with")
+        vec = np.asarray(feats, dtype=np.float32)  # [n, h]
+        norms = np.linalg.norm(vec, axis=1, keepdims=True)  # [n, 1]
+        vec /= np.maximum(norms, 1e-12)  # cosine geometry, like the base embeddings
+    atomic_save_npy(path, vec)
+    return vec
 
 
 def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
@@ -194,7 +271,7 @@ def query_inputs(
         candidates = np.setdiff1d(np.arange(len(pool), dtype=np.int64), selected)
     if model_kwargs is None:
         model_kwargs = model_inputs(ctx, round_no, needs, candidates)
-    emb = pool_embeddings(ctx) if "embeddings" in needs else None
+    emb = selection_embeddings(ctx, round_no) if "embeddings" in needs else None
     return QueryInputs(
         unlabeled=candidates,
         labeled=selected,
@@ -212,6 +289,21 @@ def batch_size_for(ctx: CampaignContext, round_no: int, n_candidates: int) -> in
     )
     k = cfg.first_batch if round_no == 0 else min(cfg.batch_size, cfg.budget - n_selected_before)
     return max(0, min(k, n_candidates))
+
+
+def training_responses(ctx: CampaignContext) -> tuple[np.ndarray, list[str]]:
+    """Pool ids and reference responses of every labeled example (generation, pool-id order)."""
+    data = campaign_data(ctx.config)
+    labels = open_store(ctx.config).current_labels(ctx.name, overlap=ctx.config.oracle.policy())
+    pids, texts = [], []
+    for ex, response in labels.items():
+        try:
+            pids.append(data.pool.pool_id(ex))
+        except KeyError:
+            raise LabelError(f"labeled example {ex!r} is not in the pool") from None
+        texts.append(response)
+    order = np.argsort(pids, kind="stable")
+    return np.asarray(pids, dtype=np.int64)[order], [texts[i] for i in order]
 
 
 def training_set(ctx: CampaignContext) -> tuple[np.ndarray, np.ndarray]:

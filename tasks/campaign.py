@@ -79,6 +79,9 @@ class RoundSummary(BaseModel):
     strategy: str
     accuracy: float | None = None
     macro_f1: float | None = None
+    rouge_l: float | None = None
+    perplexity: float | None = None
+    zero_shot_accuracy: float | None = None
     seconds: float
 
 
@@ -114,6 +117,9 @@ def build_summary(ctx: CampaignContext) -> CampaignSummary:
                 strategy=r["strategy"],
                 accuracy=m.get("accuracy"),
                 macro_f1=m.get("macro_f1"),
+                rouge_l=m.get("rouge_l"),
+                perplexity=m.get("perplexity"),
+                zero_shot_accuracy=m.get("zero_shot.accuracy"),
                 seconds=round(sum(s["seconds"] for s in steps), 2),
             )
         )

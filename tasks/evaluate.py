@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from alft.campaign import CampaignContext, campaign_data, open_store, rel, run_step
-from alft.rounds import eval_embeddings, round_files, round_model
+from alft.rounds import eval_embeddings, prior_model, round_files, round_model
 from tasks._common import say, step_task
 
 
@@ -22,7 +22,11 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
         n_labels = len(store.current_labels(ctx.name, overlap=ctx.config.oracle.policy()))
         result: dict = {"n_labels": n_labels}
         metrics: dict[str, float] = {}
-        if data.eval is not None:
+        if data.eval is not None and ctx.config.task == "generation":
+            model = round_model(ctx, round_no)
+            metrics = {k: float(v) for k, v in model.evaluate(data.eval.examples(), data.eval.gold).items()}
+            result.update({k: metrics[k] for k in ("loss", "perplexity", "rouge_l") if k in metrics})
+        elif data.eval is not None:
             model = round_model(ctx, round_no)
             probs = model.predict_proba(data.eval.texts, eval_embeddings(ctx) if model.kind == "head" else None)
             pred = probs.argmax(axis=1)  # [n_eval]
@@ -40,6 +44,13 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
 
             plt.close(fig)
             result.update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], confusion=rel(ctx, path))
+            if round_no == 0 and ctx.config.zero_shot is not None:
+                # the learning curve's point at 0 labels: the pretrained model's zero-shot guess
+                zs = prior_model(ctx).predict_proba(data.eval.texts, eval_embeddings(ctx)).argmax(axis=1)
+                zm = classification_metrics(gold, zs, data.labels)
+                metrics["zero_shot.accuracy"] = zm["accuracy"]
+                metrics["zero_shot.macro_f1"] = zm["macro_f1"]
+                result["zero_shot_accuracy"] = zm["accuracy"]
 
         def commit(conn):
             store.add_metrics(conn, ctx.name, round_no, n_labels, metrics)
@@ -47,6 +58,16 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
         return result, commit
 
     result = run_step(ctx, round_no, "evaluate", compute)
+    if "zero_shot_accuracy" in result:
+        say("round %d · evaluate: zero-shot accuracy %.4f before any label", round_no, result["zero_shot_accuracy"])
+    if "rouge_l" in result:
+        say(
+            "round %d · evaluate: %d labels, ROUGE-L %.4f, perplexity %.2f",
+            round_no,
+            result["n_labels"],
+            result["rouge_l"],
+            result.get("perplexity", float("nan")),
+        )
     if "accuracy" in result:
         say(
             "round %d · evaluate: %d labels, accuracy %.4f, macro-F1 %.4f",

@@ -57,7 +57,12 @@ def track_campaign(ctx: CampaignContext) -> str:
     tracker.log_dict(run_id, ctx.config.model_dump(mode="json"), "config.yaml")
     data = campaign_data(ctx.config)
     dcfg = ctx.config.data
-    cols = [dcfg.id_field, dcfg.text_field] + ([dcfg.label_field] if dcfg.label_field else [])
+    if ctx.config.task == "generation":
+        cols = [dcfg.id_field, dcfg.instruction_field] + [
+            c for c in (dcfg.input_field, dcfg.candidate_field, dcfg.label_field) if c
+        ]
+    else:
+        cols = [dcfg.id_field, dcfg.text_field] + ([dcfg.label_field] if dcfg.label_field else [])
     inputs = [
         {"name": "pool", "source": data.pool.source, "digest": data.pool.digest, "context": "pool", "columns": cols}
     ]
@@ -150,8 +155,18 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
 
     # learning curve of the campaign so far, on the parent run (overwritten each round)
     history = store.history(ctx.name)
-    pts = [(h.n_labels, h.metrics.get("accuracy", float("nan")), h.metrics.get("macro_f1", float("nan"))) for h in history]
-    tracker.log_figure(parent, learning_curve_figure({ctx.name: pts}, f"{ctx.name}: learning curve"), "learning_curve.png")
+    nan = float("nan")
+    if ctx.config.task == "generation":
+        pts = [(h.n_labels, h.metrics.get("rouge_l", nan)) for h in history]
+        names: tuple = ("ROUGE-L",)
+    else:
+        pts = [(h.n_labels, h.metrics.get("accuracy", nan), h.metrics.get("macro_f1", nan)) for h in history]
+        zs = history[0].metrics if history else {}
+        if "zero_shot.accuracy" in zs:  # the pretrained model before any label
+            pts.insert(0, (0, zs["zero_shot.accuracy"], zs.get("zero_shot.macro_f1", nan)))
+        names = ("accuracy", "macro-F1")
+    fig = learning_curve_figure({ctx.name: pts}, f"{ctx.name}: learning curve", names)
+    tracker.log_figure(parent, fig, "learning_curve.png")
     stop = steps.get("stop", {}).get("result", {})
     if stop.get("stop"):
         tracker.set_tags(parent, {"alft.stop_rule": stop["rule"], "alft.stop_reason": stop["reason"]})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
-from alft.campaign import RNG_TRAIN, CampaignContext, campaign_data, rel, resolve_model, run_step, set_threads
+from alft.campaign import RNG_TRAIN, CampaignContext, campaign_data, open_store, rel, resolve_model, run_step, set_threads
+from alft.errors import StoreError
 from alft.fsutil import atomic_dir
-from alft.rounds import pool_embeddings, round_files, training_set
+from alft.rounds import pool_embeddings, round_files, training_responses, training_set
 from tasks._common import say, step_task
 
 
@@ -15,7 +17,26 @@ def make_trainer(ctx: CampaignContext):
     tc = ctx.config.trainer
     if tc.kind == "head":
         return HeadTrainer(tc.head)
+    if tc.kind == "sft":
+        from alft.generative import SFTTrainer
+
+        return SFTTrainer(tc.sft, resolve_model(ctx.config), ctx.workdir)
     return TransformerTrainer(tc.transformer, resolve_model(ctx.config), ctx.workdir)
+
+
+def previous_model_dir(ctx: CampaignContext, round_no: int) -> Path | None:
+    """The folder to continue from (``init: previous``), or None to start from the base model."""
+    tc = ctx.config.trainer
+    init = {"transformer": tc.transformer.init, "sft": tc.sft.init}.get(tc.kind, "base")
+    if init == "base" or round_no == 0:
+        return None
+    res = open_store(ctx.config).step_result(ctx.name, round_no - 1, "train")
+    if res is None:
+        raise StoreError(f"init 'previous': round {round_no - 1} has no trained model to continue from")
+    path = ctx.workdir / res["model_dir"]
+    if not path.exists():
+        raise StoreError(f"init 'previous': the model of round {round_no - 1} is missing from {path}")
+    return path
 
 
 @step_task("train", "fine-tune")
@@ -24,26 +45,30 @@ def fine_tune(ctx: CampaignContext, round_no: int) -> dict:
 
     def compute():
         data = campaign_data(ctx.config)
-        pids, y = training_set(ctx)
         trainer = make_trainer(ctx)
         set_threads(ctx.config)
-        emb = pool_embeddings(ctx)[pids] if trainer.needs_embeddings else None
-        texts = [data.pool.texts[int(i)] for i in pids]
-        model = trainer.fit(texts, emb, y, data.labels, seed=ctx.seed_for(round_no, RNG_TRAIN))
+        seed = ctx.seed_for(round_no, RNG_TRAIN)
+        previous = previous_model_dir(ctx, round_no)
+        extra: dict = {}
+        if ctx.config.task == "generation":
+            pids, responses = training_responses(ctx)
+            model = trainer.fit(data.pool.examples(pids), responses, seed=seed, previous=previous)
+            n_train = len(responses)
+        else:
+            pids, y = training_set(ctx)
+            emb = pool_embeddings(ctx)[pids] if trainer.needs_embeddings else None
+            texts = [data.pool.texts[int(i)] for i in pids]
+            kwargs = {"previous": previous} if previous is not None else {}
+            model = trainer.fit(texts, emb, y, data.labels, seed=seed, **kwargs)
+            n_train = int(len(y))
+            extra["n_classes_seen"] = int(len(set(y.tolist())))
         path = atomic_dir(round_files(ctx, round_no)["model"], model.save)
-        return {
-            "trainer": trainer.kind,
-            "model_dir": rel(ctx, path),
-            "n_train": int(len(y)),
-            "n_classes_seen": int(len(set(y.tolist()))),
-        }, None
+        result = {"trainer": trainer.kind, "model_dir": rel(ctx, path), "n_train": n_train, **extra}
+        if previous is not None:
+            result["continued_from"] = rel(ctx, previous)
+        return result, None
 
     result = run_step(ctx, round_no, "train", compute)
-    say(
-        "round %d · fine-tune: %s on %d labels (%d classes seen)",
-        round_no,
-        result["trainer"],
-        result["n_train"],
-        result["n_classes_seen"],
-    )
+    seen = f" ({result['n_classes_seen']} classes seen)" if "n_classes_seen" in result else ""
+    say("round %d · fine-tune: %s on %d labels%s", round_no, result["trainer"], result["n_train"], seen)
     return result
