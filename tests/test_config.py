@@ -64,7 +64,7 @@ def test_unknown_top_level_key(tmp_path):
         ("strategy.name=marginn", r"unknown strategy 'marginn' \(known: .*margin"),
         ("strategy={name: margin, options: {foo: 1}}", r"strategy 'margin' has no option 'foo'"),
         ("cold_start.name=entropy", r"cold_start: strategy .entropy. needs probs from a trained model"),
-        ("trainer.kind=svm", r"trainer.kind: Input should be 'head' or 'transformer'"),
+        ("trainer.kind=svm", r"trainer.kind: Input should be 'head', 'transformer' or 'sft'"),
         ("name=Bad Name", r"name: String should match pattern"),
         ("stop.plateau.patience=0", r"stop.plateau.patience: Input should be greater than or equal to 1"),
         ("model.max_length=3", r"model.max_length: Input should be greater than or equal to 8"),
