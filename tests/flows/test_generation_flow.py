@@ -132,3 +132,26 @@ def test_export_writes_chat_messages_and_plain_rows(finished, gen_files):
             {"role": "user", "content": user},
             {"role": "assistant", "content": src["response"]},
         ]
+
+
+def test_the_shipped_self_instruct_config_runs_two_rounds(prefect_server, tiny_llama_model, tmp_path, monkeypatch):
+    """conf/self_instruct.yaml as shipped (two_stage over token entropy, current embeddings,
+    LoRA continued from the last round), scaled down to a tiny model and two rounds."""
+    from pathlib import Path
+
+    from flows.campaign import campaign
+
+    monkeypatch.setenv("ALFT_GEN_MODEL", str(tiny_llama_model))
+    conf = Path(__file__).resolve().parents[2] / "conf" / "self_instruct.yaml"
+    cfg = load_config(conf, [
+        f"workdir={tmp_path / 'work'}", "budget=16", "initial_size=8", "batch_size=8", "model.max_length=96",
+        "trainer.sft.epochs=1", "trainer.sft.max_length=96", "trainer.sft.max_new_tokens=6",
+        "trainer.sft.lora.r=4", "trainer.sft.lora.alpha=8",
+    ])
+    summary = campaign(cfg)
+    assert [(r.round, r.n_labels, r.strategy) for r in summary.rounds] == [(0, 8, "kcenter"), (1, 16, "two_stage")]
+    store = CampaignStore(cfg.store_url())
+    train1 = store.step_result(cfg.name, 1, "train")
+    assert train1["continued_from"] == store.step_result(cfg.name, 0, "train")["model_dir"]
+    emb = cfg.workdir_path() / "rounds" / "001" / "embeddings.npy"
+    assert emb.exists()  # the round-0 model embedded the pool for round 1's diversity stage
