@@ -33,6 +33,7 @@ STEP_ORDER = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
 RNG_SELECT = 1
 RNG_TRAIN = 2
 RNG_MC = 3
+RNG_STOP = 4  # the fixed stop set of the stabilizing-predictions rule (drawn with round 0)
 
 
 class CampaignContext(BaseModel):

@@ -41,6 +41,7 @@ def round_files(ctx: CampaignContext, round_no: int) -> dict[str, Path]:
         "generation": d / "generation.npz",
         "embeddings": d / "embeddings.npy",
         "eval_pred": d / "eval_pred.npy",
+        "stop_pred": d / "stop_pred.npy",
         "model": d / "model",
         "confusion": d / "confusion.png",
     }
@@ -289,6 +290,15 @@ def batch_size_for(ctx: CampaignContext, round_no: int, n_candidates: int) -> in
     )
     k = cfg.first_batch if round_no == 0 else min(cfg.batch_size, cfg.budget - n_selected_before)
     return max(0, min(k, n_candidates))
+
+
+def stop_set(ctx: CampaignContext) -> np.ndarray:
+    """Pool ids of the stabilizing rule's fixed stop set (``stop_set: pool_sample``), sorted."""
+    from alft.campaign import RNG_STOP
+
+    n = len(campaign_data(ctx.config).pool)
+    size = min(ctx.config.stop.stabilizing.stop_set_size, n)
+    return np.sort(ctx.rng(0, RNG_STOP).permutation(n)[:size])
 
 
 def training_responses(ctx: CampaignContext) -> tuple[np.ndarray, list[str]]:

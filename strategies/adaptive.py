@@ -23,6 +23,8 @@ re-run or resumed round decides exactly as it did the first time.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,19 +50,8 @@ def _rest(inputs: QueryInputs, taken_rows: np.ndarray) -> tuple[QueryInputs, np.
     keep = np.setdiff1d(np.arange(inputs.n_candidates), taken_rows)
     sub = inputs.with_candidates(keep)
     labeled = np.concatenate([inputs.labeled, inputs.unlabeled[taken_rows]])
-    return (
-        QueryInputs(
-            unlabeled=sub.unlabeled,
-            labeled=labeled,
-            probs=sub.probs,
-            embeddings=sub.embeddings,
-            prob_samples=sub.prob_samples,
-            features=sub.features,
-            head=sub.head,
-            history=sub.history,
-        ),
-        keep,
-    )
+    # replace() keeps every model input, including ones added after this was written
+    return dataclasses.replace(sub, labeled=labeled), keep
 
 
 def _rows_of(inputs: QueryInputs, pool_ids: np.ndarray) -> np.ndarray:

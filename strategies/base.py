@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "INPUT_NAMES",
+    "GenerationStats",
     "InvalidInputError",
     "LinearHead",
     "PastRound",
@@ -155,8 +156,65 @@ class PastRound:
     selection_info: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GenerationStats:
+    """What a generative (instruction -> response) model says about each candidate prompt.
+
+    All arrays are float64[m] in row positions (aligned with ``QueryInputs.unlabeled``).
+
+    Attributes
+    ----------
+    mean_entropy: mean over the generated steps of the entropy (nats) of the next-token
+        distribution while decoding greedily; high = the model hesitates.
+    mean_nll: mean negative log-likelihood (nats) of the model's own greedy continuation.
+    ifd: Instruction-Following Difficulty of the candidate (draft) responses (Li et al.,
+        2024): mean NLL of the response given the prompt over its mean NLL alone; None
+        when the data has no candidate responses.
+    """
+
+    mean_entropy: np.ndarray
+    mean_nll: np.ndarray
+    ifd: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        fields = {"mean_entropy": self.mean_entropy, "mean_nll": self.mean_nll}
+        if self.ifd is not None:
+            fields["ifd"] = self.ifd
+        m = None
+        for name, values in fields.items():
+            arr = np.asarray(values)
+            if arr.ndim != 1:
+                raise InvalidInputError(f"generation.{name} must be 1-D [m], got shape {arr.shape}")
+            if arr.size and not np.issubdtype(arr.dtype, np.number):
+                raise InvalidInputError(f"generation.{name} must be numbers, got dtype {arr.dtype}")
+            arr = arr.astype(np.float64, copy=False)
+            if m is None:
+                m = arr.size
+            elif arr.size != m:
+                raise InvalidInputError(
+                    f"generation.{name} has {arr.size} rows, generation.mean_entropy has {m}"
+                )
+            finite = np.isfinite(arr)
+            if not finite.all():
+                raise InvalidInputError(
+                    f"generation.{name} holds NaN or inf (first at row {int(np.flatnonzero(~finite)[0])})"
+                )
+            object.__setattr__(self, name, arr)
+
+    def __len__(self) -> int:
+        return int(self.mean_entropy.size)
+
+    def take(self, rows: np.ndarray) -> GenerationStats:
+        """The statistics of candidate ``rows`` (row positions, in that order)."""
+        return GenerationStats(
+            mean_entropy=self.mean_entropy[rows],
+            mean_nll=self.mean_nll[rows],
+            ifd=None if self.ifd is None else self.ifd[rows],
+        )
+
+
 #: QueryInputs fields a strategy can declare in ``needs``.
-INPUT_NAMES = frozenset({"probs", "prob_samples", "embeddings", "features", "head"})
+INPUT_NAMES = frozenset({"probs", "prob_samples", "embeddings", "features", "head", "generation"})
 
 
 @dataclass(frozen=True)
@@ -185,6 +243,9 @@ class QueryInputs:
         the model's linear output layer over ``features``; or None.
     history:
         the campaign's finished rounds, oldest first (empty in round 0).
+    generation:
+        a generative model's statistics of each candidate prompt (uncertainty of its greedy
+        continuation, IFD of candidate responses), row positions; or None.
     """
 
     unlabeled: np.ndarray
@@ -195,6 +256,7 @@ class QueryInputs:
     features: np.ndarray | None = None
     head: LinearHead | None = None
     history: tuple[PastRound, ...] = ()
+    generation: GenerationStats | None = None
 
     def __post_init__(self) -> None:
         unlabeled = _as_pool_ids("unlabeled", self.unlabeled)
@@ -286,6 +348,15 @@ class QueryInputs:
                     f"head class {int(self.head.classes.max())} is outside probs' "
                     f"{self.probs.shape[1]} columns"
                 )
+        if self.generation is not None:
+            if not isinstance(self.generation, GenerationStats):
+                raise InvalidInputError(
+                    f"generation must be a GenerationStats, got {type(self.generation).__name__}"
+                )
+            if len(self.generation) != m:
+                raise InvalidInputError(
+                    f"generation statistics must be [m={m}], got {len(self.generation)} rows"
+                )
         object.__setattr__(self, "history", tuple(self.history))
 
     def with_candidates(self, rows: np.ndarray) -> QueryInputs:
@@ -308,6 +379,7 @@ class QueryInputs:
             features=take(self.features),
             head=self.head,
             history=self.history,
+            generation=None if self.generation is None else self.generation.take(rows),
         )
 
     @property

@@ -12,6 +12,8 @@ batch with small numpy matmuls; memory stays ``O(m)`` plus one block and the bat
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from functools import partial
 from numbers import Real
@@ -247,17 +249,5 @@ def _subset(inputs: QueryInputs, rows: np.ndarray, taken: np.ndarray) -> QueryIn
     ``taken`` (this batch so far) counted as labeled, so that a labeled-aware selector
     (k-center, farthest-from-labeled k-means) spreads its new picks away from them."""
     rows = np.asarray(rows, dtype=np.int64)
-
-    def take(a):
-        return None if a is None else a[rows]
-
-    return QueryInputs(
-        unlabeled=inputs.unlabeled[rows],
-        labeled=np.concatenate([inputs.labeled, taken]).astype(np.int64),
-        probs=take(inputs.probs),
-        embeddings=inputs.embeddings,
-        prob_samples=take(inputs.prob_samples),
-        features=take(inputs.features),
-        head=inputs.head,
-        history=inputs.history,
-    )
+    sub = inputs.with_candidates(rows)  # every row-aligned input, sliced alike
+    return dataclasses.replace(sub, labeled=np.concatenate([inputs.labeled, taken]).astype(np.int64))

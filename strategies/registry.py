@@ -183,6 +183,7 @@ from strategies import (  # noqa: E402,F401
     coreset,
     error_reduction,
     gating,
+    generative,
     hybrid,
     model_change,
 )

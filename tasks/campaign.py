@@ -31,12 +31,47 @@ def open_campaign(config: CampaignConfig) -> CampaignContext:
     return CampaignContext(config=config, uid=existing["uid"])
 
 
+def stop_history(ctx: CampaignContext, history):
+    """The store's history plus what the stabilizing and uncertainty rules read per round."""
+    import dataclasses
+
+    import numpy as np
+
+    from alft.rounds import round_files
+
+    st = ctx.config.stop
+    if st.stabilizing is None and st.uncertainty is None:
+        return history
+    key = "eval_pred" if st.stabilizing is None or st.stabilizing.stop_set == "eval" else "stop_pred"
+    out = []
+    for rec in history:
+        path = round_files(ctx, rec.round)[key]
+        pred = np.load(path) if st.stabilizing is not None and path.exists() else None
+        unc = rec.metrics.get("pool_uncertainty")
+        out.append(dataclasses.replace(rec, stop_set_pred=pred, pool_uncertainty=unc))
+    return out
+
+
 def stop_decision(ctx: CampaignContext, history):
     """The stop rules of ``ctx.config`` applied to ``history``."""
     from strategies.stopping import decide
 
     cfg = ctx.config
     st = cfg.stop
+    history = stop_history(ctx, history)
+    forecast = None
+    if st.forecast is not None:
+        n_last = history[-1].n_labels if history else 0
+        pool_left = len(campaign_data(cfg).pool) - n_last
+        nxt = min(cfg.batch_size, cfg.budget - n_last, pool_left)
+        forecast = {
+            "metric": st.forecast.metric,
+            "min_gain_per_label": st.forecast.min_gain_per_label,
+            "min_rounds": st.forecast.min_rounds,
+            "patience": st.forecast.patience,
+            "max_rmse": st.forecast.max_rmse,
+            "next_batch": nxt if nxt >= 1 else None,
+        }
     return decide(
         history,
         budget=cfg.budget,
@@ -44,6 +79,9 @@ def stop_decision(ctx: CampaignContext, history):
         max_rounds=st.max_rounds,
         plateau_rule=(st.plateau.metric, st.plateau.patience, st.plateau.min_delta) if st.plateau else None,
         target_rule=(st.target.metric, st.target.value) if st.target else None,
+        kappa_rule=(st.stabilizing.threshold, st.stabilizing.window) if st.stabilizing else None,
+        uncertainty_rule=st.uncertainty.threshold if st.uncertainty else None,
+        forecast_rule=forecast,
     )
 
 
@@ -82,6 +120,10 @@ class RoundSummary(BaseModel):
     rouge_l: float | None = None
     perplexity: float | None = None
     zero_shot_accuracy: float | None = None
+    pool_uncertainty: float | None = None
+    kappa: float | None = None  # with the previous round's predictions on the stop set
+    forecast: dict | None = None  # the learning-curve forecast of the next batch (stop.forecast)
+    stop_reason: str | None = None
     seconds: float
 
 
@@ -110,6 +152,7 @@ def build_summary(ctx: CampaignContext) -> CampaignSummary:
         if ev is None:
             continue
         m = metrics.get(r["round"], {})
+        stop_res = next((s["result"] for s in steps if s["step"] == "stop"), None) or {}
         rows.append(
             RoundSummary(
                 round=r["round"],
@@ -120,6 +163,10 @@ def build_summary(ctx: CampaignContext) -> CampaignSummary:
                 rouge_l=m.get("rouge_l"),
                 perplexity=m.get("perplexity"),
                 zero_shot_accuracy=m.get("zero_shot.accuracy"),
+                pool_uncertainty=m.get("pool_uncertainty"),
+                kappa=stop_res.get("kappa"),
+                forecast=stop_res.get("forecast"),
+                stop_reason=stop_res.get("reason") if stop_res.get("stop") else None,
                 seconds=round(sum(s["seconds"] for s in steps), 2),
             )
         )

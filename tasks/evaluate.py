@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from alft.campaign import CampaignContext, campaign_data, open_store, rel, run_step
-from alft.rounds import eval_embeddings, prior_model, round_files, round_model
+from alft.rounds import eval_embeddings, pool_embeddings, prior_model, round_files, round_model, stop_set
 from tasks._common import say, step_task
 
 
@@ -52,6 +52,8 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
                 metrics["zero_shot.macro_f1"] = zm["macro_f1"]
                 result["zero_shot_accuracy"] = zm["accuracy"]
 
+        metrics.update(_stop_inputs(ctx, round_no))
+
         def commit(conn):
             store.add_metrics(conn, ctx.name, round_no, n_labels, metrics)
 
@@ -77,3 +79,34 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
             result["macro_f1"],
         )
     return result
+
+
+def _stop_inputs(ctx: CampaignContext, round_no: int) -> dict[str, float]:
+    """What the stop rules read beyond the metrics: the pool's uncertainty (a metric) and
+    the stop set's predictions (``stop_pred.npy``), computed only when a rule needs them."""
+    from alft.fsutil import atomic_save_npy
+    from strategies.stopping import pool_uncertainty
+
+    stop = ctx.config.stop
+    sample = stop.stabilizing is not None and stop.stabilizing.stop_set == "pool_sample"
+    if ctx.config.task != "classification" or not (stop.uncertainty or sample):
+        return {}
+    model = round_model(ctx, round_no)
+    pool = campaign_data(ctx.config).pool
+
+    def probs_of(pids: np.ndarray) -> np.ndarray:
+        emb = pool_embeddings(ctx)[pids] if model.kind == "head" else None
+        return model.predict_proba([pool.texts[int(i)] for i in pids], emb)
+
+    out: dict[str, float] = {}
+    if stop.uncertainty is not None:
+        selected = np.asarray(sorted(open_store(ctx.config).selected_pool_ids(ctx.name)), dtype=np.int64)
+        rest = np.setdiff1d(np.arange(len(pool), dtype=np.int64), selected)
+        if rest.size:  # an exhausted pool has no uncertainty left to measure; the pool rule stops it
+            out["pool_uncertainty"] = pool_uncertainty(
+                probs_of(rest), stop.uncertainty.measure, stop.uncertainty.reduce
+            )
+    if sample:
+        pred = probs_of(stop_set(ctx)).argmax(axis=1)  # [n_stop]
+        atomic_save_npy(round_files(ctx, round_no)["stop_pred"], pred.astype(np.int32))
+    return out

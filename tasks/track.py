@@ -42,6 +42,19 @@ def run_tags(ctx: CampaignContext) -> dict[str, str]:
     }
 
 
+def encoder_record(ctx: CampaignContext) -> dict:
+    """The campaign's encoder as a logged model records it (head models embed with it)."""
+    from alft.campaign import resolve_model
+    from alft.mlflow_model import encoder_config
+
+    m = ctx.config.model
+    return encoder_config(m.path, resolve_model(ctx.config), m.max_length, m.batch_size)
+
+
+def registered_name(ctx: CampaignContext) -> str:
+    return ctx.config.tracking.registered_model or f"alft-{ctx.name}"
+
+
 @task(name="track campaign", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def track_campaign(ctx: CampaignContext) -> str:
     """Get or create the campaign's MLflow parent run; log config, tags and dataset inputs."""
@@ -150,7 +163,11 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     if confusion:
         tracker.log_artifact(run_id, ctx.workdir / confusion)
     model_dir = steps["train"]["result"]["model_dir"]
-    tracker.log_artifacts(run_id, ctx.workdir / model_dir, "model")
+    if ctx.config.tracking.log_models:
+        # an MLflow model (pyfunc) holding the model folder; found again on a re-track
+        tracker.log_model(run_id, ctx.workdir / model_dir, encoder=encoder_record(ctx), step=n_labels)
+    else:
+        tracker.log_artifacts(run_id, ctx.workdir / model_dir, "model")
     tracker.set_tags(run_id, {"alft.n_labels": str(n_labels), "alft.strategy": rr["strategy"]})
 
     # learning curve of the campaign so far, on the parent run (overwritten each round)
@@ -168,6 +185,14 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     fig = learning_curve_figure({ctx.name: pts}, f"{ctx.name}: learning curve", names)
     tracker.log_figure(parent, fig, "learning_curve.png")
     stop = steps.get("stop", {}).get("result", {})
+    stop_metrics = {f"forecast.{k}": float(v) for k, v in (stop.get("forecast") or {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
+    if stop.get("kappa") is not None:
+        stop_metrics["stop.kappa"] = float(stop["kappa"])
+    if stop_metrics:
+        tracker.log_metrics(run_id, stop_metrics, n_labels, ts)
+    if stop.get("forecast"):
+        tracker.log_dict(run_id, stop["forecast"], "stop_forecast.json")
     if stop.get("stop"):
         tracker.set_tags(parent, {"alft.stop_rule": stop["rule"], "alft.stop_reason": stop["reason"]})
         tracker.finish(parent)
@@ -176,3 +201,37 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     store.mark_tracked(ctx.name, round_no)
     say("round %d · track: MLflow run %s", round_no, run_id)
     return run_id
+
+
+@task(
+    name="register model",
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    cache_policy=NO_CACHE,
+)
+def register_final_model(ctx: CampaignContext) -> str | None:
+    """Register the stopped campaign's last model in the MLflow model registry (once per run)."""
+    store = open_store(ctx.config)
+    camp = store.campaign(ctx.name)
+    if camp["stop_reason"] is None or camp["stopped_round"] is None:
+        return None  # still running (or waiting for labels): no final model yet
+    round_no = int(camp["stopped_round"])
+    rr = store.round_row(ctx.name, round_no)
+    if rr is None or rr["mlflow_run_id"] is None or rr["tracked_at"] is None:
+        say("campaign %s: round %d is not tracked yet; its model is registered once it is", ctx.name, round_no)
+        return None
+    tracker = tracker_for(ctx)
+    run_id = rr["mlflow_run_id"]
+    if not ctx.config.tracking.log_models:
+        # rounds logged only their folders; the final model still goes to the registry
+        model_dir = store.step_result(ctx.name, round_no, "train")["model_dir"]
+        n_labels = store.step_result(ctx.name, round_no, "evaluate")["n_labels"]
+        tracker.log_model(run_id, ctx.workdir / model_dir, encoder=encoder_record(ctx), step=int(n_labels))
+    name = registered_name(ctx)
+    version = tracker.register_model(
+        name, run_id, tags={"alft.campaign": ctx.name, "alft.round": str(round_no), "alft.stop_reason": camp["stop_reason"]}
+    )
+    uri = f"models:/{name}/{version}"
+    tracker.set_tags(camp["mlflow_run_id"], {"alft.registered_model": uri})
+    say("campaign %s: final model (round %d) registered as %s", ctx.name, round_no, uri)
+    return uri

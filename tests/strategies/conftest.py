@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from strategies import LinearHead, PastRound, QueryInputs
+from strategies.base import GenerationStats
 
 
 def make_inputs(
@@ -12,8 +13,8 @@ def make_inputs(
     """A pool with every input a strategy may need.
 
     Clustered L2-normalised embeddings, Dirichlet probabilities, MC samples scattered around
-    them, the candidates' embeddings as penultimate features with a random linear head, and
-    a three-round history.
+    them, the candidates' embeddings as penultimate features with a random linear head, a
+    three-round history, and a generative model's statistics (entropy, NLL, IFD).
     """
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(5, dim))
@@ -32,6 +33,13 @@ def make_inputs(
         PastRound(round=r, n_labels=10 * (r + 1), metrics={"accuracy": 0.5 + 0.1 * r}, strategy="random", agreement=0.5 + 0.1 * r)
         for r in range(3)
     )
+    # A stream of its own, so the arrays above stay what they were before generation existed.
+    gen_rng = np.random.default_rng([seed, 1])
+    generation = GenerationStats(
+        mean_entropy=gen_rng.gamma(2.0, 1.0, unlabeled.size),  # [m] nats
+        mean_nll=gen_rng.gamma(2.0, 0.5, unlabeled.size),  # [m] nats
+        ifd=gen_rng.uniform(0.2, 1.2, unlabeled.size),  # [m]
+    )
     return QueryInputs(
         unlabeled=unlabeled,
         labeled=labeled,
@@ -41,6 +49,7 @@ def make_inputs(
         features=emb[unlabeled].astype(np.float64),
         head=head,
         history=history,
+        generation=generation,
     )
 
 

@@ -190,3 +190,18 @@ def test_bandit_distribution_is_a_distribution_with_exploration_floor(deltas, ar
     p = st_["probabilities"]
     assert math.isclose(p.sum(), 1.0, rel_tol=1e-9)
     assert (p >= gamma / 3 - 1e-12).all()
+
+
+def test_schedule_mixes_a_generative_scorer_with_a_diversity_selector():
+    """The schedule's second stage must still see the generation statistics it was given."""
+    inputs = make_inputs()
+    strat = get_strategy("schedule", early="token_entropy", late="kcenter", early_share=0.5)
+    q = strat.select(strat.score(inputs), inputs, 6, np.random.default_rng(0))
+    assert len(set(q.pool_ids.tolist())) == 6 and set(q.pool_ids.tolist()) <= set(inputs.unlabeled.tolist())
+    assert q.info["phase"] == "early"
+    gate = get_strategy("token_entropy")
+    from strategies.gating import gate_near_duplicates
+
+    gated = gate_near_duplicates(gate, 0.999)
+    out = gated.select(gated.score(inputs), inputs, 4, np.random.default_rng(0))
+    assert len(out.pool_ids) == 4

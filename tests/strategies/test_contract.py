@@ -20,6 +20,7 @@ NAMES = [s.name for s in available()]
 
 def test_the_registry_has_the_foundation_catalogue():
     assert {"random", "least_confidence", "margin", "entropy", "kmeans"} <= set(NAMES)
+    assert {"token_entropy", "sequence_nll", "ifd"} <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -46,6 +47,7 @@ def test_pool_id_space_not_row_positions(name):
         features=base.features[:40],
         head=base.head,
         history=base.history,
+        generation=base.generation.take(np.arange(40)),
     )
     q = get_strategy(name).query(inputs, 10, np.random.default_rng(0))
     assert q.pool_ids.min() >= 100
@@ -127,6 +129,21 @@ def test_non_finite_model_inputs_are_refused_with_their_position(field, inputs):
     where = "pool id 7" if field == "embeddings" else ("row 7" if field == "features" else "")
     with pytest.raises(InvalidInputError, match=f"{field} hold.* NaN or inf.*{where}"):
         dataclasses.replace(inputs, **{field: arr})
+
+
+@pytest.mark.parametrize("part", ["mean_entropy", "mean_nll", "ifd"])
+def test_generation_statistics_are_checked_with_their_row(part, inputs):
+    import dataclasses
+
+    gen = inputs.generation
+    arr = getattr(gen, part).copy()
+    arr[4] = np.nan
+    with pytest.raises(InvalidInputError, match=f"generation.{part} holds NaN or inf.*row 4"):
+        dataclasses.replace(gen, **{part: arr})
+    with pytest.raises(InvalidInputError, match=f"generation.{part} has 49 rows|mean_entropy has 49"):
+        dataclasses.replace(gen, **{part: getattr(gen, part)[:49]})
+    with pytest.raises(InvalidInputError, match=r"generation statistics must be \[m=50\], got 10 rows"):
+        dataclasses.replace(inputs, generation=gen.take(np.arange(10)))
 
 
 def test_non_finite_check_reads_blocks_not_a_copy():

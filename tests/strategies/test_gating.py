@@ -140,6 +140,7 @@ def test_every_gated_strategy_returns_k_unique_pool_ids(name, k):
         features=base.features[:50],
         head=base.head,
         history=base.history,
+        generation=base.generation.take(np.arange(50)),
     )
     q = gate_near_duplicates(get_strategy(name), 0.95).query(inputs, k, np.random.default_rng(1))
     assert q.pool_ids.shape == (k,) and np.unique(q.pool_ids).size == k
