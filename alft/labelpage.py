@@ -293,7 +293,8 @@ class LabelPage:
             "text": self.texts[pool_id] if 0 <= pool_id < len(self.texts) else "",
             "round": b.round,
             "position": sel["position"],
-            "strategy": sel["strategy"],
+            # blind: a control-arm example shows the round's strategy (alft/control.py)
+            "strategy": next((s["strategy"] for s in b.items if s["strategy"] != "random-control"), sel["strategy"]),
             "suggestion": sugg[0][0] if sugg else None,
             "confidence": sugg[0][1] if sugg else None,
             "suggestions": [{"label": lab, "p": p} for lab, p in sugg],

@@ -182,7 +182,7 @@ def test_security_headers_and_a_nonce_for_the_only_script(camp, client):
 
 def test_a_foreign_host_header_is_refused(camp, client):
     r = client.get("/api/status", headers=auth(camp, Host="attacker.example:8765"))
-    assert r.status_code == 403 and "Host" in r.json()["error"]
+    assert r.status_code == 421 and "Host" in r.json()["error"]
     assert client.get("/api/status", headers=auth(camp, Host="localhost:8765")).status_code == 200
 
 
