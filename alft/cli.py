@@ -1,4 +1,4 @@
-"""The ``alft`` command line: run, strategies, status, export."""
+"""The ``alft`` command line: run, serve, strategies, status, label, export."""
 
 from __future__ import annotations
 
@@ -54,7 +54,10 @@ def _setup_logging(console, verbose: bool) -> None:
 
 
 def _fail(console, exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # the message quotes user data (file headers, labels, paths): never read it as markup or emoji
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True, emoji=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -230,13 +233,26 @@ def status(
     out = Console()
     metrics = st.metrics(name)
     table = Table(title=f"campaign {name}", title_justify="left")
-    for col in ("round", "strategy", "selected", "labels", "accuracy", "macro-F1", "seconds", "steps done", "MLflow"):
+    # the random control arm (strategy.control_share): the previous round's model on the pool
+    control = any("control.accuracy" in m for m in metrics.values())
+    cols = ["round", "strategy", "selected", "labels", "accuracy", "macro-F1"]
+    cols += ["control n", "prev. model acc (control)", "error strategy / control"] if control else []
+    for col in (*cols, "seconds", "steps done", "MLflow"):
         table.add_column(col)
     for r in st.rounds(name):
         steps = {s["step"]: s for s in st.steps(name, r["round"])}
         m = metrics.get(r["round"], {})
         ev = steps.get("evaluate")
         done = [s for s in STEP_ORDER if s in steps]
+        ctl = []
+        if control:
+            ctl = [
+                f"{m['control.n']:.0f}" if "control.n" in m else "-",
+                f"{m['control.accuracy']:.4f}" + (f" ± {m['control.accuracy_se']:.4f}" if "control.accuracy_se" in m else "")
+                if "control.accuracy" in m else "-",
+                f"{m['control.strategy_error']:.3f} / {m['control.random_error']:.3f}"
+                if "control.strategy_error" in m else "-",
+            ]
         table.add_row(
             str(r["round"]),
             r["strategy"],
@@ -244,14 +260,96 @@ def status(
             str(ev["result"]["n_labels"]) if ev else "-",
             f"{m['accuracy']:.4f}" if "accuracy" in m else "-",
             f"{m['macro_f1']:.4f}" if "macro_f1" in m else "-",
+            *ctl,
             f"{sum(s['seconds'] for s in steps.values()):.1f}",
             "all" if len(done) == len(STEP_ORDER) else (", ".join(done) or "none"),
             "logged" if r["tracked_at"] else "-",
         )
     out.print(table)
+    if control:
+        out.print(
+            f"control arm: {cfg.strategy.control_share:g} of each batch after round 0 drawn at random "
+            "(random-control); its labels measure the previous round's model on the unlabeled pool",
+            highlight=False,
+        )
     labels = st.current_labels(name, overlap=cfg.oracle.policy())
     out.print(f"labels: {len(labels)} of budget {cfg.budget}; pool {row['pool_size']}", highlight=False)
     out.print(f"stop: {row['stop_reason'] or 'not stopped'}", highlight=False)
+
+
+def _campaign_folder(st, cfg) -> Path:
+    """Where a campaign's default files live: its sqlite store's folder, else its workdir."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(st.url)
+    if cfg.store.url is None and url.get_backend_name() == "sqlite" and url.database:
+        return Path(url.database).resolve().parent
+    return cfg.workdir_path().resolve()
+
+
+@app.command()
+def compare(
+    campaigns: Annotated[
+        list[str], typer.Argument(help="two or more: config files, campaign folders, or names with --store")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="figure (.png); the table goes next to it (.json, .md)")],
+    baseline: Annotated[
+        Optional[str], typer.Option(help="baseline campaign (default: the one whose strategy is random)")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="accuracy, macro_f1, rouge_l, or any stored metric")] = "accuracy",
+    store: Annotated[Optional[str], typer.Option(help="store URL (SQLAlchemy) when CAMPAIGNS are names")] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option(help="MLflow tracking URI (default: the first campaign's)")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the comparison run")] = "alft/compare",
+    no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="write the files only")] = False,
+) -> None:
+    """Compare campaigns: learning curves on one plot, AUC, final metric, labels saved versus a baseline."""
+    _env_defaults(False)
+    console = _console()
+    from alft import compare as cmp
+
+    try:
+        curves, folders, cfgs = [], [], []
+        for ref in campaigns:
+            st, name, cfg, _row = _open_campaign_ref(ref, store)
+            taken = {c.name for c in curves}
+            display = name if name not in taken else f"{name}#{len(curves) + 1}"
+            curves.append(cmp.read_curve(st, name, metric, display))
+            folders.append(_campaign_folder(st, cfg))
+            cfgs.append(cfg)
+        result = cmp.compare_curves(curves, metric, baseline)
+        paths = cmp.write_outputs(curves, result, out)
+    except _user_errors() as exc:
+        _fail(console, exc)
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    head, cells = cmp.table_rows(result)
+    table = Table(title=f"{metric}: {len(curves)} campaigns", title_justify="left")
+    for h in head:
+        table.add_column(h)
+    for row in cells:
+        table.add_row(*row)
+    con.print(table)
+    for note in result["notes"]:
+        con.print(f"- {note}", highlight=False, soft_wrap=True)
+    con.print(f"figure: {paths['figure']}; table: {paths['json']}, {paths['markdown']}", highlight=False, soft_wrap=True)
+    if no_mlflow:
+        return
+    from alft.tracking import default_artifact_location
+
+    uri = tracking_uri or cfgs[0].tracking.uri or f"sqlite:///{folders[0] / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        art = default_artifact_location(uri, Path(uri.removeprefix("sqlite:///")).resolve().parent)
+    else:
+        art = default_artifact_location(uri, folders[0])
+    try:
+        run_id = cmp.log_comparison(uri, experiment, art, result, paths)
+    except Exception as exc:  # MLflow down: the files are written; say so and fail
+        _fail(console, RuntimeError(f"the files are written, but logging to MLflow at {uri} failed: {exc}"))
+    con.print(f"MLflow: run {run_id} in experiment {experiment} at {uri}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -319,6 +417,76 @@ def label(
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
         pass
     console.print("labeling page stopped; every submitted label is in the store")
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Optional[Path],
+        typer.Argument(help="campaign config the scheduled round and re-embed use unless a run names another"),
+    ] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="override a key of CONFIG: --set budget=500")
+    ] = None,
+    cron: Annotated[
+        Optional[str],
+        typer.Option(help='schedule of the scheduled round, cron syntax ("0 3 * * *": 03:00 every night); needs CONFIG'),
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="time zone of --cron (IANA name, e.g. Europe/Berlin)")] = "UTC",
+    limit: Annotated[
+        Optional[int], typer.Option(min=1, help="most flow runs at once (default: no limit)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's own log lines")] = False,
+) -> None:
+    """Serve the campaign, scheduled-round and re-embed deployments from this process until Ctrl-C.
+
+    No work pool needed: this process picks up their runs (from the UI, `prefect deployment
+    run`, the API, or the --cron schedule) and runs each in a subprocess.
+    """
+    _env_defaults(verbose)
+    console = _console()
+    _setup_logging(console, verbose)
+    try:
+        from alft.config import load_config
+        from alft.errors import ConfigError
+        from alft.params import CampaignRef
+
+        ref = None
+        if config is not None:
+            cfg = load_config(config, set_ or [])
+            ref = CampaignRef(config_file=str(config.resolve()), overrides=set_ or [])
+        elif set_:
+            raise ConfigError("--set overrides a CONFIG: name the config file too")
+        if cron and ref is None:
+            raise ConfigError("--cron needs CONFIG: the scheduled round checks one campaign")
+        from flows.deployments import build_deployments, deployment_names
+
+        try:
+            deployments = build_deployments(ref=ref, cron=cron, timezone=timezone)
+        except ValueError as exc:
+            raise ConfigError(f"--cron {cron!r} --timezone {timezone!r}: {exc}") from None
+    except _user_errors() as exc:
+        _fail(console, exc)
+    when = f"cron {cron} ({timezone})" if cron else "no schedule (add one with --cron)"
+    for name in deployment_names():
+        extra = f"  [{when}]" if name.endswith("/scheduled-round") else ""
+        typer.echo(f"serving {name}{extra}")
+    if ref is not None:
+        console.print(f"  default campaign: {cfg.name} ({ref.config_file})", highlight=False, style="dim")
+    if os.environ.get("PREFECT_API_URL"):
+        console.print(f"  Prefect API {os.environ['PREFECT_API_URL']}; Ctrl-C stops serving", highlight=False, style="dim")
+    else:
+        console.print(
+            "[yellow]warning:[/] PREFECT_API_URL is not set: the deployments live on a temporary local server "
+            "no other process can reach; start `prefect server start` and set PREFECT_API_URL to trigger them "
+            "from the UI or another shell",
+            highlight=False,
+            soft_wrap=True,
+        )
+    import prefect
+
+    prefect.serve(*deployments, limit=limit, print_starting_message=False)
+    console.print("stopped serving (the schedule is paused until `alft serve` runs again)")
 
 
 # --------------------------------------------------------------------------- alft labels

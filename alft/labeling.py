@@ -132,6 +132,48 @@ def resolve(events: Iterable[Mapping[str, Any]], overlap: int | ResolvePolicy = 
     return out
 
 
+@dataclass
+class AgreementCounts:
+    """Sums behind ``agreement``; counts of disjoint sets of examples add up."""
+
+    n_items: int = 0
+    pairs: int = 0
+    same: int = 0
+    marginals: Counter = field(default_factory=Counter)  # label -> votes in pairs
+
+    def __add__(self, other: AgreementCounts) -> AgreementCounts:
+        return AgreementCounts(
+            self.n_items + other.n_items, self.pairs + other.pairs, self.same + other.same,
+            self.marginals + other.marginals,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        if not self.pairs:
+            return {"n_items": 0, "pairs": 0, "percent": None, "kappa": None}
+        po = self.same / self.pairs
+        total = sum(self.marginals.values())
+        pe = sum((c / total) ** 2 for c in self.marginals.values())
+        kappa = None if pe >= 1.0 else (po - pe) / (1.0 - pe)
+        return {"n_items": self.n_items, "pairs": self.pairs, "percent": po, "kappa": kappa}
+
+
+def agreement_counts(events: Iterable[Mapping[str, Any]]) -> AgreementCounts:
+    """Pairwise agreement sums over the examples two or more annotators labeled."""
+    out = AgreementCounts()
+    for st in resolve(events, overlap=2).values():
+        labs = list(st.votes.values())
+        if len(labs) < 2:
+            continue
+        out.n_items += 1
+        for i in range(len(labs)):
+            for j in range(i + 1, len(labs)):
+                out.pairs += 1
+                out.same += labs[i] == labs[j]
+                out.marginals[labs[i]] += 1
+                out.marginals[labs[j]] += 1
+    return out
+
+
 def agreement(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Agreement between annotators on examples two or more of them labeled.
 
@@ -139,28 +181,7 @@ def agreement(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     label; ``kappa``: Cohen's kappa pooled over those pairs (None when undefined);
     ``n_items``: examples with two or more votes.
     """
-    state = resolve(events, overlap=2)
-    same = pairs = 0
-    marg: Counter[str] = Counter()
-    n_items = 0
-    for st in state.values():
-        labs = list(st.votes.values())
-        if len(labs) < 2:
-            continue
-        n_items += 1
-        for i in range(len(labs)):
-            for j in range(i + 1, len(labs)):
-                pairs += 1
-                same += labs[i] == labs[j]
-                marg[labs[i]] += 1
-                marg[labs[j]] += 1
-    if not pairs:
-        return {"n_items": 0, "pairs": 0, "percent": None, "kappa": None}
-    po = same / pairs
-    total = sum(marg.values())
-    pe = sum((c / total) ** 2 for c in marg.values())
-    kappa = None if pe >= 1.0 else (po - pe) / (1.0 - pe)
-    return {"n_items": n_items, "pairs": pairs, "percent": po, "kappa": kappa}
+    return agreement_counts(events).summary()
 
 
 # --------------------------------------------------------------------------- batches
@@ -287,7 +308,7 @@ def submit(
                 [("-", f"stale submission: it is for round {round_}, the pending batch is round {r}")],
                 len(items),
             )
-        batch = {s["example_id"] for s in store.selections(name, r, conn=conn)}
+        batch = store.batch_example_ids(name, r, conn=conn)
         events = store.batch_label_events(name, r, conn=conn)
         mine = {}  # example -> this annotator's latest event
         for e in events:
@@ -480,16 +501,24 @@ def resume_if_complete(store, name: str, result: SubmitResult, patience_s: float
     """
     import time
 
+    # the cheap check first: most submissions find nobody to resume (poll mode, or no run yet)
+    wait = store.wait_row(name, result.round)
+    if wait is None or wait["flow_run_id"] is None or wait["mode"] == "poll":
+        return None
     camp = store.campaign(name) or {}
     oracle = (camp.get("config") or {}).get("oracle") or {}
-    overlap = int(oracle.get("overlap", 1))
-    batch = pending_batch(store, name, overlap)
-    if batch is None or batch.round != result.round:
-        return None
-    wait = store.wait_row(name, result.round)
-    ready, _ = readiness(batch, wait, oracle)
-    if not ready or wait is None or wait["flow_run_id"] is None or wait["mode"] == "poll":
-        return None
+    if not result.complete:  # a deadline may still let an incomplete batch go on
+        policy = ResolvePolicy(
+            overlap=int(oracle.get("overlap", 1)),
+            rule=str(oracle.get("resolve", "majority")),
+            adjudicator=oracle.get("adjudicator"),
+        )
+        batch = pending_batch(store, name, policy)
+        if batch is None or batch.round != result.round:
+            return None
+        ready, _ = readiness(batch, wait, oracle)
+        if not ready:
+            return None
     with store.transaction() as conn:
         if not store.mark_resumed(conn, name, result.round):
             return None

@@ -44,11 +44,12 @@ from starlette.routing import Route
 from alft.config import CampaignConfig
 from alft.errors import AlftError
 from alft.labeling import (
+    AgreementCounts,
     LabelItem,
     LabelRejected,
     NoPendingBatch,
     PendingBatch,
-    agreement,
+    agreement_counts,
     check_token,
     pending_round,
     resolve,
@@ -69,12 +70,19 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 # --------------------------------------------------------------------------- state
 @dataclass
 class Snapshot:
-    """One consistent read of the store: the pending batch and every label event."""
+    """One consistent read of the store: the pending batch and its label events.
+
+    Earlier rounds' labels cannot change while a round waits (every route writes to the
+    pending batch only), so what the page shows about them is computed once per round:
+    ``labeled_before`` and ``agreement_before``.
+    """
 
     round: int | None
     batch: PendingBatch | None
-    events: list[dict[str, Any]]
-    states: dict[str, Any]  # example id -> LabelState, over the whole campaign
+    events: list[dict[str, Any]]  # the pending batch's events (any round), oldest first
+    states: dict[str, Any]  # example id -> LabelState, the pending batch only
+    labeled_before: int = 0  # resolved labels outside the pending batch
+    agreement_before: Any = None  # AgreementCounts outside the pending batch
 
 
 class LabelPage:
@@ -126,6 +134,7 @@ class LabelPage:
         # their transactions side by side.
         self.db_lock: Any = threading.Lock() if store.engine.dialect.name == "sqlite" else nullcontext()
         self._probs: dict[int, tuple[int, dict[int, int], np.ndarray] | None] = {}
+        self._round_cache: dict[int | None, tuple] = {}
         self._claims: dict[str, tuple[str, float]] = {}  # annotator -> (example id, when)
 
     # ------------------------------------------------------------------ reads
@@ -134,16 +143,22 @@ class LabelPage:
         st = self.store
         with self.db_lock, st.engine.connect() as conn:
             r = pending_round(st, self.name, conn)
-            items = st.selections(self.name, r, conn=conn) if r is not None else []
-            events = st.label_events(self.name, conn=conn)
+            fixed = self._round_cache.get(r)
+            if fixed is None:
+                # once per pending round: its batch and what lies outside it
+                items = st.selections(self.name, r, conn=conn) if r is not None else []
+                ids = {s["example_id"] for s in items}
+                outside = [e for e in st.label_events(self.name, conn=conn) if e["example_id"] not in ids]
+                before = sum(1 for v in resolve(outside, self.policy).values() if v.label is not None)
+                fixed = (items, before, agreement_counts(outside))
+                self._round_cache = {r: fixed}
+            items, before, agree_before = fixed
+            events = st.batch_label_events(self.name, r, conn=conn) if r is not None else []
         states = resolve(events, self.policy)
         batch = None
         if r is not None:
-            ids = {s["example_id"] for s in items}
-            batch = PendingBatch(
-                round=r, items=items, states={k: v for k, v in states.items() if k in ids}, policy=self.policy
-            )
-        return Snapshot(r, batch, events, states)
+            batch = PendingBatch(round=r, items=items, states=states, policy=self.policy)
+        return Snapshot(r, batch, events, states, before, agree_before)
 
     def suggestion(self, round_: int, pool_id: int) -> list[tuple[str, float]]:
         """The model's top labels for a candidate of ``round_`` (best first); [] without probs."""
@@ -199,14 +214,14 @@ class LabelPage:
 
     # ------------------------------------------------------------------ views
     def progress(self, snap: Snapshot, annotator: str | None = None) -> dict[str, Any]:
-        labeled = sum(1 for s in snap.states.values() if s.label is not None)
+        labeled = snap.labeled_before + sum(1 for s in snap.states.values() if s.label is not None)
         out: dict[str, Any] = {
             "campaign": self.name,
             "round": snap.round,
             "labeled": labeled,
             "budget": self.budget,
             "overlap": self.overlap,
-            "agreement": agreement(snap.events),
+            "agreement": (agreement_counts(snap.events) + (snap.agreement_before or AgreementCounts())).summary(),
         }
         if snap.batch is not None:
             b = snap.batch

@@ -136,7 +136,9 @@ label_events = Table(
     Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
     Column("example_id", String(512), nullable=False),
     Column("round", Integer, nullable=False),
-    Column("label", String(256), nullable=False),
+    # Text: a generation campaign's label is a written response (up to 100k characters);
+    # PostgreSQL enforces VARCHAR lengths, SQLite never did.
+    Column("label", Text, nullable=False),
     Column("annotator", String(128), nullable=False),
     Column("source", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -225,6 +227,20 @@ def _sqlite_pragmas(engine: Engine, immediate: bool = True) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: Key of the PostgreSQL advisory lock that serialises schema creation and migration.
+_SCHEMA_LOCK = 0x616C6674  # "alft"
+
+
+def _postgres_session(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - driver callback
+        # Timestamps come back in UTC whatever the server's TimeZone (they are written in UTC).
+        cur = dbapi_conn.cursor()
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.close()
+        dbapi_conn.commit()
+
+
 def _migrate_1_to_2(conn: Connection) -> None:
     """v2 adds ``label_events.kind``; the new tables come from ``create_all``."""
     conn.exec_driver_sql(
@@ -233,6 +249,12 @@ def _migrate_1_to_2(conn: Connection) -> None:
     conn.execute(
         alft_meta.update().where(alft_meta.c.key == "schema_version").values(value="2")
     )
+
+
+def _dicts(result) -> list[dict[str, Any]]:
+    """Rows as dicts; zipping the keys once is ~4x faster than ``.mappings()`` per row."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 class CampaignStore:
@@ -255,8 +277,14 @@ class CampaignStore:
                 _sqlite_pragmas(self.engine)
                 self.reader = create_engine(url, future=True, pool_pre_ping=True)
                 _sqlite_pragmas(self.reader, immediate=False)
-            metadata.create_all(self.engine)
+            elif self.engine.dialect.name == "postgresql":
+                _postgres_session(self.engine)
             with self.transaction() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    # Processes opening a new database at once would race in CREATE TABLE
+                    # (SQLite's BEGIN IMMEDIATE already serialises them): one at a time.
+                    conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                metadata.create_all(conn)
                 row = conn.execute(
                     select(alft_meta.c.value).where(alft_meta.c.key == "schema_version")
                 ).scalar()
@@ -370,9 +398,9 @@ class CampaignStore:
         # Inside a write transaction, reads must use its connection: a second SQLite
         # connection would wait for the write lock this one holds.
         if conn is not None:
-            return [dict(r) for r in conn.execute(q).mappings()]
+            return _dicts(conn.execute(q))
         with self.reader.connect() as c:
-            return [dict(r) for r in c.execute(q).mappings()]
+            return _dicts(c.execute(q))
 
     def steps(self, name: str, round_: int | None = None, conn: Connection | None = None) -> list[dict[str, Any]]:
         q = select(steps).where(steps.c.campaign == name)
@@ -397,9 +425,18 @@ class CampaignStore:
         round_: int,
         rows: Sequence[tuple[str, int, float | None]],
         strategy: str,
+        positions: Sequence[int] | None = None,
     ) -> None:
-        """``rows`` = (example id, pool id, score or None) in selection order."""
+        """``rows`` = (example id, pool id, score or None) in selection order.
+
+        ``positions``: the rows' places in the batch (default 0, 1, ...); a batch written by
+        several calls (the strategy's picks and the random control arm) gives them explicitly.
+        """
         now = utcnow()
+        if positions is None:
+            positions = range(len(rows))
+        if len(positions) != len(rows):
+            raise StoreError(f"{len(rows)} selections with {len(positions)} positions")
         conn.execute(
             selections.insert(),
             [
@@ -408,14 +445,20 @@ class CampaignStore:
                     "example_id": ex,
                     "pool_id": int(pid),
                     "round": round_,
-                    "position": i,
+                    "position": int(i),
                     "score": score,
                     "strategy": strategy,
                     "selected_at": now,
                 }
-                for i, (ex, pid, score) in enumerate(rows)
+                for i, (ex, pid, score) in zip(positions, rows, strict=True)
             ],
         )
+        if self.engine.dialect.name == "postgresql":
+            # A batch is a bulk load: refresh the planner's statistics now (autovacuum takes up
+            # to a minute), or the batch's label-event join (``batch_label_events``) is planned
+            # for an empty table and turns quadratic: 38 ms instead of 2 ms per submission at a
+            # 1,000-example batch, measured.
+            conn.exec_driver_sql("ANALYZE selections")
 
     def selections(
         self, name: str, round_: int | None = None, conn: Connection | None = None
@@ -443,6 +486,8 @@ class CampaignStore:
         """Append one event per (example id, label); ``kind`` label, retract or unsure."""
         if kind not in ("label", "retract", "unsure"):
             raise StoreError(f"unknown label event kind {kind!r}")
+        # every label write holds the campaign lock: event ids grow in commit order
+        self.lock_campaign(conn, name)
         now = utcnow()
         conn.execute(
             label_events.insert(),
@@ -479,10 +524,15 @@ class CampaignStore:
     def label_events(self, name: str, conn: Connection | None = None) -> list[dict[str, Any]]:
         """Every label event of the campaign, oldest first."""
         q = select(label_events).where(label_events.c.campaign == name).order_by(label_events.c.event_id)
+        return self._rows(q, conn)
+
+    def batch_example_ids(self, name: str, round_: int, conn: Connection | None = None) -> set[str]:
+        """Example ids selected in ``round_`` (one column: cheaper than ``selections``)."""
+        q = select(selections.c.example_id).where((selections.c.campaign == name) & (selections.c.round == round_))
         if conn is not None:
-            return [dict(r) for r in conn.execute(q).mappings()]
+            return set(conn.execute(q).scalars().all())
         with self.reader.connect() as c:
-            return [dict(r) for r in c.execute(q).mappings()]
+            return set(c.execute(q).scalars().all())
 
     def batch_label_events(self, name: str, round_: int, conn: Connection | None = None) -> list[dict[str, Any]]:
         """The label events of the examples selected in ``round_`` (any round's events), oldest first.
@@ -498,10 +548,7 @@ class CampaignStore:
             .where((label_events.c.campaign == name) & label_events.c.example_id.in_(sel.scalar_subquery()))
             .order_by(label_events.c.event_id)
         )
-        if conn is not None:
-            return [dict(r) for r in conn.execute(q).mappings()]
-        with self.reader.connect() as c:
-            return [dict(r) for r in c.execute(q).mappings()]
+        return self._rows(q, conn)
 
     # ------------------------------------------------------------ waiting for labels
     def set_wait(self, conn: Connection, name: str, round_: int, mode: str, flow_run_id: str | None) -> None:
@@ -540,6 +587,7 @@ class CampaignStore:
 
     def consume_input(self, conn: Connection, name: str, key: str, round_: int) -> bool:
         """Record run input ``key`` as used; False if it was used before (skip it)."""
+        self.lock_campaign(conn, name)  # check-then-insert: one caller at a time
         seen = conn.execute(
             select(consumed_inputs.c.key).where((consumed_inputs.c.campaign == name) & (consumed_inputs.c.key == key))
         ).first()
@@ -576,6 +624,7 @@ class CampaignStore:
 
     # ------------------------------------------------------------ access tokens
     def set_token_hash(self, conn: Connection, name: str, digest: str) -> None:
+        self.lock_campaign(conn, name)  # delete-then-insert: one caller at a time
         conn.execute(access_tokens.delete().where(access_tokens.c.campaign == name))
         conn.execute(access_tokens.insert().values(campaign=name, token_sha256=digest, created_at=utcnow()))
 
@@ -589,10 +638,18 @@ class CampaignStore:
         """Serialise writers of one campaign inside ``conn``'s transaction.
 
         SQLite already serialises every writer (BEGIN IMMEDIATE); elsewhere a row lock on
-        the campaign makes concurrent label submissions queue instead of interleaving.
+        the campaign makes concurrent label submissions queue instead of interleaving. The
+        lock is held to commit; under READ COMMITTED every later statement of the
+        transaction sees what the previous holder committed. ``FOR NO KEY UPDATE``: it
+        conflicts with itself and with updates of the campaign row, but not with the key-share
+        locks that inserts into the campaign's other tables take through their foreign keys
+        (so those never wait for it, and a transaction that inserted first cannot deadlock
+        on taking it).
         """
         if self.engine.dialect.name != "sqlite":
-            conn.execute(select(campaigns.c.name).where(campaigns.c.name == name).with_for_update())
+            conn.execute(
+                select(campaigns.c.name).where(campaigns.c.name == name).with_for_update(key_share=True)
+            )
 
     # ------------------------------------------------------------ metrics and history
     def add_metrics(

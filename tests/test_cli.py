@@ -83,6 +83,10 @@ CASES = {
         lambda f, t: (_write_pool(f, t, lambda rows: rows[1].update(label="not_an_intent")), {}),
         r"1 rows have labels not in the label set \(8 labels\): 'not_an_intent'",
     ),
+    "a label that looks like markup": (
+        lambda f, t: (_write_pool(f, t, lambda rows: rows[1].update(label="[/x] root:x:0")), {}),
+        r"labels not in the label set \(8 labels\): '\[/x\] root:x:0'",
+    ),
     "budget smaller than a batch": (
         lambda f, t: (f, {"budget": 10}),
         r"budget \(10\) is smaller than one batch \(initial_size=20\)",

@@ -424,6 +424,24 @@ def test_overlap_two_annotators_and_agreement(tmp_path, bank_pool):
     assert built.store.current_labels(built.name, overlap=2)[b[1]] == L[2]
 
 
+def test_the_campaign_counters_equal_a_full_recount(tmp_path, bank_pool):
+    """The page counts the pending batch live and earlier rounds once per round; both
+    together must equal resolving every event of the campaign."""
+    from alft.labelpage import LabelPage
+    from alft.labeling import LabelItem, agreement, resolve
+
+    built = build_campaign(tmp_path, bank_pool, [10, 11, 12, 13], overlap=2)
+    b, L = built.batch, built.labels
+    page = LabelPage(built.cfg, built.store, built.name)
+    for ann, labs in (("alice", [0, 1, 2, 3]), ("bob", [0, 2, 2, 4]), ("carol", [0, 1, 5, 6])):
+        page.submit(ann, 1, [LabelItem(ex, L[i]) for ex, i in zip(b, labs, strict=True)])
+        got = page.progress(page.snapshot())
+        events = built.store.label_events(built.name)
+        full = resolve(events, built.cfg.oracle.policy())
+        assert got["labeled"] == sum(1 for v in full.values() if v.label is not None)
+        assert got["agreement"] == agreement(events)
+
+
 # --------------------------------------------------------------------------- concurrency
 @pytest.mark.slow  # ~85 s on 2 cores: each submit() reads the 1,000-row batch and every event
 def test_twenty_clients_submit_a_thousand_labels_nothing_lost_or_doubled(tmp_path, bank_pool):
