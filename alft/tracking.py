@@ -118,6 +118,11 @@ class Tracker:
         )
         return run.info.run_id
 
+    def comparison_run(self, name: str, tags: Mapping[str, str]) -> str:
+        """A new top-level run comparing campaigns (``alft compare``); one per invocation."""
+        run = self.client.create_run(self.experiment_id(), run_name=name, tags={"alft.kind": "comparison", **tags})
+        return run.info.run_id
+
     def log_params_once(self, run_id: str, params: Mapping[str, str]) -> None:
         """Log params the run does not have yet; a changed value is kept as a tag instead."""
         from mlflow.entities import Param, RunTag
@@ -185,6 +190,101 @@ class Tracker:
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
         self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    # ------------------------------------------------------------------ models
+    def logged_model(self, run_id: str, name: str = "model"):
+        """The MLflow logged model ``name`` of the run (a ``LoggedModel``), or None."""
+        exp = self.client.get_run(run_id).info.experiment_id
+        found = self.client.search_logged_models(
+            [exp], filter_string=f"name = '{name}' AND source_run_id = '{run_id}'", max_results=10
+        )
+        if not found:
+            return None
+        from mlflow.entities import LoggedModelStatus
+
+        ready = [m for m in found if m.status == LoggedModelStatus.READY]
+        return (ready or list(found))[0]
+
+    def log_model(
+        self,
+        run_id: str,
+        model_dir: Path,
+        *,
+        name: str = "model",
+        encoder: Mapping[str, Any] | None = None,
+        step: int = 0,
+    ) -> str:
+        """Log the alft model folder ``model_dir`` as the run's MLflow pyfunc model ``name``.
+
+        Returns the logged model's id (``models:/<id>``; ``runs:/<run_id>/<name>`` also loads
+        it). Idempotent: a READY model of that name on the run is kept as it is; one left
+        PENDING by a crash mid-upload gets its artifacts written again (same paths) and is
+        finalized. ``encoder``: ``alft.mlflow_model.encoder_config(...)``, needed by head models.
+        """
+        import os
+        import tempfile
+
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        from alft import mlflow_model
+
+        model = self.logged_model(run_id, name)
+        if model is not None and model.status == LoggedModelStatus.READY:
+            return model.model_id
+        if model is None:
+            exp = self.client.get_run(run_id).info.experiment_id
+            model = self.client.create_logged_model(exp, name=name, source_run_id=run_id)
+        # MLflow draws a tqdm bar per artifact copy; alft reports progress itself
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        with tempfile.TemporaryDirectory(prefix="alft-mlflow-model-") as tmp:
+            local = Path(tmp) / name
+            # the ids in MLmodel let MLflow tie a loaded model back to its run and logged model
+            stamp = Model(
+                artifact_path=model.artifact_location,
+                model_uuid=model.model_id,
+                run_id=run_id,
+                model_id=model.model_id,
+            )
+            meta = mlflow_model.save(local, Path(model_dir), encoder=dict(encoder) if encoder else None, mlflow_model=stamp)
+            self.client.log_model_artifacts(model.model_id, str(local))
+        self.client.set_logged_model_tags(model.model_id, {"alft.kind": meta["kind"], "alft.lora": str(bool(meta.get("lora")))})
+        outputs = self.client.get_run(run_id).outputs
+        if model.model_id not in {o.model_id for o in (outputs.model_outputs if outputs else [])}:
+            self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step)])
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.set_tags(run_id, {"alft.model_id": model.model_id})
+        return model.model_id
+
+    def register_model(self, registered_name: str, run_id: str, name: str = "model", tags: Mapping[str, str] | None = None) -> str:
+        """Register the run's logged model ``name`` under ``registered_name``; returns the version.
+
+        Idempotent: when a version of ``registered_name`` already comes from this run's
+        model, that version is returned and none is added.
+        """
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.exceptions import MlflowException
+
+        from alft.errors import ModelError
+
+        model = self.logged_model(run_id, name)
+        if model is None or model.status != LoggedModelStatus.READY:
+            raise ModelError(f"MLflow run {run_id} has no logged model '{name}' to register as '{registered_name}'")
+        # The artifact location, not models:/<id>: MLflow 3.17's SQL registry resolves a
+        # models:/ source with a client on the process-global tracking URI, not this one.
+        source = model.artifact_location
+        try:
+            self.client.create_registered_model(registered_name, tags=dict(tags or {}))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        for mv in self.client.search_model_versions(f"name = '{registered_name}' AND run_id = '{run_id}'"):
+            if mv.source == source or getattr(mv, "model_id", None) == model.model_id:
+                return str(mv.version)
+        mv = self.client.create_model_version(
+            registered_name, source=source, run_id=run_id, model_id=model.model_id, tags=dict(tags or {})
+        )
+        return str(mv.version)
 
     def finish(self, run_id: str) -> None:
         self.client.set_terminated(run_id, "FINISHED")

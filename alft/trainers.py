@@ -2,11 +2,15 @@
 
 ``head``        multinomial logistic regression on the frozen encoder's embeddings
                 (seconds per round; the campaign's embeddings are its features).
-``transformer`` full fine-tuning of ``AutoModelForSequenceClassification`` with the HF
-                ``Trainer`` on CPU, starting from the campaign's model each round.
+``transformer`` fine-tuning of any ``AutoModelForSequenceClassification`` checkpoint
+                (encoder, or decoder with a ``score`` head) with the HF ``Trainer`` on CPU:
+                every weight, or LoRA adapters (peft) plus the head; from the campaign's
+                model each round, or continuing the previous round's.
 
 A trained model is saved as a folder holding ``alft_model.json`` (kind, label set) plus the
-kind's own files (``head.npz``, or a ``save_pretrained`` folder). No pickle anywhere.
+kind's own files (``head.npz``; a ``save_pretrained`` folder ``hf/``; or, for LoRA, the
+adapters and tokenizer in ``adapter/`` with the base model's path in the metadata).
+No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -15,14 +19,21 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from alft.config import HeadTrainerConfig, TransformerTrainerConfig
+from alft.config import HeadTrainerConfig, LoraConfig, TransformerTrainerConfig
 from alft.errors import ModelError, TrainerError
 
+if TYPE_CHECKING:
+    from alft.generative import GenerativeModel
+
 META = "alft_model.json"
+
+#: MC-dropout rate on the classifier's input for models without dropout layers of their own
+#: (the rate BERT-style heads use: ``classifier_dropout`` / ``hidden_dropout_prob`` = 0.1).
+MC_FEATURE_DROPOUT = 0.1
 
 
 @dataclass
@@ -195,17 +206,46 @@ class HeadTrainer:
 
 
 # --------------------------------------------------------------------------- transformer
+def _is_peft(model) -> bool:
+    """A peft-wrapped model (checked by attribute, so peft is not imported for plain models)."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def _pad_token_id(model) -> int | None:
+    """The pad id the model itself pools with (decoder classifiers score the last non-pad token)."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "pad_token_id", None)
+
+
 class TransformerModel:
-    """A fine-tuned sequence classifier; predicts in length-sorted batches under inference_mode."""
+    """A fine-tuned sequence classifier; predicts in length-sorted batches under inference_mode.
+
+    ``model`` is a transformers ``*ForSequenceClassification`` or a peft ``PeftModel`` around
+    one (LoRA); ``base_model`` is the checkpoint a LoRA model's adapters apply to.
+    """
 
     kind = "transformer"
 
-    def __init__(self, labels: list[str], model, tokenizer, max_length: int, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        labels: list[str],
+        model,
+        tokenizer,
+        max_length: int,
+        batch_size: int = 64,
+        base_model: str | None = None,
+    ) -> None:
         self.labels = labels
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
+        self.base_model = base_model
+
+    @property
+    def lora(self) -> bool:
+        return _is_peft(self.model)
 
     def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
         return self._passes(texts, features=False, samples=0, rng=None).probs
@@ -223,18 +263,27 @@ class TransformerModel:
         return self._passes(texts, features=features, samples=samples, rng=rng)
 
     def _output_layer(self):
-        """The final ``Linear`` producing the logits (``classifier`` or ``score``)."""
+        """The final ``Linear`` producing the logits (``classifier`` or ``score``).
+
+        peft keeps the trained copy of a LoRA model's head in a ``ModulesToSaveWrapper``
+        (``modules_to_save[adapter]``) next to the untouched original; the active copy is
+        the one the forward pass runs, so that is the layer to hook and read.
+        """
         import torch
 
+        inner = self.model.get_base_model() if _is_peft(self.model) else self.model
         for name in ("classifier", "score"):
-            layer = getattr(self.model, name, None)
+            layer = getattr(inner, name, None)
+            copies = getattr(layer, "modules_to_save", None)
+            if copies is not None and layer.active_adapters:
+                layer = copies[layer.active_adapters[0]]
             if isinstance(layer, torch.nn.Linear):
                 return layer
             out_proj = getattr(layer, "out_proj", None)  # RoBERTa-style classification heads
             if isinstance(out_proj, torch.nn.Linear):
                 return out_proj
         raise ModelError(
-            f"{type(self.model).__name__} has no linear output layer named classifier or score; "
+            f"{type(inner).__name__} has no linear output layer named classifier or score; "
             "strategies that need features or the head cannot use it"
         )
 
@@ -261,9 +310,25 @@ class TransformerModel:
             if capture["on"]:
                 captured.append(inp[0].detach())
 
-        hook = layer.register_forward_hook(grab) if layer is not None else None
+        hooks = [layer.register_forward_hook(grab)] if layer is not None else []
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        model_pad = _pad_token_id(self.model)
         dropouts = [m for m in self.model.modules() if isinstance(m, torch.nn.Dropout)]
+        if samples and not any(d.p > 0 for d in dropouts):
+            # Llama-style decoders have no dropout modules (attention dropout is a config
+            # float, 0 in most checkpoints), so their MC passes would all be equal; drop the
+            # classifier's input instead, as the dropout in front of an encoder's head does.
+            def drop_features(_module, args):
+                if capture["on"]:
+                    return None
+                return (torch.nn.functional.dropout(args[0], MC_FEATURE_DROPOUT, training=True), *args[1:])
+
+            try:
+                target = layer or self._output_layer()
+            except ModelError:
+                target = None  # no known head: the samples stay deterministic
+            if target is not None:
+                hooks.append(target.register_forward_pre_hook(drop_features))
         if samples and rng is not None:
             torch.manual_seed(int(rng.integers(2**31 - 1)))
         from alft import progress
@@ -284,8 +349,15 @@ class TransformerModel:
                     probs[pos] = torch.softmax(logits.float(), dim=-1).numpy()  # [b, C]
                     if layer is not None:
                         h = captured[-1].float()
-                        if h.dim() == 3:  # decoder models score every position; keep the last real one
-                            h = h[torch.arange(len(pos)), mt.sum(1) - 1]  # [b, h]
+                        if h.dim() == 3:
+                            # Decoder classifiers score every position and keep the rightmost
+                            # token that is not the config's pad id; pick the same one.
+                            if model_pad is None:
+                                last = mt.sum(1) - 1  # [b]
+                            else:
+                                real = (xt != model_pad).to(torch.int64)  # [b, L]
+                                last = (torch.arange(width) * real).argmax(-1)  # [b]
+                            h = h[torch.arange(len(pos)), last]  # [b, h]
                         if feats is None:
                             feats = np.empty((n, h.shape[1]), dtype=np.float64)
                         feats[pos] = h.numpy()
@@ -302,8 +374,8 @@ class TransformerModel:
                             d.eval()
                         capture["on"] = True
         finally:
-            if hook is not None:
-                hook.remove()
+            for h in hooks:
+                h.remove()
             self.model.eval()
         out = ModelOutputs(probs=probs, prob_samples=stack)
         if layer is not None:
@@ -317,20 +389,117 @@ class TransformerModel:
             out.head = (w, b, np.arange(w.shape[0], dtype=np.int64))
         return out
 
+    def merged(self) -> TransformerModel:
+        """A plain (non-peft) copy with the LoRA updates merged into the weights.
+
+        The copy predicts like this model (up to float rounding) and saves as an ordinary
+        transformers folder that needs neither peft nor the base checkpoint. A model without
+        adapters returns itself.
+        """
+        if not self.lora:
+            return self
+        import copy
+
+        plain = copy.deepcopy(self.model).merge_and_unload()  # the deep copy keeps self intact
+        plain.eval()
+        return TransformerModel(self.labels, plain, self.tokenizer, self.max_length, self.batch_size)
+
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path / "hf")
-        self.tokenizer.save_pretrained(path / "hf")
-        meta = {"kind": "transformer", "labels": self.labels, "max_length": self.max_length}
+        meta: dict = {"kind": "transformer", "labels": self.labels, "max_length": self.max_length}
+        if self.lora:
+            # adapters (and the trained head) only; the base weights stay where they are
+            if self.base_model is None:
+                raise ModelError(f"cannot save a LoRA model to {path} without its base model path")
+            self.model.save_pretrained(path / "adapter")
+            self.tokenizer.save_pretrained(path / "adapter")
+            meta.update(lora=True, base_model=self.base_model)
+        else:
+            self.model.save_pretrained(path / "hf")
+            self.tokenizer.save_pretrained(path / "hf")
         (path / META).write_text(json.dumps(meta, indent=1))
 
     @classmethod
-    def load(cls, path: Path, labels: list[str], max_length: int) -> TransformerModel:
+    def load(cls, path: Path, labels: list[str], max_length: int, meta: dict | None = None) -> TransformerModel:
+        """Load a saved folder: ``hf/`` for a full model, base + ``adapter/`` for a LoRA model."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(path / "hf")
-        model = AutoModelForSequenceClassification.from_pretrained(path / "hf")
+        meta = meta or {}
+        if meta.get("lora"):
+            base = str(meta.get("base_model") or "")
+            tok = AutoTokenizer.from_pretrained(path / "adapter")
+            model = _load_lora(base, path / "adapter", labels, tok, trainable=False)
+            return cls(labels, model, tok, max_length, base_model=base)
+        try:
+            tok = AutoTokenizer.from_pretrained(path / "hf")
+            model = AutoModelForSequenceClassification.from_pretrained(path / "hf")
+        except OSError as exc:
+            raise ModelError(f"cannot load the transformer model in {path / 'hf'}: {exc}") from exc
+        model.eval()
         return cls(labels, model, tok, max_length)
+
+
+def _load_classifier(source: str | Path, labels: list[str], tok):
+    """``AutoModelForSequenceClassification`` over ``labels`` (a fresh head if ``source`` has none)."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    transformers.logging.set_verbosity_error()  # "newly initialized head" is the point, not news
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)},
+        )
+    except OSError as exc:
+        raise ModelError(f"cannot load '{source}' as a sequence classifier: {exc}") from exc
+    if _pad_token_id(model) is None and tok.pad_token_id is not None:
+        # decoder checkpoints ship without a pad id; the classifier pools on it
+        model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def _load_lora(base: str, adapter: Path, labels: list[str], tok, *, trainable: bool):
+    """A base checkpoint with saved adapters (and their trained head) applied."""
+    if not base or (base.startswith(("/", ".", "~")) and not Path(base).expanduser().exists()):
+        raise ModelError(f"the LoRA model in {adapter.parent} needs its base model '{base}', which is missing")
+    from peft import PeftModel
+
+    model = _load_classifier(base, labels, tok)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the LoRA adapters in {adapter}: {exc}") from exc
+    model.eval()
+    return model
+
+
+def _wrap_lora(model, cfg: LoraConfig):
+    """Add fresh LoRA adapters; peft's SEQ_CLS task also trains (and saves) the classification head."""
+    import warnings
+
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        # None: peft's per-architecture defaults (the attention projections)
+        target_modules=None if cfg.target_modules == "auto" else list(cfg.target_modules),
+    )
+    try:
+        with warnings.catch_warnings():
+            # GPT-2 keeps its projections in Conv1D; peft transposes them itself and says so
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+            return get_peft_model(model, peft_cfg)
+    except ValueError as exc:
+        raise TrainerError(
+            f"cannot add LoRA adapters to {type(model).__name__}: {exc}; "
+            "set trainer.transformer.lora.target_modules to its projection module names"
+        ) from exc
 
 
 class _TextDataset:
@@ -359,7 +528,12 @@ def _ProgressCallback(advance: Callable[[int], None]):
 
 
 class TransformerTrainer:
-    """Fine-tune the campaign's base model as a sequence classifier (a fresh head each round)."""
+    """Fine-tune a sequence classifier: every weight, or LoRA adapters plus the head.
+
+    ``cfg.init``: ``base`` starts each round from the campaign's checkpoint with a fresh
+    head; ``previous`` continues from the folder of the previous round's model (its head,
+    and its adapters when it has them).
+    """
 
     kind = "transformer"
     needs_embeddings = False
@@ -369,6 +543,49 @@ class TransformerTrainer:
         self.base_model = base_model
         self.workdir = workdir
 
+    def initial_model(self, labels: list[str], seed: int, previous: Path | None = None) -> TransformerModel:
+        """The model training starts from (the fresh head is drawn from ``seed``).
+
+        previous: a saved model folder to continue from; LoRA adapters in it keep training
+        (a config now asking for full fine-tuning merges them first), a full model gets new
+        adapters when ``cfg.lora`` is set.
+        """
+        import torch
+        from transformers import AutoTokenizer
+
+        torch.manual_seed(seed)  # the new head's initialisation
+        base = self.base_model
+        if previous is None:
+            source: str | Path = base
+        else:
+            meta_path = Path(previous) / META
+            if not meta_path.exists():
+                raise TrainerError(f"cannot continue from {previous}: not an alft model folder (no {META})")
+            meta = json.loads(meta_path.read_text())
+            if meta.get("kind") != "transformer":
+                raise TrainerError(f"cannot continue from {previous}: a {meta.get('kind')!r} model, not a transformer")
+            if meta.get("labels") != labels:
+                raise TrainerError(f"cannot continue from {previous}: its label set differs from the campaign's")
+            if meta.get("lora"):
+                base = str(meta["base_model"])
+                tok = AutoTokenizer.from_pretrained(Path(previous) / "adapter")
+                model = _load_lora(base, Path(previous) / "adapter", labels, tok, trainable=True)
+                if self.cfg.lora is None:
+                    model = model.merge_and_unload()
+                    base = None
+                return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=base)
+            source = base = str(Path(previous) / "hf")
+        try:
+            tok = AutoTokenizer.from_pretrained(source)
+        except OSError as exc:
+            raise ModelError(f"cannot load the tokenizer of '{source}' for fine-tuning: {exc}") from exc
+        if tok.pad_token is None:  # decoder-only models ship without one
+            tok.pad_token = tok.eos_token
+        model = _load_classifier(source, labels, tok)
+        if self.cfg.lora is not None:
+            model = _wrap_lora(model, self.cfg.lora)
+        return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=base if self.cfg.lora else None)
+
     def fit(
         self,
         texts: Sequence[str],
@@ -377,34 +594,24 @@ class TransformerTrainer:
         labels: list[str],
         seed: int,
         progress: Callable[[str], None] | None = None,
+        *,
+        previous: Path | None = None,
     ) -> TransformerModel:
+        """Fine-tune on ``texts``/``y``; ``previous``: the last round's model folder (init=previous)."""
+        import math
         import tempfile
 
         import transformers
-        from transformers import (
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-            DataCollatorWithPadding,
-            Trainer,
-            TrainingArguments,
-        )
+        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+        from alft import progress as bars
 
         _check_training_set(y, labels)
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        try:
-            tok = AutoTokenizer.from_pretrained(self.base_model)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                self.base_model,
-                num_labels=len(labels),
-                id2label=dict(enumerate(labels)),
-                label2id={lab: i for i, lab in enumerate(labels)},
-            )
-        except OSError as exc:
-            raise ModelError(f"cannot load '{self.base_model}' for fine-tuning: {exc}") from exc
-        if tok.pad_token is None:  # decoder-only models ship without one
-            tok.pad_token = tok.eos_token
-            model.config.pad_token_id = tok.pad_token_id
+        start = self.initial_model(labels, seed, previous)
+        model, tok = start.model, start.tokenizer
+        model.train()
         enc = tok(list(texts), truncation=True, max_length=self.cfg.max_length)
         data = _TextDataset(dict(enc), y)
         with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".hf-trainer-") as tmp:
@@ -424,13 +631,11 @@ class TransformerTrainer:
                 seed=seed,
                 data_seed=seed,
                 dataloader_num_workers=0,
+                # our dataset is a plain list of dicts; peft models hide the forward signature
+                remove_unused_columns=False,
             )
-            import math
-
-            from alft import progress
-
             steps = math.ceil(math.ceil(len(data) / self.cfg.batch_size) * self.cfg.epochs)
-            with progress.bar("fine-tune", steps) as advance:
+            with bars.bar("fine-tune", steps) as advance:
                 trainer = Trainer(
                     model=model,
                     args=args,
@@ -440,11 +645,11 @@ class TransformerTrainer:
                 )
                 trainer.train()
         model.eval()
-        return TransformerModel(labels, model, tok, self.cfg.max_length)
+        return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=start.base_model)
 
 
-def load_model(path: Path) -> ClassifierModel:
-    """Load a model folder written by ``ClassifierModel.save``."""
+def load_model(path: Path) -> ClassifierModel | GenerativeModel:
+    """Load a model folder written by ``save`` (classifiers, or a generative ``sft`` model)."""
     meta_path = Path(path) / META
     if not meta_path.exists():
         raise ModelError(f"{path} is not an alft model folder (no {META})")
@@ -452,5 +657,9 @@ def load_model(path: Path) -> ClassifierModel:
     if meta["kind"] == "head":
         return HeadModel.load(Path(path), meta["labels"], float(meta.get("mc_dropout", 0.1)))
     if meta["kind"] == "transformer":
-        return TransformerModel.load(Path(path), meta["labels"], int(meta.get("max_length", 128)))
+        return TransformerModel.load(Path(path), meta["labels"], int(meta.get("max_length", 128)), meta)
+    if meta["kind"] == "sft":
+        from alft.generative import GenerativeModel  # imports peft and generation code: only here
+
+        return GenerativeModel.load(Path(path))
     raise ModelError(f"{path}: unknown model kind {meta['kind']!r}")

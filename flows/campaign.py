@@ -23,7 +23,7 @@ from tasks.labels import wait_for_labels
 from tasks.score import score_pool
 from tasks.select import select_batch
 from tasks.stop import stop_check
-from tasks.track import track_campaign, track_round
+from tasks.track import register_final_model, track_campaign, track_round
 from tasks.train import fine_tune
 
 
@@ -46,4 +46,5 @@ def campaign(config: CampaignConfig) -> CampaignSummary:
         evaluate(ctx, round_no)
         stop_check(ctx, round_no)
         track_round(ctx, round_no)
+    register_final_model(ctx)  # the loop ended on a stop rule: the last round's model
     return summarize(ctx)

@@ -27,17 +27,19 @@ def tracker_for(ctx: CampaignContext) -> Tracker:
 
 
 def run_tags(ctx: CampaignContext) -> dict[str, str]:
-    """Tags the MLflow UI filters and compares on."""
+    """Tags the MLflow UI filters and compares on (campaign and round runs carry the same)."""
     cfg = ctx.config
     data = campaign_data(cfg)
     return {
         "strategy": cfg.strategy.name,
         "cold_start": cfg.cold_start.name,
         "seed": str(cfg.seed),
+        "task": cfg.task,
         "trainer": cfg.trainer.kind,
         "model": cfg.model.path,
         "dataset": cfg.data.pool.path,
         "dataset_digest": data.pool.digest[:16],
+        "control_share": str(cfg.strategy.control_share),
         "config_digest": config_digest(cfg),
     }
 
@@ -168,7 +170,8 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
         tracker.log_model(run_id, ctx.workdir / model_dir, encoder=encoder_record(ctx), step=n_labels)
     else:
         tracker.log_artifacts(run_id, ctx.workdir / model_dir, "model")
-    tracker.set_tags(run_id, {"alft.n_labels": str(n_labels), "alft.strategy": rr["strategy"]})
+    # run_tags again: a round run created before a tag existed gets it now
+    tracker.set_tags(run_id, {**run_tags(ctx), "alft.n_labels": str(n_labels), "alft.strategy": rr["strategy"]})
 
     # learning curve of the campaign so far, on the parent run (overwritten each round)
     history = store.history(ctx.name)

@@ -111,8 +111,14 @@ def test_mlflow_round_artifacts(finished, tmp_path):
     exp = client.get_experiment_by_name("alft/test-campaign")
     child = client.search_runs([exp.experiment_id], "tags.`alft.round` = '1'")[0]
     names = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"selected.json", "confusion.png", "model", "per_class_f1.json"} <= names
-    assert {a.path for a in client.list_artifacts(child.info.run_id, "model")} >= {"model/alft_model.json", "model/head.npz"}
+    assert {"selected.json", "confusion.png", "per_class_f1.json"} <= names
+    # the model is an MLflow (pyfunc) logged model holding the alft model folder
+    (logged,) = client.search_logged_models([exp.experiment_id], filter_string=f"source_run_id = '{child.info.run_id}'")
+    inner = "artifacts/model"
+    assert {a.path for a in client.list_logged_model_artifacts(logged.model_id, inner)} >= {
+        f"{inner}/alft_model.json",
+        f"{inner}/head.npz",
+    }
     table = json.loads(open(client.download_artifacts(child.info.run_id, "selected.json", str(tmp_path))).read())
     assert len(table["data"]) == 20
     assert set(table["columns"]) >= {"example_id", "score", "strategy", "text"}
@@ -121,6 +127,44 @@ def test_mlflow_round_artifacts(finished, tmp_path):
     assert any(k.startswith("f1/") for k in m)
     parent = client.get_run(summary.mlflow_run_id)
     assert "learning_curve.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_each_round_logs_a_loadable_model_and_the_final_one_is_registered(finished):
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from alft.trainers import load_model
+    from alft.campaign import CampaignContext, campaign_data, embeddings_for
+
+    cfg, summary, _ = finished
+    client = MlflowClient(cfg.tracking_uri())
+    exp = client.get_experiment_by_name("alft/test-campaign")
+    rounds = {r.data.tags["alft.round"]: r.info.run_id for r in client.search_runs([exp.experiment_id], "tags.`alft.kind` = 'round'")}
+    models = client.search_logged_models([exp.experiment_id])
+    assert sorted(m.source_run_id for m in models) == sorted(rounds.values())  # one per round
+    versions = client.search_model_versions("name = 'alft-test-campaign'")
+    assert [(str(v.version), v.run_id) for v in versions] == [("1", rounds["2"])]
+    assert client.get_run(summary.mlflow_run_id).data.tags["alft.registered_model"] == "models:/alft-test-campaign/1"
+    # the registered pyfunc embeds texts with the campaign's encoder and predicts as alft does
+    store = CampaignStore(cfg.store_url())
+    ctx = CampaignContext(config=cfg, uid=store.campaign(cfg.name)["uid"])
+    data = campaign_data(cfg)
+    texts = data.eval.texts[:10]
+    probs = load_model(ctx.round_dir(2) / "model").predict_proba(texts, embeddings_for(cfg, data.eval.texts, data.eval.digest)[:10])
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(cfg.tracking_uri())
+    try:
+        out = mlflow.pyfunc.load_model("models:/alft-test-campaign/1").predict(pd.DataFrame({"text": texts}))
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert out["label"].tolist() == [data.labels[i] for i in probs.argmax(1)]
+    np.testing.assert_allclose(out["confidence"].to_numpy(), probs.max(1), atol=1e-5)
+    # a second registration (a resumed, already stopped campaign) adds no version
+    from tasks.track import register_final_model
+
+    assert register_final_model.fn(ctx) == "models:/alft-test-campaign/1"
+    assert len(client.search_model_versions("name = 'alft-test-campaign'")) == 1
 
 
 def test_prefect_recorded_named_runs_and_batch_artifacts(finished):
