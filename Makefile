@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install browser demo test test-fast bench clean
+.PHONY: install browser postgres demo test test-fast bench clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,19 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
 	fi
 
-test: $(STAMP) browser
+# The store's PostgreSQL tests start a throwaway server with Debian's initdb and pg_ctl
+# (tests/conftest.py: postgres_url); the postgresql package is installed when missing.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+	    ! { command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; }; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; \
+	fi
+
+test: $(STAMP) browser postgres
 	$(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) postgres
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)

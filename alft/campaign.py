@@ -34,6 +34,7 @@ RNG_SELECT = 1
 RNG_TRAIN = 2
 RNG_MC = 3
 RNG_STOP = 4  # the fixed stop set of the stabilizing-predictions rule (drawn with round 0)
+RNG_CONTROL = 5  # the random control arm's draw (strategy.control_share); never touches RNG_SELECT
 
 
 class CampaignContext(BaseModel):
@@ -189,38 +190,46 @@ def embedding_cache(cfg: CampaignConfig):
 
 
 def embed_with_cache(cfg: CampaignConfig, texts: list[str], label: str) -> dict[str, int]:
-    """Make sure every text has a cached vector; embed the missing ones (committing as it goes)."""
+    """Make sure every text has a cached vector; embed the missing ones (committing as it goes).
+
+    Returns ``texts``, ``embedded`` (distinct texts this call embedded) and ``cached`` (texts
+    already in the cache). The missing texts are decided again under the cache's writer
+    lock: two campaigns embedding the same pool at once (two flow runs, two processes)
+    leave one copy of each vector, the second one finding the first one's work.
+    """
     from alft import progress
     from alft.embedcache import text_keys
 
     cache = embedding_cache(cfg)
     keys = text_keys(texts)
-    rows = cache.lookup(keys)
-    missing = np.flatnonzero(rows < 0)
-    if missing.size == 0:
-        return {"texts": len(texts), "embedded": 0}
-    # one vector per distinct text
-    _, first = np.unique(keys[missing], axis=0, return_index=True)
-    todo = missing[np.sort(first)]
-    todo_texts = [texts[i] for i in todo]
-    todo_keys = keys[todo]
-    set_threads(cfg)
-    enc = encoder_for(cfg)
-    batches = enc.batches(todo_texts)
-    flush_every = max(1, 1024 // cfg.model.batch_size)  # whole batches, so a resume re-forms the same ones
-    with cache.writer() as w, progress.bar(f"embed {label}", len(todo_texts)) as advance:
-        pend_pos: list[np.ndarray] = []
-        pend_vec: list[np.ndarray] = []
-        for i, pos in enumerate(batches):
-            pend_vec.append(enc.encode_batch(pos))
-            pend_pos.append(pos)
-            advance(len(pos))
-            if (i + 1) % flush_every == 0 or i == len(batches) - 1:
-                p = np.concatenate(pend_pos)
-                w.append(todo_keys[p], np.concatenate(pend_vec))
-                pend_pos, pend_vec = [], []
-                faults.point("embed.flush")
-    return {"texts": len(texts), "embedded": int(todo.size)}
+    if (cache.lookup(keys) >= 0).all():
+        return {"texts": len(texts), "embedded": 0, "cached": len(texts)}
+    with cache.writer() as w:
+        missing = np.flatnonzero(cache.lookup(keys) < 0)
+        if missing.size == 0:  # another process embedded them while this one waited for the lock
+            return {"texts": len(texts), "embedded": 0, "cached": len(texts)}
+        # one vector per distinct text
+        _, first = np.unique(keys[missing], axis=0, return_index=True)
+        todo = missing[np.sort(first)]
+        todo_texts = [texts[i] for i in todo]
+        todo_keys = keys[todo]
+        set_threads(cfg)
+        enc = encoder_for(cfg)
+        batches = enc.batches(todo_texts)
+        flush_every = max(1, 1024 // cfg.model.batch_size)  # whole batches, so a resume re-forms the same ones
+        with progress.bar(f"embed {label}", len(todo_texts)) as advance:
+            pend_pos: list[np.ndarray] = []
+            pend_vec: list[np.ndarray] = []
+            for i, pos in enumerate(batches):
+                pend_vec.append(enc.encode_batch(pos))
+                pend_pos.append(pos)
+                advance(len(pos))
+                if (i + 1) % flush_every == 0 or i == len(batches) - 1:
+                    p = np.concatenate(pend_pos)
+                    w.append(todo_keys[p], np.concatenate(pend_vec))
+                    pend_pos, pend_vec = [], []
+                    faults.point("embed.flush")
+    return {"texts": len(texts), "embedded": int(todo.size), "cached": int(len(texts) - missing.size)}
 
 
 _EMB_MEMO: dict[tuple, np.ndarray] = {}
@@ -253,7 +262,8 @@ def run_step(
     """Run a step once: skip it if the store says it is done, else compute and commit.
 
     ``compute`` returns the step's JSON result and an optional ``commit(conn)`` writing the
-    step's own rows; both land in one transaction with the step's done-marker.
+    step's own rows (it may return updates to the result); both land in one transaction
+    with the step's done-marker.
     """
     store = open_store(ctx.config)
     done = store.step_result(ctx.name, round_, step)
@@ -267,7 +277,9 @@ def run_step(
     result = {**result, "seconds": round(seconds, 4)}
     with store.transaction() as conn:
         if commit is not None:
-            commit(conn)
+            # a commit may re-read under the transaction's locks and correct the result
+            # (what it read before the transaction may have changed since)
+            result.update(commit(conn) or {})
         faults.point(f"r{round_}.{step}.commit")
         store.finish_step(conn, ctx.name, round_, step, result, seconds)
     return result

@@ -126,6 +126,15 @@ class StrategyConfig(Strict):
         description="drop candidates whose cosine similarity to a labeled example or to one earlier "
         "in the batch exceeds this (near-duplicate gating; e.g. 0.95)",
     )
+    control_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="random control arm: in every round after round 0, round(share * k) of the k "
+        "examples are drawn uniformly from the candidates the strategy did not pick (marked "
+        "random-control); their labels estimate the previous model's accuracy on the unlabeled "
+        "pool without bias (alft/control.py)",
+    )
 
 
 class HeadTrainerConfig(Strict):
@@ -425,6 +434,11 @@ class CampaignConfig(Strict):
                 built = get_strategy(sc.name, **sc.options)
             except StrategyError as exc:
                 raise ValueError(f"{key}: {exc}") from None
+            if key == "cold_start" and sc.control_share > 0:
+                raise ValueError(
+                    "cold_start.control_share: round 0 has no model to measure; set "
+                    "strategy.control_share (rounds after round 0) instead"
+                )
             model_needs = sorted(built.needs & MODEL_INPUTS)
             wrong = sorted(built.needs & (CLASSIFIER_INPUTS if generation else {"generation"}))
             if wrong:

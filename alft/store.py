@@ -456,8 +456,8 @@ class CampaignStore:
         if self.engine.dialect.name == "postgresql":
             # A batch is a bulk load: refresh the planner's statistics now (autovacuum takes up
             # to a minute), or the batch's label-event join (``batch_label_events``) is planned
-            # for an empty table and turns quadratic: 38 ms instead of 2 ms per submission at a
-            # 1,000-example batch, measured.
+            # for an empty table and turns quadratic (measured at a 1,000-example batch with 500
+            # events: 38 ms instead of 2.4 ms for that one query).
             conn.exec_driver_sql("ANALYZE selections")
 
     def selections(

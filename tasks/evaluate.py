@@ -53,6 +53,13 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
                 result["zero_shot_accuracy"] = zm["accuracy"]
 
         metrics.update(_stop_inputs(ctx, round_no))
+        # the random control arm: the previous round's model on this round's labeled batch
+        from alft.control import round_control_metrics
+
+        control = round_control_metrics(ctx, round_no)
+        metrics.update(control)
+        if control:
+            result["control"] = {k.removeprefix("control."): v for k, v in control.items()}
 
         def commit(conn):
             store.add_metrics(conn, ctx.name, round_no, n_labels, metrics)
@@ -77,6 +84,13 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
             result["n_labels"],
             result["accuracy"],
             result["macro_f1"],
+        )
+    ctl = result.get("control")
+    if ctl and "strategy_error" in ctl:
+        say(
+            "round %d · evaluate: round %d model on the unlabeled pool (random control, n=%d): accuracy %.4f; "
+            "error on the strategy's picks %.4f vs %.4f on the control",
+            round_no, round_no - 1, int(ctl["n"]), ctl["accuracy"], ctl["strategy_error"], ctl["random_error"],
         )
     return result
 

@@ -218,21 +218,28 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
         ready, reason = readiness(batch, store.wait_row(ctx.name, round_no), oracle.model_dump())
         if not ready:
             raise LabelError(f"round {round_no} cannot close its labeling yet: {reason}")
-        released = batch.remaining()
-        ids = set(batch.example_ids)
-        events = [e for e in store.label_events(ctx.name) if e["example_id"] in ids]
+        def closing(b, events) -> dict:
+            rest = b.remaining()
+            return {
+                "n_requested": len(b.items),
+                "n_labeled": len(b.items) - len(rest),
+                "released": rest,
+                "annotators": dict(Counter(e["annotator"] for e in events)),
+                "sources": dict(Counter(e["source"] for e in events)),
+            }
 
         def commit(conn):
-            store.release_selections(conn, ctx.name, round_no, released)
+            # Under the campaign lock no submission can land between this read and the
+            # release: a label that arrived since the check above is kept, not released.
+            store.lock_campaign(conn, ctx.name)
+            now = pending_batch(store, ctx.name, oracle.policy(), conn=conn)
+            if now is None or now.round != round_no:
+                raise LabelError(f"round {round_no} stopped waiting for labels while it was being closed")
+            final = closing(now, store.batch_label_events(ctx.name, round_no, conn=conn))
+            store.release_selections(conn, ctx.name, round_no, final["released"])
+            return final
 
-        return {
-            "n_requested": len(batch.items),
-            "n_labeled": len(batch.items) - len(released),
-            "released": released,
-            "reason": reason,
-            "annotators": dict(Counter(e["annotator"] for e in events)),
-            "sources": dict(Counter(e["source"] for e in events)),
-        }, commit
+        return {**closing(batch, store.batch_label_events(ctx.name, round_no)), "reason": reason}, commit
 
     result = run_step(ctx, round_no, "labels", simulated if oracle.kind == "simulated" else human)
     who = result.get("annotator") or ", ".join(sorted(result.get("annotators", {}))) or "-"

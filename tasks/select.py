@@ -7,7 +7,8 @@ import math
 
 import numpy as np
 
-from alft.campaign import RNG_SELECT, CampaignContext, campaign_data, open_store, run_step
+from alft.campaign import RNG_CONTROL, RNG_SELECT, CampaignContext, campaign_data, open_store, run_step
+from alft.control import CONTROL, control_size, draw_control
 from alft.rounds import batch_size_for, query_inputs, round_files, round_strategy
 from tasks._common import in_prefect_run, say, step_task
 
@@ -25,16 +26,36 @@ def select_batch(ctx: CampaignContext, round_no: int) -> dict:
         scores = np.load(files["scores"]) if files["scores"].exists() else None
         inputs = query_inputs(ctx, round_no, strategy.needs, candidates=candidates)
         k = batch_size_for(ctx, round_no, n_candidates=inputs.n_candidates)
-        query = strategy.select(scores, inputs, k, ctx.rng(round_no, RNG_SELECT))
+        # random control arm (rounds >= 1): the strategy gets k - c places, with its usual inputs
+        # and generator; the c control examples come from a stream of their own (alft/control.py)
+        c = control_size(ctx.config.strategy.control_share, k) if round_no > 0 else 0
+        query = strategy.select(scores, inputs, k - c, ctx.rng(round_no, RNG_SELECT))
         rows = [
             (pool.ids[int(p)], int(p), None if math.isnan(s) else float(s))
             for p, s in zip(query.pool_ids, query.scores, strict=True)
         ]
+        positions = list(range(k))
+        control_rows: list = []
+        control_positions: list = []
+        if c:
+            ctl, positions, control_positions = draw_control(
+                ctx.rng(round_no, RNG_CONTROL), candidates, query.pool_ids, c, k
+            )
+            # the strategy's score of each control example, where it has scores (for analysis)
+            at = np.searchsorted(candidates, ctl)  # candidates are sorted pool ids (score step)
+            control_rows = [
+                (pool.ids[int(p)], int(p), None if scores is None else float(scores[int(i)]))
+                for p, i in zip(ctl, at, strict=True)
+            ]
 
         def commit(conn):
-            store.add_selections(conn, ctx.name, round_no, rows, spec_name)
+            store.add_selections(conn, ctx.name, round_no, rows, spec_name, positions=positions)
+            if control_rows:
+                store.add_selections(conn, ctx.name, round_no, control_rows, CONTROL, positions=control_positions)
 
         result = {"strategy": spec_name, "k": k}
+        if c:
+            result["control"] = c
         if query.info:
             # JSON round trip: numpy scalars in a strategy's info must not reach the store
             result["info"] = json.loads(json.dumps(dict(query.info), default=_jsonable))
@@ -44,7 +65,8 @@ def select_batch(ctx: CampaignContext, round_no: int) -> dict:
 
     result = run_step(ctx, round_no, "select", compute)
     arm = f" (arm {result['arm']})" if "arm" in result else ""
-    say("round %d · select: %d examples by %s%s", round_no, result["k"], result["strategy"], arm)
+    ctl = f" ({result['control']} of them {CONTROL})" if result.get("control") else ""
+    say("round %d · select: %d examples by %s%s%s", round_no, result["k"], result["strategy"], arm, ctl)
     if in_prefect_run():
         _publish_batch(ctx, round_no)
     return result
@@ -79,5 +101,6 @@ def _publish_batch(ctx: CampaignContext, round_no: int) -> None:
     create_table_artifact(
         table=table,
         key=key,
-        description=f"Round {round_no} of campaign {ctx.name}: {len(table)} examples selected by {sel[0]['strategy'] if sel else '-'}",
+        description=f"Round {round_no} of campaign {ctx.name}: {len(table)} examples selected by "
+        + (", ".join(sorted({s["strategy"] for s in sel})) or "-"),
     )

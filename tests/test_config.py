@@ -79,7 +79,7 @@ def test_bad_values_are_named(tmp_path, override, message):
 
 def test_metric_stop_rules_need_eval(tmp_path):
     text = GOOD.replace("  eval: {path: eval.jsonl}\n", "") + "stop: {target: {value: 0.9}}\n"
-    with pytest.raises(ConfigError, match="stop.plateau and stop.target need data.eval"):
+    with pytest.raises(ConfigError, match="stop.plateau, stop.target and stop.forecast need data.eval"):
         load_config(write(tmp_path, text))
 
 
