@@ -107,6 +107,18 @@ def tiny_model(tmp_path_factory) -> Path:
     return tiny_bert(tmp_path_factory.mktemp("tiny-bert"), texts)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: a second intra-op thread only waits on the first (0.08 s vs 0.008 s per
+    training step measured on the shared 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """Prefect's real test server for the whole session (ephemeral API on a local port)."""

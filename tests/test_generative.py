@@ -25,21 +25,15 @@ CORPUS = [f"### Instruction:\nrepeat: {w}\n\n### Input:\n{w}\n\n### Response:\n{
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
 
 
+# tiny models on a shared 2-core machine: one torch thread is 2-10x faster than two
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def sft_cfg(**kw) -> SFTTrainerConfig:
     base = dict(epochs=20, learning_rate=1e-2, batch_size=4, max_length=32, max_new_tokens=6, gen_batch_size=4)
     return SFTTrainerConfig(**{**base, **kw})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: a second intra-op thread only waits on the
-    # other (0.08 s vs 0.008 s per training step measured under load).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

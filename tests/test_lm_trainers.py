@@ -21,6 +21,10 @@ LABELS = ["other", "card"]
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.05)
 
 
+# tiny models on a shared 2-core machine: one torch thread is 2-10x faster than two
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def _config(lora: bool, **kw) -> TransformerTrainerConfig:
     # LoRA trains far fewer weights from a random start: it needs the larger step
     lr = 3e-2 if lora else 2e-3
@@ -33,16 +37,6 @@ def cross_entropy(p: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared 2-core machine: one thread is 2-5x faster than two fighting
-    # other processes for the cores
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
