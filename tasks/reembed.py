@@ -57,7 +57,7 @@ def embed_split(cfg: CampaignConfig, split: Literal["pool", "eval"]) -> SplitEmb
     out = embed_with_cache(cfg, texts, split)
     res = SplitEmbedding(
         split=split,
-        texts=out["texts"],
+        texts=len(texts),
         cached=out["cached"],
         embedded=out["embedded"],
         seconds=round(time.perf_counter() - t0, 3),
@@ -69,9 +69,9 @@ def embed_split(cfg: CampaignConfig, split: Literal["pool", "eval"]) -> SplitEmb
 @task(name="compare campaign model", cache_policy=NO_CACHE)
 def campaign_model(cfg: CampaignConfig) -> Literal["same", "changed", "no campaign"]:
     """Whether the stored campaign of this name was created with this model."""
-    from tasks.scheduling import _store_exists
+    from tasks.scheduling import store_exists
 
-    camp = open_store(cfg).campaign(cfg.name) if _store_exists(cfg) else None
+    camp = open_store(cfg).campaign(cfg.name) if store_exists(cfg) else None
     if camp is None:
         return "no campaign"
     if camp["model_digest"] == model_key(cfg):

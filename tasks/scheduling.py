@@ -99,7 +99,7 @@ def active_runs(name: str) -> list[ActiveRun]:
     ]
 
 
-def _store_exists(cfg: CampaignConfig) -> bool:
+def store_exists(cfg: CampaignConfig) -> bool:
     """False for a SQLite store whose file is missing (checked without creating it)."""
     from pathlib import Path
 
@@ -120,7 +120,7 @@ def decide(cfg: CampaignConfig, runs: list[ActiveRun]) -> RoundPlan:
     def plan(action: Action, reason: str, **kw) -> RoundPlan:
         return RoundPlan(campaign=name, action=action, reason=reason, **kw)
 
-    camp = open_store(cfg).campaign(name) if _store_exists(cfg) else None
+    camp = open_store(cfg).campaign(name) if store_exists(cfg) else None
     if camp is None:
         return plan("nothing", f"campaign {name} has not started (not in {safe_url(cfg.store_url())}); "
                     "start it with the campaign deployment or `alft run`")
