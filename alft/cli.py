@@ -28,6 +28,10 @@ def _env_defaults(verbose: bool) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
+        # MLflow's own HTTP retries (7, backoff 2 s: ~4 min per request to a server that is
+        # down) under the tracking tasks' retries: a few seconds each, then a clear error
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO" if verbose else "WARNING",
     }
@@ -70,7 +74,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Argument(help="campaign config (YAML), e.g. conf/banking77.yaml")],
+    config: Annotated[
+        # readable=False: load_config says what is wrong with the file, in the one error line
+        Path, typer.Argument(help="campaign config (YAML), e.g. conf/banking77.yaml", readable=False)
+    ],
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="override a config key: --set budget=500")
     ] = None,
@@ -86,6 +93,9 @@ def run(
     try:
         cfg = load_config(config, set_ or [])
         _preflight(cfg, console)
+        from alft.sharded import task_runner_for
+
+        runner = task_runner_for(cfg)  # model.task_runner: None keeps the flow's thread pool
     except _user_errors() as exc:
         _fail(console, exc)
     if progress.is_terminal():
@@ -93,7 +103,8 @@ def run(
     try:
         from flows.campaign import campaign
 
-        summary = campaign(cfg)
+        flow = campaign if runner is None else campaign.with_options(task_runner=runner)
+        summary = flow(cfg)
     except _user_errors() as exc:
         progress.disable()
         _fail(console, exc)
@@ -606,7 +617,8 @@ def labels_export(
 
             probs = _batch_probs(cfg, row, batch)
             tasks = to_tasks(
-                batch, texts, row["labels"], probs, model_version=f"{name}/round-{batch.round}", only_remaining=not all_
+                batch, texts, row["labels"], probs, model_version=f"{name}/round-{batch.round}",
+                only_remaining=not all_, campaign=name,
             )
             xml = labeling_config(row["labels"])
             atomic_write_text(out, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
@@ -616,7 +628,7 @@ def labels_export(
         else:
             from alft.labelfiles import write_pending
 
-            n = write_pending(batch, texts, out, kind, only_remaining=not all_)
+            n = write_pending(batch, texts, out, kind, only_remaining=not all_, campaign=name)
     except _user_errors() as exc:
         _fail(console, exc)
     what = "examples" if all_ else "examples still to label"
@@ -645,7 +657,7 @@ def labels_import(
     console = _console()
     try:
         from alft.errors import LabelError
-        from alft.labelfiles import check_regular_file, file_round, group_by_annotator, load_label_file
+        from alft.labelfiles import check_campaign, check_regular_file, file_round, group_by_annotator, load_label_file
         from alft.labeling import LabelItem, submit_many
         from alft.labelstudio import from_export
 
@@ -659,6 +671,7 @@ def labels_import(
             lf = load_label_file(file, kind)
             rows, blank, source = lf.rows, lf.blank, "file"
         st, name, cfg, row = _open_campaign_ref(campaign, store)
+        check_campaign(rows, name)  # a file exported from another campaign (one pool: the same ids)
         groups = group_by_annotator(rows, annotator)
         result = submit_many(
             st,

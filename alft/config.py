@@ -112,6 +112,29 @@ class ModelConfig(Strict):
         "current = the last round's fine-tuned model (refreshed each round; transformer and sft "
         "trainers)",
     )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="embed step: split the texts missing from the cache into this many shards, each "
+        "embedded by its own Prefect task on the flow's task runner (vectors are bit-identical to 1)",
+    )
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread",
+        description="the campaign flow's task runner (set by `alft run`): thread = Prefect's thread "
+        "pool; dask = prefect-dask's DaskTaskRunner (extra `dask`), so shards run on a Dask cluster",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="task_runner dask: scheduler address of a running cluster (tcp://host:8786); "
+        "default: a LocalCluster of min(shards, cores) single-threaded worker processes for the run",
+    )
+
+    @model_validator(mode="after")
+    def _dask_address_needs_dask(self) -> ModelConfig:
+        if self.dask_address is not None and self.task_runner != "dask":
+            raise ValueError("model.dask_address needs model.task_runner: dask")
+        return self
 
 
 class StrategyConfig(Strict):
@@ -512,7 +535,12 @@ class CampaignConfig(Strict):
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any, where: str) -> Any:
+class _UnsetVariable(Exception):
+    def __init__(self, key: tuple[str, ...], name: str) -> None:
+        self.key, self.name = key, name
+
+
+def _expand_env(value: Any, key: tuple[str, ...] = ()) -> Any:
     if isinstance(value, str):
 
         def repl(m: re.Match[str]) -> str:
@@ -521,14 +549,27 @@ def _expand_env(value: Any, where: str) -> Any:
                 return os.environ[name]
             if default is not None:
                 return default
-            raise ConfigError(f"{where}: environment variable ${{{name}}} is not set")
+            raise _UnsetVariable(key, name)
 
         return _ENV_RE.sub(repl, value)
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _expand_env(v, (*key, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_expand_env(v, (*key, str(i))) for i, v in enumerate(value)]
     return value
+
+
+def _where(key: tuple[str, ...], source: str, text: str, overridden: set) -> str:
+    """``source line N`` (or ``source (from --set key)``) of the closest key that has one."""
+    lines: dict[tuple[str, ...], int] | None = None
+    for cut in range(len(key), -1, -1):
+        if key[:cut] in overridden:
+            return f"{source} (from --set {'.'.join(key[:cut])})"
+        if lines is None:
+            lines = _line_map(text)
+        if key[:cut] in lines:
+            return f"{source} line {lines[key[:cut]]}"
+    return source
 
 
 def _line_map(text: str) -> dict[tuple[str, ...], int]:
@@ -617,6 +658,26 @@ def _format_validation(
     return "invalid config\n  " + "\n  ".join(msgs)
 
 
+def _refuse_nul(value: Any, key: tuple[str, ...], source: str, text: str, overridden: set) -> None:
+    """A NUL byte in a key or value is never meant (and breaks every path given to the OS)."""
+    bad: tuple[str, ...] | None = None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and "\x00" in k:
+                bad = (*key, k)
+                break
+            _refuse_nul(v, (*key, str(k)), source, text, overridden)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_nul(v, (*key, str(i)), source, text, overridden)
+    elif isinstance(value, str) and "\x00" in value:
+        bad = key
+    if bad is None:
+        return
+    dotted = ".".join(bad) or "(top level)"
+    raise ConfigError(f"{_where(bad, source, text, overridden)}: '{dotted}' holds a NUL byte")
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative local paths absolute against ``base`` (the config file's folder)."""
 
@@ -684,7 +745,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Campaig
     over = parse_overrides(overrides or [])
     for key_path, value in over.items():
         _apply_override(data, key_path, value)
-    data = _expand_env(data, source)
+    try:
+        data = _expand_env(data)
+    except _UnsetVariable as exc:
+        raise ConfigError(
+            f"{_where(exc.key, source, text, set(over))}: '{'.'.join(exc.key)}': environment variable "
+            f"${{{exc.name}}} is not set (write ${{{exc.name}:-default}} for a default)"
+        ) from None
+    _refuse_nul(data, (), source, text, set(over))
     _resolve_paths(data, path.resolve().parent)
     if "workdir" not in data or data["workdir"] is None:
         name = data.get("name")

@@ -11,6 +11,13 @@ A writer appends vectors, then keys, fsyncs both, and only then rewrites ``meta.
 (temporary file + rename). Rows past ``count`` are garbage from a killed writer and are
 truncated by the next writer. So a killed embed leaves a valid cache holding every batch
 committed before the kill, and a re-run embeds only what is missing.
+
+Sharded embedding (``model.shards``) stages each shard in ``shards/<shard digest>/``, a
+cache of the same format with its own lock, so shard writers (threads, Dask worker
+processes) never contend. The digest covers the shard's text keys and batch grouping, so
+a re-run of the same embed finds every finished shard (and the committed batches of an
+unfinished one). ``merge`` then copies the shards' rows into this cache under its lock in
+one commit and deletes the shard folders: the main cache holds all of a merge or none.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,6 +160,76 @@ class EmbeddingCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    # ---------------------------------------------------------------- shards
+    def shard(self, name: str) -> EmbeddingCache:
+        """The staging cache of one shard: ``<dir>/shards/<name>/``, same format, own lock."""
+        return EmbeddingCache(self.dir / "shards", name, self.dim, self.describe)
+
+    def merge(self, shards: Sequence[EmbeddingCache], chunk_rows: int = 65536) -> int:
+        """Copy the shards' committed rows this cache lacks, in one commit; delete the shards.
+
+        Returns the number of rows added. A crash before the commit leaves this cache as it
+        was and the shard folders intact (a re-run merges them again); after it, only the
+        shard folders may be left, and ``prune_shards`` removes them.
+        """
+        with self.writer() as w:
+            start = w.count
+
+            def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                seen = self._load_keys(start)
+                for sh in shards:
+                    n = sh.count()
+                    keys = sh._load_keys(n)
+                    new = _absent(keys, seen)
+                    if not new.size:
+                        continue
+                    vecs = sh.vectors()
+                    for s in range(0, new.size, chunk_rows):
+                        rows = new[s : s + chunk_rows]
+                        yield keys[rows], np.asarray(vecs[rows])
+                    seen = np.concatenate([seen, keys[new]])
+
+            w.append_many(chunks())
+            added = w.count - start
+        for sh in shards:
+            _remove_tree(sh.dir)
+        return added
+
+    def prune_shards(self) -> int:
+        """Delete shard folders whose every committed row is already in this cache."""
+        root = self.dir / "shards"
+        if not root.is_dir():
+            return 0
+        stored = self._load_keys(self.count())
+        removed = 0
+        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+            sh = EmbeddingCache(root, d.name, self.dim)
+            try:
+                keys = sh._load_keys(sh.count())
+            except (OSError, ValueError, AlftError):
+                continue
+            if _absent(keys, stored).size == 0:
+                _remove_tree(d)
+                removed += 1
+        return removed
+
+
+def _absent(keys: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Positions of ``keys`` [n, 2] not in ``stored`` [m, 2] (sorted int64)."""
+    if len(keys) == 0:
+        return np.empty(0, dtype=np.int64)
+    if len(stored) == 0:
+        return np.arange(len(keys), dtype=np.int64)
+    k = np.ascontiguousarray(keys, dtype=np.uint64).view(np.dtype((np.void, 16))).ravel()
+    s = np.ascontiguousarray(stored, dtype=np.uint64).view(np.dtype((np.void, 16))).ravel()
+    return np.flatnonzero(~np.isin(k, s))
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
 
 class _Writer:
     def __init__(self, cache: EmbeddingCache, count: int) -> None:
@@ -161,19 +238,29 @@ class _Writer:
 
     def append(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Append rows and commit them (fsync, then the meta rename)."""
+        self.append_many([(keys, vectors)])
+
+    def append_many(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Append every ``(keys, vectors)`` chunk, then commit them all at once (one meta rename)."""
         c = self.cache
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        keys = np.ascontiguousarray(keys, dtype=np.uint64)
-        if vectors.shape != (len(keys), c.dim):
-            raise AlftError(f"embedding cache: got vectors {vectors.shape}, keys {keys.shape}")
-        if not np.isfinite(vectors).all():
-            raise AlftError("embedding cache: refusing to store NaN or inf vectors")
-        for path, data in ((c._vec, vectors), (c._keys, keys)):
-            with open(path, "ab") as fh:
-                fh.write(data.tobytes())
+        added = 0
+        with open(c._vec, "ab") as vfh, open(c._keys, "ab") as kfh:
+            for keys, vectors in chunks:
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                keys = np.ascontiguousarray(keys, dtype=np.uint64)
+                if vectors.shape != (len(keys), c.dim):
+                    raise AlftError(f"embedding cache: got vectors {vectors.shape}, keys {keys.shape}")
+                if not np.isfinite(vectors).all():
+                    raise AlftError("embedding cache: refusing to store NaN or inf vectors")
+                vfh.write(vectors.tobytes())
+                kfh.write(keys.tobytes())
+                added += len(keys)
+            if added == 0:
+                return
+            for fh in (vfh, kfh):
                 fh.flush()
                 os.fsync(fh.fileno())
-        self.count += len(keys)
+        self.count += added
         atomic_write_text(
             c._meta,
             json.dumps({"count": self.count, "dim": c.dim, **c.describe}, sort_keys=True),

@@ -109,6 +109,15 @@ class EncodeOptions:
 _EAGER_ATTENTION_MAX_LENGTH = 128
 
 
+@dataclass(frozen=True)
+class Tokens:
+    """Token ids of some texts: ``flat`` int64 ids, text ``i`` is ``flat[starts[i] : starts[i] + lengths[i]]``."""
+
+    flat: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+
+
 def _drop_pooler(model) -> None:
     """Skip the ``[CLS]`` pooler (a dense layer + tanh per batch) that mean pooling never reads.
 
@@ -158,11 +167,11 @@ class Encoder:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot read the config of model '{self.path}': {exc}") from exc
 
-    def batches(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Positions of ``texts`` grouped into batches, longest first (deterministic).
+    def tokenize(self, texts: Sequence[str]) -> Tokens:
+        """Token ids of ``texts`` (truncated to ``max_length``) as one flat array plus offsets.
 
-        A batch's composition depends only on the texts and their order (the embedding
-        cache re-forms the same batches after a crash).
+        The result belongs to the caller: threads sharing this encoder (sharded embedding)
+        each pass their own ``Tokens`` to ``encode_batch``.
         """
         self._load()
         enc = self._tokenizer(
@@ -177,14 +186,22 @@ class Encoder:
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         # One flat array plus offsets: a batch's id matrix is then a single gather, not a
         # Python loop over its rows.
-        self._flat = np.fromiter(
-            itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())
-        )
-        self._starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        self._lengths = lengths
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return Tokens(flat=flat, starts=starts, lengths=lengths)
+
+    def batches(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Positions of ``texts`` grouped into batches, longest first (deterministic).
+
+        A batch's composition depends only on the texts and their order (the embedding
+        cache re-forms the same batches after a crash).
+        """
+        tok = self.tokenize(texts)
+        self._flat, self._starts, self._lengths = tok.flat, tok.starts, tok.lengths
+        lengths = tok.lengths
         # Longest first so a batch that does not fit in memory fails at once; position as a
         # second key keeps the order (and so every batch) identical across runs.
-        order = np.lexsort((np.arange(len(ids)), -lengths))
+        order = np.lexsort((np.arange(len(lengths)), -lengths))
         return self._split(order, lengths[order])
 
     def _split(self, order: np.ndarray, sorted_lengths: np.ndarray) -> list[np.ndarray]:
@@ -201,17 +218,23 @@ class Encoder:
             i += rows
         return out
 
-    def encode_batch(self, positions: np.ndarray) -> np.ndarray:
-        """Embed the texts at ``positions`` of the last ``batches()`` call; float32 ``[b, d]``."""
+    def encode_batch(self, positions: np.ndarray, tokens: Tokens | None = None) -> np.ndarray:
+        """Embed the texts at ``positions``; float32 ``[b, d]``.
+
+        Positions index ``tokens`` (from ``tokenize``), or by default the texts of the last
+        ``batches()`` call.
+        """
         import torch
 
-        lengths = self._lengths[positions]  # [b]
+        if tokens is None:
+            tokens = Tokens(flat=self._flat, starts=self._starts, lengths=self._lengths)
+        lengths = tokens.lengths[positions]  # [b]
         width = int(lengths.max())
         cols = np.arange(width)
         valid = cols[None, :] < lengths[:, None]  # [b, L]
-        idx = self._starts[positions][:, None] + np.minimum(cols[None, :], lengths[:, None] - 1)
+        idx = tokens.starts[positions][:, None] + np.minimum(cols[None, :], lengths[:, None] - 1)
         pad_id = self._tokenizer.pad_token_id or 0
-        input_ids = np.where(valid, self._flat.take(idx, mode="clip"), pad_id)  # [b, L]
+        input_ids = np.where(valid, tokens.flat.take(idx, mode="clip"), pad_id)  # [b, L]
         padded = not bool(valid.all())
         with torch.inference_mode():
             ids_t = torch.from_numpy(input_ids)
