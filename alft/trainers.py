@@ -101,11 +101,14 @@ class HeadModel:
         if self.classes.size == 1:
             out[:, self.classes[0]] = 1.0
             return out
-        logits = embeddings.astype(np.float64) @ self.coef.T + self.intercept  # [n, k]
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        out[:, self.classes] = p
+        # in blocks: a float64 copy of a million 384-d embeddings alone would be 2.9 GiB
+        for start in range(0, n, 65536):
+            block = np.asarray(embeddings[start : start + 65536], dtype=np.float64)  # [b, d]
+            logits = block @ self.coef.T + self.intercept  # [b, k]
+            logits -= logits.max(axis=1, keepdims=True)
+            p = np.exp(logits)
+            p /= p.sum(axis=1, keepdims=True)
+            out[start : start + 65536, self.classes] = p
         return out
 
     def outputs(
