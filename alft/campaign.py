@@ -7,6 +7,7 @@ embeddings, models) is re-derived from it, memoised per process for speed only.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -136,11 +137,82 @@ def verify_campaign(cfg: CampaignConfig, existing: dict[str, Any], facts: dict[s
         )
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".gguf")
+_TOKENIZER_FILES = (
+    "tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+    "tokenizer.model", "vocab.model",
+)
+
+
+def check_model_folder(path: str) -> None:
+    """A local model folder must hold a readable config.json, weights and a tokenizer.
+
+    transformers would otherwise fail late (no weights: in the embed step, after the
+    campaign is created) or not at all: without tokenizer files, transformers 5 builds a
+    tokenizer of special tokens only, and every text embeds as a row of [UNK].
+    """
+    from alft.errors import ModelError
+
+    p = Path(path)
+    if not p.is_dir():
+        return  # a hub id: checked when it is loaded
+    try:
+        names = [f.name for f in p.iterdir()]
+    except OSError as exc:
+        raise ModelError(f"model folder {p}: cannot list it ({exc.strerror})") from None
+    if not any(n.endswith(_WEIGHT_SUFFIXES) for n in names):
+        raise ModelError(
+            f"model folder {p} holds no weights (model.safetensors or pytorch_model.bin); "
+            "copy the whole folder that save_pretrained wrote"
+        )
+    if not any(n in _TOKENIZER_FILES or n.endswith(".tiktoken") for n in names):
+        raise ModelError(
+            f"model folder {p} holds no tokenizer (none of {', '.join(_TOKENIZER_FILES[:3])}, ...); "
+            "save the tokenizer into the same folder (tokenizer.save_pretrained)"
+        )
+    try:
+        cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ModelError(f"model folder {p}: config.json cannot be read ({why})") from None
+    if not isinstance(cfg, dict) or "model_type" not in cfg and "architectures" not in cfg:
+        raise ModelError(f"model folder {p}: config.json names no model_type (is it a transformers model?)")
+
+
+def check_workdir(cfg: CampaignConfig) -> None:
+    """The campaign folder must be (or be creatable as) a folder this process can write in.
+
+    Checked before anything is written, so a read-only or full location fails with its name
+    instead of half-way through the first step. The probe is an anonymous temporary file.
+    """
+    import tempfile
+
+    from alft.errors import AlftError
+
+    path = cfg.workdir_path().absolute()
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = f"campaign folder {path}" + ("" if probe == path else f": {probe}")
+        raise AlftError(f"{where} is a file, not a folder; set workdir to a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        what = "campaign folder" if probe == path else f"campaign folder {path} cannot be created:"
+        raise AlftError(
+            f"{what} {probe} is not writable ({exc.strerror}); make it writable or set workdir to another folder"
+        ) from None
+
+
 def preflight(cfg: CampaignConfig) -> dict[str, Any]:
     """Every check that needs no write: data, labels, model, and an existing campaign's identity."""
     from sqlalchemy.engine import make_url
 
     facts = campaign_facts(cfg)
+    check_model_folder(resolve_model(cfg))
+    check_workdir(cfg)
     url = make_url(cfg.store_url())
     local_missing = url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
     if not local_missing:
@@ -197,13 +269,26 @@ def embed_with_cache(cfg: CampaignConfig, texts: list[str], label: str) -> dict[
     lock: two campaigns embedding the same pool at once (two flow runs, two processes)
     leave one copy of each vector, the second one finding the first one's work.
     """
-    from alft import progress
     from alft.embedcache import text_keys
 
     cache = embedding_cache(cfg)
     keys = text_keys(texts)
     if (cache.lookup(keys) >= 0).all():
         return {"texts": len(texts), "embedded": 0, "cached": len(texts)}
+    try:
+        return _embed_missing(cfg, cache, texts, keys, label)
+    except OSError as exc:  # a full or read-only disk: the batches committed before are kept
+        from alft.errors import AlftError
+
+        raise AlftError(
+            f"embedding cache {cache.dir}: cannot write ({exc.strerror}); the vectors committed "
+            "before are kept: make room (or set model.cache_dir / $ALFT_CACHE_DIR) and run again"
+        ) from None
+
+
+def _embed_missing(cfg: CampaignConfig, cache, texts: list[str], keys: np.ndarray, label: str) -> dict[str, int]:
+    from alft import progress
+
     with cache.writer() as w:
         missing = np.flatnonzero(cache.lookup(keys) < 0)
         if missing.size == 0:  # another process embedded them while this one waited for the lock
@@ -216,6 +301,13 @@ def embed_with_cache(cfg: CampaignConfig, texts: list[str], label: str) -> dict[
         set_threads(cfg)
         enc = encoder_for(cfg)
         batches = enc.batches(todo_texts)
+        lengths = getattr(enc, "_lengths", None)  # token counts, already cut at max_length
+        if lengths is not None and (cut := int((lengths >= cfg.model.max_length).sum())):
+            # long texts are accepted: each is truncated to its first max_length tokens
+            log.info(
+                "embed %s: %d of %d texts reach model.max_length (%d tokens); longer ones are truncated",
+                label, cut, len(todo_texts), cfg.model.max_length,
+            )
         flush_every = max(1, 1024 // cfg.model.batch_size)  # whole batches, so a resume re-forms the same ones
         with progress.bar(f"embed {label}", len(todo_texts)) as advance:
             pend_pos: list[np.ndarray] = []

@@ -33,3 +33,7 @@ class LabelError(AlftError):
 
 class TrainerError(AlftError):
     """Fine-tuning cannot run on what was given (too few labels, bad options)."""
+
+
+class TrackingError(AlftError):
+    """MLflow could not be reached or refused a write (the campaign store is unaffected)."""

@@ -1,8 +1,10 @@
 """The file route: export the pending batch as JSONL or CSV, read labeled files back.
 
 A label file has one row per judgement: ``id`` and ``label``, optionally ``annotator``,
-``kind`` (label, retract or unsure) and ``round`` (the round the batch was exported for,
-so a file labeled against a closed batch is refused as stale). Other columns (``text``,
+``kind`` (label, retract or unsure), ``round`` (the round the batch was exported for,
+so a file labeled against a closed batch is refused as stale) and ``campaign`` (the
+campaign it was exported from: a file imported into another campaign is refused, even
+when the two campaigns share a pool and so example ids). Other columns (``text``,
 ``position``, ...) are ignored, so a file written by ``write_pending`` comes back as is.
 
 Reading never half-succeeds: any problem raises ``LabelError`` naming the file and line,
@@ -30,7 +32,7 @@ from alft.fsutil import atomic_write_text
 MAX_BYTES = 50 * 1024 * 1024
 KINDS = ("label", "retract", "unsure")
 FORMATS = ("jsonl", "csv")
-_FIELDS = ("id", "label", "annotator", "kind", "round")
+_FIELDS = ("id", "label", "annotator", "kind", "round", "campaign")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class LabelRow:
     kind: str = "label"
     round: int | None = None
     where: str = ""
+    campaign: str | None = None  # the campaign the file was exported from, when it says
 
 
 @dataclass
@@ -186,10 +189,11 @@ def _row(values: dict[str, Any], where: str, blanks: list[str]) -> LabelRow | No
             raise LabelError(f"{where}: 'round' must be a round number, got {_short(rnd)}")
     else:
         rnd = None
+    campaign = _text(values.get("campaign"), "campaign", where, optional=True) or None
     if kind == "label" and not label:
         blanks.append(where)  # not labeled yet: reported, not imported
         return None
-    return LabelRow(ex, label if kind == "label" else None, annotator, kind, rnd, where)
+    return LabelRow(ex, label if kind == "label" else None, annotator, kind, rnd, where, campaign)
 
 
 # ---------------------------------------------------------------- JSONL and CSV
@@ -324,38 +328,60 @@ def file_round(rows: Sequence[LabelRow]) -> int | None:
     return next(iter(rounds), None)
 
 
+def check_campaign(rows: Sequence[LabelRow], name: str) -> None:
+    """Refuse rows exported from another campaign (their ``campaign`` field names it).
+
+    Two campaigns on one pool share example ids (and, with one seed and cold start, even
+    their first batches), so the ids alone cannot tell a file meant for the other one.
+    """
+    for r in rows:
+        if r.campaign is not None and r.campaign != name:
+            raise LabelError(
+                f"{r.where}: the labels were exported from campaign {r.campaign!r}, not {name!r}; "
+                f"import the file into {r.campaign!r}"
+            )
+
+
 # ---------------------------------------------------------------- writing the batch
-def pending_rows(batch, pool_texts: Sequence[str], only_remaining: bool = True) -> list[dict[str, Any]]:
-    """One row per example of the pending batch to label (id, text, round, position, label)."""
+def pending_rows(
+    batch, pool_texts: Sequence[str], only_remaining: bool = True, campaign: str | None = None
+) -> list[dict[str, Any]]:
+    """One row per example of the pending batch to label (id, text, [campaign,] round, position, label)."""
     todo = set(batch.remaining()) if only_remaining else None
     out = []
     for s in batch.items:
         if todo is not None and s["example_id"] not in todo:
             continue
-        out.append(
-            {
-                "id": s["example_id"],
-                "text": pool_texts[s["pool_id"]],
-                "round": batch.round,
-                "position": s["position"],
-                "label": "",
-            }
-        )
+        row: dict[str, Any] = {"id": s["example_id"], "text": pool_texts[s["pool_id"]]}
+        if campaign is not None:
+            row["campaign"] = campaign
+        row.update({"round": batch.round, "position": s["position"], "label": ""})
+        out.append(row)
     return out
 
 
 def write_pending(
-    batch, pool_texts: Sequence[str], path: str | Path, fmt: str | None = None, *, only_remaining: bool = True
+    batch,
+    pool_texts: Sequence[str],
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    only_remaining: bool = True,
+    campaign: str | None = None,
 ) -> int:
-    """Write the pending batch as a label file to fill in (atomically); the number of rows."""
+    """Write the pending batch as a label file to fill in (atomically); the number of rows.
+
+    ``campaign`` (the CLI passes it) adds a ``campaign`` column, checked on import.
+    """
     path = Path(path)
     kind = format_for(path, fmt)
-    rows = pending_rows(batch, pool_texts, only_remaining)
+    rows = pending_rows(batch, pool_texts, only_remaining, campaign)
     if kind == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     else:
         buf = io.StringIO(newline="")
-        w = csv.DictWriter(buf, fieldnames=["id", "text", "round", "position", "label"], lineterminator="\n")
+        names = ["id", "text"] + (["campaign"] if campaign is not None else []) + ["round", "position", "label"]
+        w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
         text = buf.getvalue()

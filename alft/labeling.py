@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from alft import faults
 from alft.errors import LabelError
 
 KINDS = ("label", "retract", "unsure")
@@ -363,6 +364,7 @@ def submit(
         for kind, rows in writes.items():
             if rows:
                 store.add_label_events(conn, name, r, rows, annotator, source, kind=kind)
+        faults.point(f"r{r}.labels.submit")  # inside the transaction: a kill here writes nothing
         # the batch's events plus this submission's, in write order: what a re-read would return
         written = [
             {"example_id": ex, "label": lab, "annotator": annotator, "kind": kind}

@@ -85,8 +85,12 @@ def to_tasks(
     to_name: str = "text",
     model_version: str = "alft",
     only_remaining: bool = True,
+    campaign: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Label Studio tasks for the pending batch, with pre-annotations where probs exist."""
+    """Label Studio tasks for the pending batch, with pre-annotations where probs exist.
+
+    ``campaign`` (the CLI passes it) is written as ``data.alft_campaign`` and checked on import.
+    """
     todo = set(batch.remaining()) if only_remaining else None
     tasks = []
     for s in batch.items:
@@ -96,6 +100,8 @@ def to_tasks(
         task: dict[str, Any] = {
             "data": {"text": pool_texts[s["pool_id"]], "alft_id": ex, "alft_round": batch.round}
         }
+        if campaign is not None:
+            task["data"]["alft_campaign"] = campaign
         if probs_by_example is not None and ex in probs_by_example:
             pred = prediction(probs_by_example[ex], labels, from_name, to_name, model_version)
             if pred is not None:
@@ -156,6 +162,15 @@ def _round(data: Mapping[str, Any], where: str) -> int | None:
     return r
 
 
+def _campaign(data: Mapping[str, Any], where: str) -> str | None:
+    c = data.get("alft_campaign")
+    if c is None:
+        return None
+    if not isinstance(c, str) or not c.strip():
+        raise LabelError(f"{where}: data.alft_campaign must be a campaign name, got {json.dumps(c)[:40]}")
+    return c
+
+
 def _one_label(choices: Any, where: str) -> str:
     if not isinstance(choices, list) or not choices:
         raise LabelError(f"{where}: the choices result holds no choice")
@@ -197,6 +212,7 @@ def _from_task(task: Mapping[str, Any], where: str, from_name: str) -> list[Labe
     ex = _alft_id(data, where)
     where = f"{where} (id {ex!r})"
     rnd = _round(data, where)
+    camp = _campaign(data, where)
     anns = task.get("annotations") or []  # a task nobody labeled: nothing to import
     if not isinstance(anns, list):
         raise LabelError(f"{where}: 'annotations' must be a list")
@@ -208,7 +224,7 @@ def _from_task(task: Mapping[str, Any], where: str, from_name: str) -> list[Labe
         if ann.get("was_cancelled") or ann.get("skipped"):
             continue  # skipped in Label Studio: the annotator chose not to label it
         label = _annotation_label(ann, from_name, at)
-        rows.append(LabelRow(ex, label, _annotator(ann.get("completed_by"), at), "label", rnd, at))
+        rows.append(LabelRow(ex, label, _annotator(ann.get("completed_by"), at), "label", rnd, at, camp))
     return rows
 
 
@@ -217,6 +233,7 @@ def _from_min_record(rec: Mapping[str, Any], where: str, from_name: str) -> list
     ex = _alft_id(rec, where)
     where = f"{where} (id {ex!r})"
     rnd = _round(rec, where)
+    camp = _campaign(rec, where)
     if from_name not in rec:
         if "annotation_id" in rec or "annotator" in rec:
             raise LabelError(f"{where}: an annotation without a {from_name!r} value (is the Choices control named so?)")
@@ -230,7 +247,7 @@ def _from_min_record(rec: Mapping[str, Any], where: str, from_name: str) -> list
         label = _one_label([value], where)
     else:
         raise LabelError(f"{where}: the chosen label must be a string, got {type(value).__name__}")
-    return [LabelRow(ex, label, _annotator(rec.get("annotator"), where), "label", rnd, where)]
+    return [LabelRow(ex, label, _annotator(rec.get("annotator"), where), "label", rnd, where, camp)]
 
 
 def from_export(path_or_obj: Any, from_name: str = "label") -> list[LabelRow]:

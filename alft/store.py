@@ -57,7 +57,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from alft.errors import StoreError
 from strategies.stopping import RoundRecord
@@ -257,6 +257,13 @@ def _dicts(result) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
+#: SQLite (and PostgreSQL) messages of a write the disk or the permissions refused.
+_WRITE_FAILURES = (
+    "database or disk is full", "readonly database", "read-only", "disk i/o error",
+    "unable to open database file", "no space left", "could not extend file",
+)
+
+
 class CampaignStore:
     """Typed access to the campaign tables. Methods taking ``conn`` run inside a transaction."""
 
@@ -309,9 +316,22 @@ class CampaignStore:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction: commits on success, rolls back on any exception."""
-        with self.engine.begin() as conn:
-            yield conn
+        """One transaction: commits on success, rolls back on any exception.
+
+        A full disk or a read-only store file becomes a StoreError naming the store: the
+        transaction is rolled back, so the store keeps its last committed state.
+        """
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            why = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            if not any(m in why.lower() for m in _WRITE_FAILURES):
+                raise
+            raise StoreError(
+                f"campaign store {safe_url(self.url)}: cannot write ({why}); nothing of this "
+                "transaction was kept: make room or fix the permissions, then run again"
+            ) from None
 
     # ------------------------------------------------------------ campaigns
     def campaign(self, name: str) -> dict[str, Any] | None:

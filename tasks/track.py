@@ -7,16 +7,111 @@ duplicate run. Store writes never wait on MLflow.
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from alft import faults
 from alft.campaign import CampaignContext, campaign_data, open_store
 from alft.config import config_digest
+from alft.errors import AlftError, TrackingError
 from alft.tracking import Tracker, default_artifact_location, flatten
 from tasks._common import say
 
-RETRY_DELAYS = [2, 5, 15]
+DEFAULT_RETRY_DELAYS = [2.0, 5.0, 15.0]
+
+
+def retry_delays(raw: str | None = None) -> list[float]:
+    """Seconds between the tries of a tracking task: ``$ALFT_TRACK_RETRY_DELAYS`` ("2,5,15").
+
+    One number per retry ("" or "none": no retry); unset or malformed: 2, 5 and 15 s.
+    Read once, when this module is imported (tests shorten it; an outage lasts longer).
+    """
+    raw = os.environ.get("ALFT_TRACK_RETRY_DELAYS") if raw is None else raw
+    if raw is None:
+        return list(DEFAULT_RETRY_DELAYS)
+    if raw.strip().lower() in ("", "none"):
+        return []
+    try:
+        delays = [float(x) for x in raw.replace(",", " ").split()]
+    except ValueError:
+        delays = []
+    if not delays or any(not (0 <= d < 86400) for d in delays):
+        logging.getLogger("alft").warning(
+            "ALFT_TRACK_RETRY_DELAYS=%r is not a list of seconds (e.g. 2,5,15); using %s", raw, DEFAULT_RETRY_DELAYS
+        )
+        return list(DEFAULT_RETRY_DELAYS)
+    return delays
+
+
+RETRY_DELAYS = retry_delays()
+
+
+def _public_uri(uri: str) -> str:
+    """The tracking URI without a password (http://user:secret@host -> http://user:***@host)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _tracking_failure(exc: BaseException) -> bool:
+    """An error of MLflow or of the connection to it (not a bug, not the store)."""
+    from mlflow.exceptions import MlflowException
+    from requests import RequestException  # a dependency of mlflow
+
+    return isinstance(exc, (MlflowException, RequestException, ConnectionError, TimeoutError))
+
+
+def _short_cause(exc: BaseException) -> str:
+    """What went wrong, in a few words for the common cases (MLflow quotes whole urllib3 reprs)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if any(m in text for m in ("Connection refused", "Failed to establish a new connection", "NewConnectionError")):
+        return "cannot connect (connection refused: is the server running?)"
+    if any(m in text for m in ("timed out", "ReadTimeout", "ConnectTimeout")):
+        return "the server did not answer in time"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def mlflow_errors(what: str):
+    """Turn MLflow and connection errors of a tracking task into one clear TrackingError.
+
+    Prefect retries the task on it (``RETRY_DELAYS``); the last one reaches the CLI, which
+    prints it as one line. Nothing else is caught: the store's own errors stay as they are.
+    ``what`` is formatted with the task's keyword arguments (``round {round_no}``).
+    """
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(ctx: CampaignContext, *args, **kwargs):
+            try:
+                return fn(ctx, *args, **kwargs)
+            except AlftError:
+                raise
+            except Exception as exc:
+                if not _tracking_failure(exc):
+                    raise
+                names = fn.__code__.co_varnames[1 : fn.__code__.co_argcount]
+                label = what.format(**dict(zip(names, args)), **kwargs)
+                cause = _short_cause(exc)
+                raise TrackingError(
+                    f"MLflow at {_public_uri(ctx.config.tracking_uri())}: {label} failed "
+                    f"({1 + len(RETRY_DELAYS)} tries): {cause}. The campaign store keeps every result; "
+                    "run the same command again once MLflow is reachable, and what is not logged yet is logged then"
+                ) from exc
+
+        return wrapper
+
+    return deco
 
 
 def tracker_for(ctx: CampaignContext) -> Tracker:
@@ -58,6 +153,7 @@ def registered_name(ctx: CampaignContext) -> str:
 
 
 @task(name="track campaign", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@mlflow_errors("logging the campaign run")
 def track_campaign(ctx: CampaignContext) -> str:
     """Get or create the campaign's MLflow parent run; log config, tags and dataset inputs."""
     store = open_store(ctx.config)
@@ -96,6 +192,7 @@ def track_campaign(ctx: CampaignContext) -> str:
     retry_delay_seconds=RETRY_DELAYS,
     cache_policy=NO_CACHE,
 )
+@mlflow_errors("logging round {round_no}")
 def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     """Log the round to its nested MLflow run: params, metrics, batch table, plots, model."""
     from alft.evaluation import learning_curve_figure
@@ -104,6 +201,7 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     rr = store.round_row(ctx.name, round_no)
     if rr is None or rr["finished_at"] is None:
         return None
+    faults.point(f"r{round_no}.track.start")
     camp = store.campaign(ctx.name)
     parent = camp["mlflow_run_id"]
     tracker = tracker_for(ctx)
@@ -212,6 +310,7 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     retry_delay_seconds=RETRY_DELAYS,
     cache_policy=NO_CACHE,
 )
+@mlflow_errors("registering the final model")
 def register_final_model(ctx: CampaignContext) -> str | None:
     """Register the stopped campaign's last model in the MLflow model registry (once per run)."""
     store = open_store(ctx.config)

@@ -98,7 +98,7 @@ def test_missing_gold_for_simulated_oracle(tmp_path):
 def test_latin1_csv_is_named(tmp_path):
     p = tmp_path / "a.csv"
     p.write_bytes("id,text,label\n1,caf\xe9 au lait,ham\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"a.csv"):
+    with pytest.raises(DataError, match=r"a.csv line 2, column 6: not UTF-8 \(byte 0xe9\)"):
         load(p)
 
 
@@ -112,7 +112,7 @@ def test_empty_file(tmp_path):
 def test_malformed_jsonl_names_the_file(tmp_path):
     p = tmp_path / "a.jsonl"
     p.write_text('{"id": "1", "text": "a", "label": "ham"}\n{"id": "2", "text": \n')
-    with pytest.raises(DataError, match=r"a.jsonl: cannot load as json"):
+    with pytest.raises(DataError, match=r"a.jsonl line 2, column 21: not valid JSON \(Expecting value\)"):
         load(p)
 
 

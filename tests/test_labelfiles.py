@@ -338,7 +338,8 @@ def test_cli_export_import_status_round_trip(pending_campaign, banking_subset, t
     assert "wrote 20 examples still to label of round 0" in res.output
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 20 and set(rows[0]) == {"id", "text", "round", "position", "label"}
+    assert len(rows) == 20 and set(rows[0]) == {"id", "text", "campaign", "round", "position", "label"}
+    assert {r["campaign"] for r in rows} == {"test-campaign"}  # checked on import
     texts = {r["id"]: r["text"] for r in read_jsonl(banking_subset["pool"])}
     assert all(texts[r["id"]] == r["text"] for r in rows)
 

@@ -1,0 +1,317 @@
+"""Fault injection at every step, and an MLflow server that goes away: the campaign resumes to the same result.
+
+* ``test_killed_at_every_step_ends_as_the_uninterrupted_run``: one campaign, killed with
+  SIGKILL (``ALFT_FAULT``, ``alft/faults.py``) at the start of and inside the committing
+  transaction of each of the seven steps, inside the labels transaction, while embedding
+  and while tracking; each kill is followed by a re-run that goes on to the next fault. Its
+  store dump, selected ids, exported labeled dataset and MLflow runs must equal those of
+  one uninterrupted run with the same seed (the module's ``reference``).
+* ``test_mlflow_server_going_away_mid_round``: a real ``mlflow server``, stopped just before
+  round 1 is tracked: the track task retries with backoff, then the run fails with one
+  clear error; the store keeps every step; with the server back, a re-run resumes and logs
+  the untracked rounds once.
+
+The kills run in one sequence, not one campaign per fault: every ``alft run`` process
+costs ~10 s of start-up on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from alft.campaign import STEP_ORDER
+from alft.config import load_config
+from alft.store import CampaignStore
+from tests.conftest import REPO, campaign_yaml
+
+pytestmark = pytest.mark.slow
+
+NAME = "faults"
+
+
+def run_cli(cfg: Path, api_url: str, **env) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PREFECT_API_URL": api_url, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "alft.cli", "run", str(cfg)],
+        env=full, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+
+
+def outcome(cfg_path: Path) -> dict:
+    """What an interrupted campaign must end with: its store, batches and labeled dataset."""
+    from alft.export import labeled_rows
+
+    cfg = load_config(cfg_path)
+    store = CampaignStore(cfg.store_url())
+    try:
+        return {
+            "dump": store.dump(NAME),
+            "selected": [(s["round"], s["position"], s["example_id"]) for s in store.selections(NAME)],
+            "labeled": [{k: v for k, v in r.items() if k != "labeled_at"} for r in labeled_rows(store, NAME, cfg)],
+        }
+    finally:
+        store.close()
+
+
+def mlflow_rounds(cfg_path: Path) -> dict:
+    """MLflow's view: the campaign runs, and each round's runs with their metric histories."""
+    from mlflow import MlflowClient
+
+    cfg = load_config(cfg_path)
+    client = MlflowClient(cfg.tracking_uri())
+    exp = client.get_experiment_by_name(cfg.experiment_name())
+    runs = client.search_runs([exp.experiment_id])
+    rounds: dict[str, list] = {}
+    for r in runs:
+        if r.data.tags.get("alft.kind") == "round":
+            rounds.setdefault(r.data.tags["alft.round"], []).append(r)
+    return {
+        "campaign_runs": [r.info.run_id for r in runs if r.data.tags.get("alft.kind") == "campaign"],
+        "round_runs": {k: [r.info.run_id for r in v] for k, v in sorted(rounds.items())},
+        "accuracy_points": {
+            k: [len(client.get_metric_history(r.info.run_id, "accuracy")) for r in v] for k, v in sorted(rounds.items())
+        },
+        "client": client,
+    }
+
+
+def assert_each_round_tracked_once(cfg_path: Path, n_rounds: int) -> None:
+    ml = mlflow_rounds(cfg_path)
+    assert len(ml["campaign_runs"]) == 1, ml["campaign_runs"]
+    assert list(ml["round_runs"]) == [str(i) for i in range(n_rounds)]
+    assert all(len(v) == 1 for v in ml["round_runs"].values()), ml["round_runs"]  # a resumed round kept its run
+    assert all(v == [1] for v in ml["accuracy_points"].values()), ml["accuracy_points"]  # and logged once
+    cfg = load_config(cfg_path)
+    store = CampaignStore(cfg.store_url())
+    rows = store.rounds(NAME)
+    store.close()
+    assert all(r["tracked_at"] is not None for r in rows)
+    assert {str(r["round"]): [r["mlflow_run_id"]] for r in rows} == ml["round_runs"]
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_server, banking_subset, tiny_model, tmp_path_factory):
+    """One uninterrupted run: 3 rounds of 20 labels (budget 60) with the tiny BERT and the head trainer."""
+    tmp = tmp_path_factory.mktemp("faults-reference")
+    cfg = campaign_yaml(tmp, banking_subset, tiny_model, name=NAME)
+    t0 = time.monotonic()
+    proc = run_cli(cfg, prefect_server)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = outcome(cfg)
+    out["seconds"] = time.monotonic() - t0
+    assert [r for r, _, _ in out["selected"]].count(2) == 20  # three rounds ran
+    return out
+
+
+# The kills, in the order a campaign reaches them: a flush of the embedding cache (round 0),
+# the start of and the commit of every step in round 1 (where every step has a model to work
+# with; labels.commit is inside the transaction that records the labels), the MLflow run of
+# round 1 logged but the store not told, and the commit of the stop step that stops the
+# campaign (round 2: the budget is spent). r1.track.start is the MLflow test's pause point.
+FAULTS = (
+    ["embed.flush"]
+    + [f"r1.{step}.{where}" for step in STEP_ORDER for where in ("start", "commit")]
+    + ["r1.track", "r2.stop.commit"]
+)
+
+
+def test_killed_at_every_step_ends_as_the_uninterrupted_run(reference, prefect_server, banking_subset, tiny_model, tmp_path):
+    cfg = campaign_yaml(tmp_path, banking_subset, tiny_model, name=NAME)
+    env = {"ALFT_CACHE_DIR": str(tmp_path / "cache")}  # empty: the first run really embeds (embed.flush)
+    times = []
+    for fault in FAULTS:
+        t0 = time.monotonic()
+        killed = run_cli(cfg, prefect_server, ALFT_FAULT=fault, **env)
+        times.append((fault, round(time.monotonic() - t0, 1)))
+        # -SIGKILL: the process reached the point and killed itself there (the point exists)
+        assert killed.returncode == -signal.SIGKILL, f"{fault}: exit {killed.returncode}\n{killed.stderr[-3000:]}"
+        parts = fault.split(".")
+        if len(parts) == 3 and parts[1] in STEP_ORDER:
+            store = CampaignStore(load_config(cfg).store_url())
+            # killed before or inside its transaction: the step is not recorded, so it runs again
+            assert store.step_result(NAME, int(parts[0][1:]), parts[1]) is None, fault
+            store.close()
+    resumed = run_cli(cfg, prefect_server, **env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = outcome(cfg)
+    assert got["dump"] == reference["dump"]
+    assert got["selected"] == reference["selected"]
+    assert got["labeled"] == reference["labeled"]
+    assert_each_round_tracked_once(cfg, 3)
+    print(f"\nreference run {reference['seconds']:.1f} s; kills: {times}")
+
+
+def test_a_kill_inside_a_human_label_import_writes_nothing(prefect_server, banking_subset, tiny_model, tmp_path):
+    """``alft labels import`` killed inside its transaction: no event; the same import again writes them once."""
+    from tests.test_labelfiles import build_pending_campaign
+    from tests.conftest import read_jsonl, write_jsonl
+
+    cfg = build_pending_campaign(tmp_path, banking_subset, tiny_model)
+    c = load_config(cfg)
+    out = tmp_path / "batch.jsonl"
+    cli = [sys.executable, "-m", "alft.cli", "labels"]
+    res = subprocess.run([*cli, "export", str(cfg), "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    gold = {r["id"]: r["label"] for r in read_jsonl(banking_subset["pool"])}
+    rows = read_jsonl(out)
+    for r in rows:
+        r["label"] = gold[r["id"]]
+    write_jsonl(out, rows)
+    store = CampaignStore(c.store_url())
+    before = store.label_events(c.name)
+    imp = [*cli, "import", str(out), str(cfg), "--annotator", "ann"]
+    killed = subprocess.run(imp, cwd=REPO, capture_output=True, text=True, env={**os.environ, "ALFT_FAULT": "r0.labels.submit"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert store.label_events(c.name) == before
+    res = subprocess.run(imp, cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "round 0: 20 written" in res.stdout
+    assert len(store.label_events(c.name)) == len(before) + 20
+    store.close()
+
+
+# ------------------------------------------------------------------ the MLflow server goes away
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """``mlflow server`` in its own process group (so stopping it stops its workers too)."""
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder, self.port = folder, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> float:
+        log = open(self.folder / "mlflow.log", "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server",
+             "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+             "--artifacts-destination", str(self.folder / "mlartifacts"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        import httpx
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited:\n{(self.folder / 'mlflow.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return time.monotonic() - t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"mlflow server not healthy after {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)  # the group this test started
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(15)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # forked workers that outlived the parent
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = MlflowServer(tmp_path, free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+def run_pausing(argv: list[str], env: dict, on_first_stop, log: Path) -> tuple[int, list[float]]:
+    """Run ``argv``; each time it stops itself (``ALFT_FAULT_SIGNAL=STOP``) note when, and continue it.
+
+    ``on_first_stop()`` runs while the process is stopped the first time. Returns the exit
+    code and the times of the stops.
+    """
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    stops: list[float] = []
+    deadline = time.monotonic() + 600
+    while True:
+        assert time.monotonic() < deadline, "the campaign process did not finish"
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED)
+        if os.WIFSTOPPED(status):
+            stops.append(time.monotonic())
+            if len(stops) == 1:
+                on_first_stop()
+            os.kill(proc.pid, signal.SIGCONT)
+            continue
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen
+        return proc.returncode, stops
+
+
+def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow_server, banking_subset, tiny_model, tmp_path):
+    cfg = campaign_yaml(tmp_path, banking_subset, tiny_model, name=NAME, tracking={"uri": mlflow_server.url})
+    delays = [0.5, 1.0, 1.5]
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_server,
+        "ALFT_FAULT": "r1.track.start",  # round 1 is in the store; its tracking is about to start
+        "ALFT_FAULT_SIGNAL": "STOP",
+        "ALFT_TRACK_RETRY_DELAYS": ",".join(map(str, delays)),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+        # Prefect logs each failed try with its traceback (ERROR); here only alft's own output counts
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+    }
+    log = tmp_path / "run1.log"
+    code, stops = run_pausing(
+        [sys.executable, "-m", "alft.cli", "run", str(cfg)], env, mlflow_server.stop, log
+    )
+    out = log.read_text(errors="replace")
+    assert code == 2, out[-3000:]
+    # the first try and one per retry delay, each after its delay
+    assert len(stops) == 1 + len(delays), out[-3000:]
+    gaps = [b - a for a, b in zip(stops, stops[1:])]
+    assert all(g >= d * 0.9 for g, d in zip(gaps, delays)), gaps
+    assert out.count("error:") == 1 and "Traceback" not in out, out[-3000:]
+    line = " ".join(out[out.index("error:"):].split())
+    assert (
+        f"error: MLflow at {mlflow_server.url}: logging round 1 failed (4 tries): cannot connect "
+        "(connection refused: is the server running?)" in line
+    ), line
+    assert "The campaign store keeps every result; run the same command again once MLflow is reachable" in line
+
+    # the store has everything up to round 1, whatever MLflow did
+    store = CampaignStore(load_config(cfg).store_url())
+    rows = {r["round"]: r for r in store.rounds(NAME)}
+    assert sorted(rows) == [0, 1] and rows[1]["finished_at"] is not None
+    assert rows[0]["tracked_at"] is not None and rows[1]["tracked_at"] is None
+    assert {s["step"] for s in store.steps(NAME, 1)} == set(STEP_ORDER)
+    store.close()
+
+    mlflow_server.start()  # back, with the same database
+    resumed = run_cli(cfg, prefect_server, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert outcome(cfg)["dump"] == reference["dump"]  # MLflow never changed what the campaign did
+    assert_each_round_tracked_once(cfg, 3)
