@@ -330,7 +330,7 @@ def unprivileged() -> list[str]:
         return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("running as root without setpriv (util-linux): file permissions cannot be tested")
+        pytest.fail("running as root without setpriv (util-linux, a Debian base package): file permissions cannot be tested")
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
