@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 
@@ -18,8 +17,7 @@ from alft.labeling import (
     resolve,
     submit,
 )
-from alft.store import CampaignStore
-from tests.conftest import pending_store
+from tests.conftest import concurrent_submissions, pending_store
 
 LABELS = ["x", "y", "z"]
 
@@ -180,37 +178,8 @@ def test_tokens_are_stored_hashed(store):
 
 def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
     """20 threads submit 1,000 labels (50 each, some twice) against one batch."""
-    st = CampaignStore(f"sqlite:///{tmp_path / 'load.db'}")
-    with st.transaction() as conn:
-        st.create_campaign(
-            conn, name="c", uid="u", config={}, seed=0, pool_digest="p", pool_size=1000,
-            eval_digest=None, labels=LABELS, model_digest="m",
-        )
-        st.add_selections(conn, "c", 0, [(f"e{i}", i, None) for i in range(1000)], "random")
-        st.finish_step(conn, "c", 0, "select", {"k": 1000}, 0.1)
-    errors = []
-
-    def worker(w):
-        try:
-            for j in range(0, 50, 5):
-                items = [LabelItem(f"e{w * 50 + j + t}", LABELS[(w + j + t) % 3]) for t in range(5)]
-                submit(st, "c", items, annotator=f"ann{w}", source="load", label_set=LABELS)
-                if j == 0:  # a retried request must not duplicate anything
-                    submit(st, "c", items, annotator=f"ann{w}", source="load", label_set=LABELS)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    events = st.label_events("c")
-    assert len(events) == 1000 and len({e["example_id"] for e in events}) == 1000
-    labels = st.current_labels("c")
-    assert labels == {f"e{w * 50 + i}": LABELS[(w + i) % 3] for w in range(20) for i in range(50)}
-    assert pending_batch(st, "c").complete
+    seconds = concurrent_submissions(f"sqlite:///{tmp_path / 'load.db'}")
+    print(f"\n20 threads, 1,000 labels, 220 submissions on SQLite: {seconds:.2f} s")
 
 
 def test_an_undo_withdraws_only_its_own_label():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 import uuid
 
 import pytest
@@ -19,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from alft.errors import StoreError
 from alft.labeling import LabelItem, pending_batch, submit
 from alft.store import CampaignStore
+from tests.conftest import concurrent_submissions
 
 LABELS = ["x", "y", "z"]
 
@@ -259,46 +259,6 @@ def test_an_unreachable_server_is_a_clear_error_without_the_password(tmp_path):
 
 
 # --------------------------------------------------------------------------- concurrency
-def concurrent_submissions(url: str) -> float:
-    """20 threads submit 1,000 labels (50 each, the first 5 twice) to one batch; the seconds it took."""
-    st = CampaignStore(url)
-    with st.transaction() as conn:
-        st.create_campaign(
-            conn, name="c", uid="u", config={}, seed=0, pool_digest="p", pool_size=1000,
-            eval_digest=None, labels=LABELS, model_digest="m",
-        )
-        st.add_selections(conn, "c", 0, [(f"e{i}", i, None) for i in range(1000)], "random")
-        st.finish_step(conn, "c", 0, "select", {"k": 1000}, 0.1)
-    errors: list[Exception] = []
-    barrier = threading.Barrier(20)
-
-    def worker(w):
-        try:
-            barrier.wait()
-            for j in range(0, 50, 5):
-                items = [LabelItem(f"e{w * 50 + j + t}", LABELS[(w + j + t) % 3]) for t in range(5)]
-                submit(st, "c", items, annotator=f"ann{w}", source="load", label_set=LABELS)
-                if j == 0:  # a retried request must not duplicate anything
-                    submit(st, "c", items, annotator=f"ann{w}", source="load", label_set=LABELS)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(20)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
-    assert errors == []
-    events = st.label_events("c")
-    assert len(events) == 1000 and len({e["example_id"] for e in events}) == 1000  # none lost, none twice
-    assert st.current_labels("c") == {f"e{w * 50 + i}": LABELS[(w + i) % 3] for w in range(20) for i in range(50)}
-    assert pending_batch(st, "c").complete
-    st.close()
-    return seconds
-
-
 def test_concurrent_annotators_lose_and_duplicate_nothing(pg):
     seconds = concurrent_submissions(pg)
     print(f"\n20 threads, 1,000 labels, 220 submissions on PostgreSQL: {seconds:.2f} s")
@@ -345,11 +305,6 @@ def test_the_same_request_arriving_many_times_at_once_is_written_once(pg):
     assert len(events) == 100 and len({e["example_id"] for e in events}) == 100
     assert st.consumed_count("c", 0) == 1 and pending_batch(st, "c").complete
     st.close()
-
-
-def test_the_same_load_on_sqlite_for_comparison(tmp_path):
-    seconds = concurrent_submissions(f"sqlite:///{tmp_path / 'load.db'}")
-    print(f"\n20 threads, 1,000 labels, 220 submissions on SQLite: {seconds:.2f} s")
 
 
 # --------------------------------------------------------------------------- end to end
