@@ -713,6 +713,16 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         data["workdir"] = str(w if w.is_absolute() else (base / w).resolve())
 
 
+def read_text_file(path: Path, where: str, encoding: str = "utf-8") -> str:
+    """A config-side text file's contents, or a ConfigError naming ``where`` and the problem."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> CampaignConfig:
     """Read, override, validate and resolve a campaign config file.
 
@@ -725,12 +735,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Campaig
         raise ConfigError(f"config file not found: {path}")
     if path.is_dir():
         raise ConfigError(f"config path is a folder, not a YAML file: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read ({exc.strerror})") from None
+    text = read_text_file(path, source)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from alft.config import ZeroShotConfig
+from alft.config import ZeroShotConfig, read_text_file
 from alft.errors import ConfigError, ModelError
 from alft.trainers import META, ModelOutputs
 
@@ -82,12 +82,7 @@ def load_descriptions(
     size = path.stat().st_size
     if size > MAX_DESCRIPTIONS_BYTES:
         raise ConfigError(f"{where} is {size / 1e6:.1f} MB, over the {MAX_DESCRIPTIONS_BYTES / 1e6:.0f} MB limit")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: files saved by editors that add a BOM
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    text = read_text_file(path, where, encoding="utf-8-sig")  # -sig: editors that add a BOM
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
