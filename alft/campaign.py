@@ -207,7 +207,8 @@ def check_workdir(cfg: CampaignConfig) -> None:
 
 
 def preflight(cfg: CampaignConfig) -> dict[str, Any]:
-    """Every check that needs no write: data, labels, model, and an existing campaign's identity."""
+    """Every check that needs no write: data, labels, model, an existing campaign's identity,
+    and that no live process runs it already."""
     from sqlalchemy.engine import make_url
 
     facts = campaign_facts(cfg)
@@ -218,7 +219,10 @@ def preflight(cfg: CampaignConfig) -> dict[str, Any]:
     if not local_missing:
         existing = open_store(cfg).campaign(cfg.name)
         if existing is not None:
+            from alft.leases import check_free
+
             verify_campaign(cfg, existing, facts, cfg.store_url())
+            check_free(open_store(cfg), cfg.name)
     return facts
 
 

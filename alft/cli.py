@@ -72,6 +72,44 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (AlftError, StrategyError)
 
 
+def _orchestrator_failure(exc: BaseException) -> BaseException | None:
+    """The one error to print when a run ended because the Prefect API went away, else None.
+
+    The flow engine, failing to record the failure itself, raises its own connection
+    error; the error that stopped the run (a step's API check) is in its chain.
+    """
+    from alft.errors import AlftError, OrchestratorError
+    from tasks._prefect import RESUME_HINT, api_url, short_cause, unreachable
+
+    lost = unreachable(exc)
+    if lost is None:
+        return None
+    cur: BaseException | None = exc
+    seen: set[int] = set()
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, AlftError):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return OrchestratorError(f"Prefect API at {api_url()}: {short_cause(lost)}. {RESUME_HINT}")
+
+
+def _quiet_prefect() -> None:
+    """After the one error line, Prefect's services still drain at exit (a few seconds): every
+    queued event and log line fails again, each printed whole. Nothing in them is news."""
+    import logging
+
+    logging.disable(logging.CRITICAL)
+    # Prefect's internal loggers answer isEnabledFor from their own setting, ignoring
+    # logging.disable: silence its loggers and their handlers directly
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("prefect") and isinstance(logger, logging.Logger):
+            logger.disabled = True
+            for handler in logger.handlers:
+                handler.setLevel(logging.CRITICAL + 1)
+    logging.raiseExceptions = False  # the API log handler's "--- Error logging to API ---"
+
+
 @app.command()
 def run(
     config: Annotated[
@@ -108,6 +146,13 @@ def run(
     except _user_errors() as exc:
         progress.disable()
         _fail(console, exc)
+    except Exception as exc:
+        progress.disable()
+        lost = _orchestrator_failure(exc)
+        if lost is None:
+            raise
+        _quiet_prefect()  # first: Prefect's threads would print between
+        _fail(console, lost)
     except KeyboardInterrupt:
         progress.disable()
         console.print("[yellow]interrupted[/]: every finished step is in the store; run the same command to resume")
@@ -286,6 +331,9 @@ def status(
     labels = st.current_labels(name, overlap=cfg.oracle.policy())
     out.print(f"labels: {len(labels)} of budget {cfg.budget}; pool {row['pool_size']}", highlight=False)
     out.print(f"stop: {row['stop_reason'] or 'not stopped'}", highlight=False)
+    from alft.leases import describe
+
+    out.print(describe(st, name), highlight=False)
 
 
 def _campaign_folder(st, cfg) -> Path:

@@ -37,3 +37,11 @@ class TrainerError(AlftError):
 
 class TrackingError(AlftError):
     """MLflow could not be reached or refused a write (the campaign store is unaffected)."""
+
+
+class CampaignBusyError(StoreError):
+    """Another live process runs this campaign (its run lease is held: ``alft.leases``)."""
+
+
+class OrchestratorError(AlftError):
+    """The Prefect API could not be reached or refused a call (the campaign store is unaffected)."""

@@ -6,7 +6,7 @@ events; an example's current label is resolved from them (``alft.labeling.resolv
 exists in ``steps``; the step's own rows (selections, label events, metrics) are written in
 the *same* transaction as that marker, so a crash leaves either both or neither.
 
-Schema (version 2; version 1 stores are migrated in place on open)::
+Schema (version 3; version 1 and 2 stores are migrated in place on open)::
 
     campaigns(name PK, uid, created_at, config JSON, seed, pool_digest, pool_size,
               eval_digest, labels JSON, model_digest, mlflow_experiment_id, mlflow_run_id,
@@ -26,6 +26,9 @@ Schema (version 2; version 1 stores are migrated in place on open)::
     waits(campaign, round, mode, flow_run_id, started_at, resumed_at)  PK(campaign, round) [v2]
     consumed_inputs(campaign, key, round, created_at)    PK(campaign, key)             [v2]
                  Prefect run inputs already turned into label events (never replayed)
+    run_leases(campaign, flow_run_id, host, pid, pid_start, started_at, heartbeat_at,
+               ended_at, end_reason)                     PK(campaign, flow_run_id)   [v3]
+                 which process runs the campaign (``alft.leases``): one live holder at a time
     alft_meta(key PK, value)                             schema_version
 """
 
@@ -62,7 +65,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from alft.errors import StoreError
 from strategies.stopping import RoundRecord
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STEPS = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
 
 metadata = MetaData()
@@ -187,6 +190,21 @@ metrics = Table(
     PrimaryKeyConstraint("campaign", "round", "name"),
 )
 
+run_leases = Table(
+    "run_leases",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("flow_run_id", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("pid_start", String(128)),  # boot id + start tick: a reused pid is another process
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("end_reason", Text),
+    PrimaryKeyConstraint("campaign", "flow_run_id"),
+)
+
 alft_meta = Table(
     "alft_meta",
     metadata,
@@ -251,6 +269,13 @@ def _migrate_1_to_2(conn: Connection) -> None:
     )
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    """v3 adds ``run_leases`` (from ``create_all``): only the version changes."""
+    conn.execute(
+        alft_meta.update().where(alft_meta.c.key == "schema_version").values(value="3")
+    )
+
+
 def _dicts(result) -> list[dict[str, Any]]:
     """Rows as dicts; zipping the keys once is ~4x faster than ``.mappings()`` per row."""
     keys = list(result.keys())
@@ -297,8 +322,10 @@ class CampaignStore:
                 ).scalar()
                 if row is None:
                     conn.execute(alft_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-                elif int(row) == 1:
-                    _migrate_1_to_2(conn)
+                elif int(row) in (1, 2):
+                    if int(row) == 1:
+                        _migrate_1_to_2(conn)
+                    _migrate_2_to_3(conn)
                 elif int(row) != SCHEMA_VERSION:
                     raise StoreError(
                         f"campaign store {safe_url(url)} has schema version {row}, "
@@ -670,6 +697,50 @@ class CampaignStore:
             conn.execute(
                 select(campaigns.c.name).where(campaigns.c.name == name).with_for_update(key_share=True)
             )
+
+    # ------------------------------------------------------------ run leases
+    def leases(self, name: str, conn: Connection | None = None, live_only: bool = True) -> list[dict[str, Any]]:
+        """The campaign's run leases (only those not ended, by default), oldest first."""
+        q = select(run_leases).where(run_leases.c.campaign == name)
+        if live_only:
+            q = q.where(run_leases.c.ended_at.is_(None))
+        return self._rows(q.order_by(run_leases.c.started_at), conn)
+
+    def hold_lease(self, conn: Connection, name: str, flow_run_id: str, host: str, pid: int, pid_start: str | None) -> None:
+        """Record this process as the holder for ``flow_run_id`` (a resumed flow run re-holds its row)."""
+        now = utcnow()
+        key = (run_leases.c.campaign == name) & (run_leases.c.flow_run_id == flow_run_id)
+        values = dict(host=host, pid=pid, pid_start=pid_start, heartbeat_at=now, ended_at=None, end_reason=None)
+        if conn.execute(select(run_leases.c.flow_run_id).where(key)).first():
+            conn.execute(run_leases.update().where(key).values(**values))
+        else:
+            conn.execute(run_leases.insert().values(campaign=name, flow_run_id=flow_run_id, started_at=now, **values))
+
+    def end_lease(self, conn: Connection, name: str, flow_run_id: str, reason: str) -> None:
+        conn.execute(
+            run_leases.update()
+            .where(
+                (run_leases.c.campaign == name)
+                & (run_leases.c.flow_run_id == flow_run_id)
+                & run_leases.c.ended_at.is_(None)
+            )
+            .values(ended_at=utcnow(), end_reason=reason)
+        )
+
+    def beat(self, held: Sequence[tuple[str, str]]) -> None:
+        """Refresh the heartbeat of the (campaign, flow run id) leases this process holds."""
+        now = utcnow()
+        with self.transaction() as conn:
+            for name, flow_run_id in held:
+                conn.execute(
+                    run_leases.update()
+                    .where(
+                        (run_leases.c.campaign == name)
+                        & (run_leases.c.flow_run_id == flow_run_id)
+                        & run_leases.c.ended_at.is_(None)
+                    )
+                    .values(heartbeat_at=now)
+                )
 
     # ------------------------------------------------------------ metrics and history
     def add_metrics(

@@ -15,7 +15,7 @@ while it sleeps in 1 s ticks), which alone would exceed the per-round overhead b
 from prefect import flow
 
 from alft.config import CampaignConfig
-from tasks.campaign import CampaignSummary, next_round, open_campaign, summarize, untracked_rounds
+from tasks.campaign import CampaignSummary, holding, next_round, open_campaign, summarize, untracked_rounds
 from tasks.embed import embed_pool
 from tasks.evaluate import evaluate
 from flows.human import wait_until_labeled
@@ -30,21 +30,22 @@ from tasks.train import fine_tune
 @flow(name="alft-campaign", flow_run_name="{config.name}", persist_result=True, validate_parameters=True)
 def campaign(config: CampaignConfig) -> CampaignSummary:
     """Run active-learning rounds until a stop rule holds; return the campaign summary."""
-    ctx = open_campaign(config)
-    track_campaign(ctx)
-    for done in untracked_rounds(ctx):
-        track_round(ctx, done)
-    while (round_no := next_round(ctx)) is not None:
-        embed_pool(ctx, round_no)
-        score_pool(ctx, round_no)
-        select_batch(ctx, round_no)
-        if config.oracle.kind == "human":
-            wait_until_labeled(ctx, round_no)  # ask, then suspend / pause / poll until labeled
-        else:
-            wait_for_labels(ctx, round_no)
-        fine_tune(ctx, round_no)
-        evaluate(ctx, round_no)
-        stop_check(ctx, round_no)
-        track_round(ctx, round_no)
-    register_final_model(ctx)  # the loop ended on a stop rule: the last round's model
-    return summarize(ctx)
+    ctx = open_campaign(config)  # refuses while another live process runs this campaign
+    with holding(ctx):
+        track_campaign(ctx)
+        for done in untracked_rounds(ctx):
+            track_round(ctx, done)
+        while (round_no := next_round(ctx)) is not None:
+            embed_pool(ctx, round_no)
+            score_pool(ctx, round_no)
+            select_batch(ctx, round_no)
+            if config.oracle.kind == "human":
+                wait_until_labeled(ctx, round_no)  # ask, then suspend / pause / poll until labeled
+            else:
+                wait_for_labels(ctx, round_no)
+            fine_tune(ctx, round_no)
+            evaluate(ctx, round_no)
+            stop_check(ctx, round_no)
+            track_round(ctx, round_no)
+        register_final_model(ctx)  # the loop ended on a stop rule: the last round's model
+        return summarize(ctx)

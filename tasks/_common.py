@@ -1,4 +1,4 @@
-"""Shared bits of the Prefect tasks: cache keys, logging to both the UI and the console."""
+"""Shared bits of the Prefect tasks: the step decorator, cache keys, logging to both the UI and the console."""
 
 from __future__ import annotations
 
@@ -24,15 +24,31 @@ def step_cache_key(step: str) -> Callable[[Any, dict[str, Any]], str]:
 
 
 def step_task(step: str, label: str):
-    """The Prefect ``@task`` of a round step: named ``round N · label``, cached per campaign/round/step."""
+    """The Prefect ``@task`` of a round step: named ``round N · label``, cached per campaign/round/step.
+
+    The step starts only while the Prefect API answers (``tasks._prefect.require_api``).
+    """
+    import functools
+
     from prefect import task
 
-    return task(
-        name=step,
-        task_run_name=f"round {{round_no}} · {label}",
-        cache_key_fn=step_cache_key(step),
-        persist_result=True,
-    )
+    def deco(fn):
+        @functools.wraps(fn)
+        def checked(ctx, round_no: int):
+            from tasks._prefect import require_api
+
+            require_api(f"round {round_no} · {label}")
+            return fn(ctx, round_no)
+
+        checked.__prefect_task_source__ = fn  # the task key hashes the step's own code
+        return task(
+            name=step,
+            task_run_name=f"round {{round_no}} · {label}",
+            cache_key_fn=step_cache_key(step),
+            persist_result=True,
+        )(checked)
+
+    return deco
 
 
 def say(message: str, *args: Any) -> None:

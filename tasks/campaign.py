@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -15,7 +17,7 @@ from tasks._common import say
 
 @task(name="open campaign", cache_policy=NO_CACHE)
 def open_campaign(config: CampaignConfig) -> CampaignContext:
-    """Check data, model and store; create the campaign or verify the store holds this one."""
+    """Check data, model and store; create the campaign or verify it; hold the campaign's run lease."""
     facts = campaign_facts(config)
     store = open_store(config)
     config.workdir_path().mkdir(parents=True, exist_ok=True)
@@ -25,10 +27,55 @@ def open_campaign(config: CampaignConfig) -> CampaignContext:
         with store.transaction() as conn:
             store.create_campaign(conn, name=config.name, uid=uid, config=config.model_dump(mode="json"), **facts)
         say("campaign %s created (pool %d, %d labels)", config.name, facts["pool_size"], len(facts["labels"]))
-        return CampaignContext(config=config, uid=uid)
-    verify_campaign(config, existing, facts, store.url)
-    say("campaign %s resumed (config %s)", config.name, config_digest(config))
-    return CampaignContext(config=config, uid=existing["uid"])
+    else:
+        verify_campaign(config, existing, facts, store.url)
+        uid = existing["uid"]
+        say("campaign %s resumed (config %s)", config.name, config_digest(config))
+    hold_campaign(config)
+    return CampaignContext(config=config, uid=uid)
+
+
+def hold_campaign(config: CampaignConfig) -> None:
+    """Take the campaign's run lease for this flow run (``CampaignBusyError`` if a live process
+    has it) and mark the flow runs that crashed holding it, or that ended without telling
+    Prefect, as Crashed."""
+    from alft import leases
+    from tasks._prefect import crash_orphans, flow_run_id
+    from tasks.scheduling import active_runs
+
+    key = flow_run_id()
+    if key is None:
+        return  # plain task calls (benchmarks, tests): no flow run to hold it
+    store = open_store(config)
+    for old in leases.acquire(store, config.name, key):
+        say("campaign %s: taking over from run %s (%s)", config.name, old.flow_run_id, old.why)
+
+    others = [r.id for r in active_runs(config.name) if r.id != key and r.state_type != "PAUSED"]
+    for fid in crash_orphans(config.name, leases.orphaned(store, config.name, others), by=key):
+        say("campaign %s: flow run %s had no process left; marked Crashed", config.name, fid)
+
+
+@contextmanager
+def holding(ctx: CampaignContext) -> Iterator[None]:
+    """The flow's body holds the run lease; it ends with the body, however the body ends."""
+    from prefect.exceptions import Pause
+
+    from alft import leases
+    from tasks._prefect import flow_run_id
+
+    reason = "completed"
+    try:
+        yield
+    except Pause:
+        reason = "suspended (waiting for labels)"
+        raise
+    except BaseException as exc:
+        reason = f"failed: {type(exc).__name__}"
+        raise
+    finally:
+        key = flow_run_id()
+        if key is not None:
+            leases.release(open_store(ctx.config), ctx.name, key, reason)
 
 
 def stop_history(ctx: CampaignContext, history):

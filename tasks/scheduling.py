@@ -112,25 +112,33 @@ def store_exists(cfg: CampaignConfig) -> bool:
 def decide(cfg: CampaignConfig, runs: list[ActiveRun]) -> RoundPlan:
     """The scheduled round's decision for campaign ``cfg.name`` (reads only)."""
     from alft.labeling import pending_batch, readiness
+    from alft.leases import orphaned
     from alft.store import safe_url
     from tasks.campaign import stop_decision
 
     name = cfg.name
+    orphans: dict[str, str] = {}
 
     def plan(action: Action, reason: str, **kw) -> RoundPlan:
+        if orphans and action == "continued":
+            reason += " (" + "; ".join(f"flow run {fid}: {why}" for fid, why in orphans.items()) + ")"
         return RoundPlan(campaign=name, action=action, reason=reason, **kw)
 
     camp = open_store(cfg).campaign(name) if store_exists(cfg) else None
     if camp is None:
         return plan("nothing", f"campaign {name} has not started (not in {safe_url(cfg.store_url())}); "
                     "start it with the campaign deployment or `alft run`")
+    store = open_store(cfg)
     busy = [r for r in runs if r.state_type != "PAUSED"]
+    # a run Prefect still shows running whose process is gone (killed, or it lost the API
+    # and could not say so) carries nothing on: the next campaign run marks it Crashed
+    orphans.update(orphaned(store, name, [r.id for r in busy]))
+    busy = [r for r in busy if r.id not in orphans]
     if busy:
         r = busy[0]
         return plan("nothing", f"flow run {r.id} of campaign {name} is {r.state_name}: it carries the campaign on")
-    paused = {r.id: r for r in runs}  # what is left is paused or suspended
+    paused = {r.id: r for r in runs if r.state_type == "PAUSED"}  # suspended, or paused in a live process
 
-    store = open_store(cfg)
     rounds = store.rounds(name)
     unfinished = next((r["round"] for r in rounds if r["finished_at"] is None), None)
     if unfinished is not None:

@@ -116,6 +116,7 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
     # turn it back into a version-1 store: no kind column, version 1
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE label_events DROP COLUMN kind")
+    db.execute("DROP TABLE run_leases")
     db.execute("UPDATE alft_meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()
@@ -123,7 +124,38 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
     assert again.label_events("c")[0]["kind"] == "label"
     assert again.current_labels("c") == {"e1": "x"}
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM alft_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM alft_meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    db.close()
+    assert again.leases("c") == []  # the v3 table exists
+
+
+def test_a_version_2_store_gets_the_run_lease_table(tmp_path):
+    import sqlite3
+
+    from alft import leases
+
+    path = tmp_path / "v2.db"
+    st = CampaignStore(f"sqlite:///{path}")
+    with st.transaction() as conn:
+        st.create_campaign(
+            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
+            eval_digest=None, labels=["x", "y"], model_digest="m",
+        )
+        st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
+    st.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE run_leases")
+    db.execute("UPDATE alft_meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    again = CampaignStore(f"sqlite:///{path}")
+    assert again.current_labels("c") == {"e1": "x"}  # nothing of v2 changed
+    assert leases.acquire(again, "c", "run-1") == []
+    assert [r["flow_run_id"] for r in again.leases("c")] == ["run-1"]
+    leases.release(again, "c", "run-1", "completed")
+    again.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM alft_meta WHERE key = 'schema_version'").fetchone() == ("3",)
     db.close()
 
 
@@ -136,5 +168,5 @@ def test_a_newer_store_is_refused(tmp_path):
     db.execute("UPDATE alft_meta SET value = '9' WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(StoreError, match="schema version 9, this alft expects 2"):
+    with pytest.raises(StoreError, match="schema version 9, this alft expects 3"):
         CampaignStore(f"sqlite:///{path}")

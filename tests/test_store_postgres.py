@@ -81,7 +81,7 @@ def test_a_campaign_is_created_and_resumed(store, pg):
         again.clear_stop(conn, "c")
     assert store.campaign("c")["stop_rule"] is None
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "2"
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "3"
     again.close()
 
 
@@ -226,9 +226,9 @@ def test_a_version_1_store_is_migrated_in_place(pg):
     make_campaign(st)
     with st.transaction() as conn:
         st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
-        # turn it back into a version-1 store: no kind column, none of the v2 tables, version 1
+        # turn it back into a version-1 store: no kind column, none of the v2 and v3 tables, version 1
         conn.exec_driver_sql("ALTER TABLE label_events DROP COLUMN kind")
-        for table in ("access_tokens", "waits", "consumed_inputs"):
+        for table in ("access_tokens", "waits", "consumed_inputs", "run_leases"):
             conn.exec_driver_sql(f"DROP TABLE {table}")
         conn.exec_driver_sql("UPDATE alft_meta SET value = '1' WHERE key = 'schema_version'")
     st.close()
@@ -237,8 +237,9 @@ def test_a_version_1_store_is_migrated_in_place(pg):
     assert again.current_labels("c") == {"e1": "x"}
     with again.transaction() as conn:
         again.set_token_hash(conn, "c", "f" * 64)  # a v2 table exists again
+    assert again.leases("c") == []  # and the v3 one
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "2"
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "3"
     again.close()
 
 
@@ -247,7 +248,7 @@ def test_a_newer_store_is_refused(pg):
     with st.transaction() as conn:
         conn.exec_driver_sql("UPDATE alft_meta SET value = '9' WHERE key = 'schema_version'")
     st.close()
-    with pytest.raises(StoreError, match="schema version 9, this alft expects 2"):
+    with pytest.raises(StoreError, match="schema version 9, this alft expects 3"):
         CampaignStore(pg)
 
 

@@ -10,6 +10,11 @@
   round 1 is tracked: the track task retries with backoff, then the run fails with one
   clear error; the store keeps every step; with the server back, a re-run resumes and logs
   the untracked rounds once.
+* ``test_prefect_server_going_away_mid_round``: a real ``prefect server start``, stopped while
+  round 1 trains: the next step's API check retries with backoff, then the run fails with
+  one clear error; the store keeps every finished step; with the server back (same
+  database), the scheduled round sees that the run Prefect still shows RUNNING has no
+  process, a re-run resumes, marks it Crashed and ends as the uninterrupted run.
 
 The kills run in one sequence, not one campaign per fault: every ``alft run`` process
 costs ~10 s of start-up on a 2-core machine.
@@ -160,6 +165,19 @@ def test_killed_at_every_step_ends_as_the_uninterrupted_run(reference, prefect_s
     assert got["selected"] == reference["selected"]
     assert got["labeled"] == reference["labeled"]
     assert_each_round_tracked_once(cfg, 3)
+    # every killed run was found without a process by the next one and marked Crashed in
+    # Prefect (a RUNNING run left behind would block the scheduled round)
+    store = CampaignStore(load_config(cfg).store_url())
+    held = [r["flow_run_id"] for r in store.leases(NAME, live_only=False)]
+    store.close()
+    assert len(held) == len(FAULTS) + 1
+    import httpx
+
+    states = {
+        r["id"]: r["state_type"]
+        for r in httpx.post(f"{prefect_server}/flow_runs/filter", json={"flow_runs": {"id": {"any_": held}}}).json()
+    }
+    assert [states[f] for f in held] == ["CRASHED"] * len(FAULTS) + ["COMPLETED"]
     print(f"\nreference run {reference['seconds']:.1f} s; kills: {times}")
 
 
@@ -329,3 +347,137 @@ def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow_se
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert outcome(cfg)["dump"] == reference["dump"]  # MLflow never changed what the campaign did
     assert_each_round_tracked_once(cfg, 3)
+
+
+# ------------------------------------------------------------------ the Prefect server goes away
+def prefect_flow_runs(api: str) -> list[dict]:
+    import httpx
+
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": [NAME]}}, "sort": "START_TIME_ASC"})
+    return runs.json()
+
+
+def test_prefect_server_going_away_mid_round(reference, banking_subset, tiny_model, tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.scheduling import active_runs, decide
+    from tests.flows.test_real_servers import Server
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    home = tmp_path / "prefect-home"  # the server's database: the restarted server keeps it
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+
+    def start_server() -> Server:
+        server = Server(
+            "prefect server",
+            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            {**base, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            f"{api}/health",
+            tmp_path / "prefect.log",
+        )
+        deadline = time.monotonic() + 180
+        while not server.poll_ready():
+            assert time.monotonic() < deadline, server.tail()
+            time.sleep(0.25)
+        return server
+
+    cfg = campaign_yaml(tmp_path, banking_subset, tiny_model, name=NAME)
+    server = start_server()
+    try:
+        env = {
+            **base,
+            "PREFECT_API_URL": api,
+            "ALFT_FAULT": "r1.train.start",  # round 1's train step has started: the server goes now
+            "ALFT_FAULT_SIGNAL": "STOP",
+            "PREFECT_CLIENT_MAX_RETRIES": "2",  # backoff 2 then 4 s (default 5 tries: about a minute)
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",  # only alft's own lines count here
+        }
+        log = tmp_path / "run1.log"
+        code, stops = run_pausing([sys.executable, "-m", "alft.cli", "run", str(cfg)], env, server.stop, log)
+        out = log.read_text(errors="replace")
+        assert code == 2 and len(stops) == 1, out[-3000:]
+        assert out.count("error:") == 1 and "Traceback" not in out, out[-3000:]
+        assert "ERROR" not in out[out.index("error:"):], out[-3000:]  # the line is the last word
+        line = " ".join(out[out.index("error:"):].split())
+        # the step after the one running when the server went refused to start
+        prefix = f"error: Prefect API at {api}: unreachable before round 1 · evaluate (3 tries over "
+        assert line.startswith(prefix), line
+        waited = int(line[len(prefix):].split(" s)")[0])
+        assert waited >= 4, line  # two retries with backoff (2 and 4 s, jittered)
+        assert "cannot connect (connection refused: is the server running?)" in line
+        assert "The campaign store keeps every finished step; run the same command again once the Prefect server is up" in line
+
+        store = CampaignStore(load_config(cfg).store_url())
+        assert [s["step"] for s in store.steps(NAME, 1)] == ["embed", "score", "select", "labels", "train"]
+        assert store.round_row(NAME, 1)["finished_at"] is None
+        (lease,) = store.leases(NAME, live_only=False)
+        assert lease["ended_at"] is not None and lease["end_reason"] == "failed: OrchestratorError"
+        store.close()
+
+        server = start_server()  # back, with the same database
+        (lost,) = prefect_flow_runs(api)
+        assert lost["state_type"] == "RUNNING"  # Prefect was never told: the old blocker of scheduled rounds
+        with temporary_settings({PREFECT_API_URL: api}):
+            runs = active_runs(NAME)
+            plan = decide(load_config(cfg), runs)
+        assert [r.id for r in runs] == [lost["id"]]
+        assert plan.action == "continued", plan
+        assert plan.reason == (
+            "round 1 was interrupted after its train step and no run carries it on "
+            f"(flow run {lost['id']}: its process ended (failed: OrchestratorError))"
+        )
+
+        resumed = run_cli(cfg, api, PREFECT_CLIENT_MAX_RETRIES="2")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert f"flow run {lost['id']} had no process left; marked Crashed" in " ".join(resumed.stderr.split())
+        got = outcome(cfg)
+        assert got["dump"] == reference["dump"]
+        assert got["selected"] == reference["selected"] and got["labeled"] == reference["labeled"]
+        assert_each_round_tracked_once(cfg, 3)
+        first, second = prefect_flow_runs(api)
+        assert first["id"] == lost["id"] and first["state_type"] == "CRASHED"
+        assert first["state"]["message"] == (
+            "alft: no process runs this flow run any more (its process ended (failed: OrchestratorError)); "
+            f"campaign {NAME} was resumed by flow run {second['id']}"
+        )
+        assert second["state_type"] == "COMPLETED"
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------ one campaign, two runs
+def test_a_second_run_of_a_running_campaign_is_refused(prefect_server, banking_subset, tiny_model, tmp_path):
+    """While one process runs a campaign, ``alft run`` of the same campaign changes nothing and says who runs it."""
+    import socket
+
+    cfg = campaign_yaml(tmp_path, banking_subset, tiny_model, name="busy", budget=40)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "ALFT_FAULT": "r1.select.start", "ALFT_FAULT_SIGNAL": "STOP"}
+    with open(tmp_path / "first.log", "wb") as fh:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "alft.cli", "run", str(cfg)], env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT
+        )
+    try:
+        _, status = os.waitpid(first.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), (tmp_path / "first.log").read_text()[-3000:]
+        store = CampaignStore(load_config(cfg).store_url())
+        (lease,) = store.leases("busy")
+        before = store.dump("busy")
+        second = run_cli(cfg, prefect_server)
+        assert second.returncode == 2, second.stderr[-3000:]
+        line = " ".join(second.stderr[second.stderr.index("error:"):].split())
+        assert line.startswith(
+            f"error: campaign busy is already being run by flow run {lease['flow_run_id']} (started "
+        ), line
+        assert f"UTC; process {first.pid} on {socket.gethostname()} is running): two runs of one campaign" in line
+        assert "Traceback" not in second.stderr
+        assert store.dump("busy") == before and store.leases("busy") == [lease]  # refused before any write
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, status = os.waitpid(first.pid, 0)
+    first.returncode = os.waitstatus_to_exitcode(status)
+    assert first.returncode == 0, (tmp_path / "first.log").read_text()[-3000:]
+    (ended,) = store.leases("busy", live_only=False)
+    assert ended["end_reason"] == "completed"
+    assert [r["round"] for r in store.rounds("busy")] == [0, 1]
+    store.close()
