@@ -42,11 +42,15 @@ postgres:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; \
 	fi
 
+# Test files run on JOBS processes (pytest-xdist); a file stays on one process, so its
+# module fixtures (servers, trained models) are built once. JOBS=0 runs everything in-process.
+JOBS ?= 2
+
 test: $(STAMP) browser postgres
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
 test-fast: $(STAMP) postgres
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/embedding_throughput.py

@@ -276,6 +276,13 @@ def _migrate_2_to_3(conn: Connection) -> None:
     )
 
 
+def _live_lease(name: str, flow_run_id: str):
+    """WHERE clause: the lease of ``flow_run_id`` on campaign ``name``, if not ended."""
+    return (
+        (run_leases.c.campaign == name) & (run_leases.c.flow_run_id == flow_run_id) & run_leases.c.ended_at.is_(None)
+    )
+
+
 def _dicts(result) -> list[dict[str, Any]]:
     """Rows as dicts; zipping the keys once is ~4x faster than ``.mappings()`` per row."""
     keys = list(result.keys())
@@ -717,30 +724,14 @@ class CampaignStore:
             conn.execute(run_leases.insert().values(campaign=name, flow_run_id=flow_run_id, started_at=now, **values))
 
     def end_lease(self, conn: Connection, name: str, flow_run_id: str, reason: str) -> None:
-        conn.execute(
-            run_leases.update()
-            .where(
-                (run_leases.c.campaign == name)
-                & (run_leases.c.flow_run_id == flow_run_id)
-                & run_leases.c.ended_at.is_(None)
-            )
-            .values(ended_at=utcnow(), end_reason=reason)
-        )
+        conn.execute(run_leases.update().where(_live_lease(name, flow_run_id)).values(ended_at=utcnow(), end_reason=reason))
 
     def beat(self, held: Sequence[tuple[str, str]]) -> None:
         """Refresh the heartbeat of the (campaign, flow run id) leases this process holds."""
         now = utcnow()
         with self.transaction() as conn:
             for name, flow_run_id in held:
-                conn.execute(
-                    run_leases.update()
-                    .where(
-                        (run_leases.c.campaign == name)
-                        & (run_leases.c.flow_run_id == flow_run_id)
-                        & run_leases.c.ended_at.is_(None)
-                    )
-                    .values(heartbeat_at=now)
-                )
+                conn.execute(run_leases.update().where(_live_lease(name, flow_run_id)).values(heartbeat_at=now))
 
     # ------------------------------------------------------------ metrics and history
     def add_metrics(

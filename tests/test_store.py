@@ -101,10 +101,8 @@ def test_passwords_are_masked():
     assert safe_url("postgresql://alft:secret@db:5432/alft") == "postgresql://alft:***@db:5432/alft"
 
 
-def test_a_version_1_store_is_migrated_in_place(tmp_path):
-    import sqlite3
-
-    path = tmp_path / "v1.db"
+def _one_labeled_campaign(path) -> None:
+    """A current-schema SQLite store at ``path`` with campaign "c" and one label (e1 = x)."""
     st = CampaignStore(f"sqlite:///{path}")
     with st.transaction() as conn:
         st.create_campaign(
@@ -113,6 +111,13 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
         )
         st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
     st.close()
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    _one_labeled_campaign(path)
     # turn it back into a version-1 store: no kind column, version 1
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE label_events DROP COLUMN kind")
@@ -135,14 +140,7 @@ def test_a_version_2_store_gets_the_run_lease_table(tmp_path):
     from alft import leases
 
     path = tmp_path / "v2.db"
-    st = CampaignStore(f"sqlite:///{path}")
-    with st.transaction() as conn:
-        st.create_campaign(
-            conn, name="c", uid="u1", config={}, seed=0, pool_digest="p", pool_size=10,
-            eval_digest=None, labels=["x", "y"], model_digest="m",
-        )
-        st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
-    st.close()
+    _one_labeled_campaign(path)
     db = sqlite3.connect(path)
     db.execute("DROP TABLE run_leases")
     db.execute("UPDATE alft_meta SET value = '2' WHERE key = 'schema_version'")

@@ -42,6 +42,23 @@ def _wait_for(predicate, timeout=120.0, what="condition", every=0.3):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _create_flow_run(api_url: str, deployment_id, parameters: dict, tries: int = 6):
+    """POST create_flow_run over plain REST, retrying 503 the way Prefect's own client does.
+
+    The server answers 503 to a request that hit a locked SQLite database (several runs being
+    created and started at once): a retryable answer, which any REST caller has to retry.
+    """
+    import httpx
+
+    for attempt in range(tries):
+        res = httpx.post(f"{api_url}/deployments/{deployment_id}/create_flow_run",
+                         json={"parameters": parameters}, timeout=30)
+        if res.status_code != 503:
+            return res
+        time.sleep(min(2 ** attempt, 8))
+    return res
+
+
 def _config(tmp: Path, files, tiny: Path, name: str, cache: Path | None = None, **over) -> Path:
     """A small campaign config in its own folder (so its store and MLflow are its own);
     ``cache``: an embedding cache folder of its own."""
@@ -199,7 +216,6 @@ def test_alft_serve_registers_three_deployments_with_the_schedule(served):
 @pytest.fixture(scope="module")
 def triggered(served, banking_subset, tiny_model, tmp_path_factory):
     """Three campaigns triggered at once, by the Prefect CLI, run_deployment and the REST API."""
-    import httpx
     from prefect.deployments import run_deployment
 
     tmp = tmp_path_factory.mktemp("triggers")
@@ -213,13 +229,13 @@ def triggered(served, banking_subset, tiny_model, tmp_path_factory):
         [str(Path(sys.executable).parent / "prefect"), "deployment", "run", CAMPAIGN, "--params", json.dumps(params["cli"])],
         cwd=ROOT, env=served["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    ids = {"sdk": str(run_deployment(CAMPAIGN, parameters=params["sdk"], timeout=0).id)}
-    dep_id = served["deployments"]["campaign"].id
-    res = httpx.post(f"{served['env']['PREFECT_API_URL']}/deployments/{dep_id}/create_flow_run",
-                     json={"parameters": params["rest"]}, timeout=30)
-    assert res.status_code == 201, res.text
-    ids["rest"] = res.json()["id"]
-    out, _ = cli.communicate(timeout=120)
+    try:
+        ids = {"sdk": str(run_deployment(CAMPAIGN, parameters=params["sdk"], timeout=0).id)}
+        res = _create_flow_run(served["env"]["PREFECT_API_URL"], served["deployments"]["campaign"].id, params["rest"])
+        assert res.status_code == 201, res.text
+        ids["rest"] = res.json()["id"]
+    finally:  # never leave the CLI trigger running into the next test (it would add a run there)
+        out, _ = cli.communicate(timeout=120)
     assert cli.returncode == 0, out
     ids["cli"] = next(line.split("UUID:")[1].strip() for line in out.splitlines() if "UUID:" in line)
     runs = {how: _final(i) for how, i in ids.items()}
@@ -266,7 +282,6 @@ def test_parallel_campaigns_keep_their_own_state(triggered, prefect_server, bank
 # --------------------------------------------------------------------------- bad parameters
 @slow
 def test_bad_parameters_are_refused_by_the_server_and_touch_nothing(served, banking_subset, tiny_model, tmp_path):
-    import httpx
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
     from prefect.deployments import run_deployment
@@ -284,13 +299,11 @@ def test_bad_parameters_are_refused_by_the_server_and_touch_nothing(served, bank
     with pytest.raises(Exception) as err:  # the SDK
         run_deployment(CAMPAIGN, parameters=bad, timeout=0)
     assert "Validation failed for field 'config.budget'" in str(err.value), err.value
-    res = httpx.post(f"{served['env']['PREFECT_API_URL']}/deployments/{dep.id}/create_flow_run",
-                     json={"parameters": bad}, timeout=30)  # REST
+    res = _create_flow_run(served["env"]["PREFECT_API_URL"], dep.id, bad)  # REST
     assert res.status_code == 409, res.text
     assert "'config.budget'" in res.json()["detail"] and "minimum of 0" in res.json()["detail"], res.text
     extra = {"config": {**cfg.model_dump(mode="json"), "budjet": 10}}  # a misspelt key
-    res = httpx.post(f"{served['env']['PREFECT_API_URL']}/deployments/{dep.id}/create_flow_run",
-                     json={"parameters": extra}, timeout=30)
+    res = _create_flow_run(served["env"]["PREFECT_API_URL"], dep.id, extra)
     assert res.status_code == 409 and "budjet" in res.json()["detail"], res.text
     out = subprocess.run(  # the Prefect CLI
         [str(Path(sys.executable).parent / "prefect"), "deployment", "run", CAMPAIGN, "--params", json.dumps(bad)],
@@ -298,8 +311,8 @@ def test_bad_parameters_are_refused_by_the_server_and_touch_nothing(served, bank
     )
     assert out.returncode == 1 and "'config.budget'" in out.stdout + out.stderr, out.stdout + out.stderr
     sched = served["deployments"]["scheduled"]  # a CampaignRef override that is not key=value
-    res = httpx.post(f"{served['env']['PREFECT_API_URL']}/deployments/{sched.id}/create_flow_run",
-                     json={"parameters": {"campaign": {"config_file": "x.yaml", "overrides": ["budget: 5"]}}}, timeout=30)
+    res = _create_flow_run(served["env"]["PREFECT_API_URL"], sched.id,
+                           {"campaign": {"config_file": "x.yaml", "overrides": ["budget: 5"]}})
     assert res.status_code == 409 and "overrides" in res.json()["detail"], res.text
     assert n_runs() == before
     assert not Path(cfg.workdir_path()).exists()
