@@ -217,12 +217,13 @@ def preflight(cfg: CampaignConfig) -> dict[str, Any]:
     url = make_url(cfg.store_url())
     local_missing = url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()
     if not local_missing:
-        existing = open_store(cfg).campaign(cfg.name)
+        store = open_store(cfg)
+        existing = store.campaign(cfg.name)
         if existing is not None:
             from alft.leases import check_free
 
             verify_campaign(cfg, existing, facts, cfg.store_url())
-            check_free(open_store(cfg), cfg.name)
+            check_free(store, cfg.name)
     return facts
 
 

@@ -78,19 +78,15 @@ def _orchestrator_failure(exc: BaseException) -> BaseException | None:
     The flow engine, failing to record the failure itself, raises its own connection
     error; the error that stopped the run (a step's API check) is in its chain.
     """
-    from alft.errors import AlftError, OrchestratorError
+    from alft.errors import AlftError, OrchestratorError, chain
     from tasks._prefect import RESUME_HINT, api_url, short_cause, unreachable
 
     lost = unreachable(exc)
     if lost is None:
         return None
-    cur: BaseException | None = exc
-    seen: set[int] = set()
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, AlftError):
-            return cur
-        cur = cur.__cause__ or cur.__context__
+    ours = next((e for e in chain(exc) if isinstance(e, AlftError)), None)
+    if ours is not None:
+        return ours
     return OrchestratorError(f"Prefect API at {api_url()}: {short_cause(lost)}. {RESUME_HINT}")
 
 

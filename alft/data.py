@@ -133,15 +133,9 @@ def check_text_file(path: str | Path, where: str, chunk: int = 1 << 20) -> None:
 
 def _root_cause(exc: BaseException) -> str:
     """The first line of the innermost message of an exception chain (datasets wraps the parser's)."""
-    msgs = []
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        text = str(e).strip()
-        if text:
-            msgs.append(text.splitlines()[0])
-        e = e.__cause__ or e.__context__
+    from alft.errors import chain
+
+    msgs = [text.splitlines()[0] for e in chain(exc) if (text := str(e).strip())]
     return msgs[-1] if msgs else type(exc).__name__
 
 

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+
+def chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or during (``__cause__``, else ``__context__``), outermost first."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:  # a cycle is possible (re-raised in a handler)
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
 
 class AlftError(Exception):
     """Base of every error alft reports to a user (the CLI prints it and exits 2)."""

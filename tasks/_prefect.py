@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 
-from alft.errors import OrchestratorError
+from alft.errors import OrchestratorError, chain
 
 log = logging.getLogger("alft")
 
@@ -57,16 +57,11 @@ def unreachable(exc: BaseException) -> BaseException | None:
     """The exception in ``exc``'s chain that says the Prefect API is not reachable (or failing), if any."""
     import httpx
 
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
+    for cur in chain(exc):
         if isinstance(cur, httpx.TransportError):
             return cur
-        status = getattr(getattr(cur, "response", None), "status_code", None)
-        if isinstance(cur, httpx.HTTPStatusError) and status is not None and status >= 500:
+        if isinstance(cur, httpx.HTTPStatusError) and cur.response.status_code >= 500:
             return cur
-        cur = cur.__cause__ or cur.__context__
     return None
 
 

@@ -113,58 +113,57 @@ def _one_labeled_campaign(path) -> None:
     st.close()
 
 
-def test_a_version_1_store_is_migrated_in_place(tmp_path):
+def _set_schema(path, version: int, *statements: str) -> None:
+    """Make the SQLite store at ``path`` look like schema ``version``: run ``statements``, set the version."""
     import sqlite3
 
-    path = tmp_path / "v1.db"
-    _one_labeled_campaign(path)
-    # turn it back into a version-1 store: no kind column, version 1
     db = sqlite3.connect(path)
-    db.execute("ALTER TABLE label_events DROP COLUMN kind")
-    db.execute("DROP TABLE run_leases")
-    db.execute("UPDATE alft_meta SET value = '1' WHERE key = 'schema_version'")
+    for sql in statements:
+        db.execute(sql)
+    db.execute(f"UPDATE alft_meta SET value = '{version}' WHERE key = 'schema_version'")
     db.commit()
     db.close()
+
+
+def _schema_version(path) -> str:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    (value,) = db.execute("SELECT value FROM alft_meta WHERE key = 'schema_version'").fetchone()
+    db.close()
+    return value
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path):
+    path = tmp_path / "v1.db"
+    _one_labeled_campaign(path)
+    # a version-1 store: no kind column, no lease table
+    _set_schema(path, 1, "ALTER TABLE label_events DROP COLUMN kind", "DROP TABLE run_leases")
     again = CampaignStore(f"sqlite:///{path}")
     assert again.label_events("c")[0]["kind"] == "label"
     assert again.current_labels("c") == {"e1": "x"}
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM alft_meta WHERE key = 'schema_version'").fetchone() == ("3",)
-    db.close()
+    assert _schema_version(path) == "3"
     assert again.leases("c") == []  # the v3 table exists
 
 
 def test_a_version_2_store_gets_the_run_lease_table(tmp_path):
-    import sqlite3
-
     from alft import leases
 
     path = tmp_path / "v2.db"
     _one_labeled_campaign(path)
-    db = sqlite3.connect(path)
-    db.execute("DROP TABLE run_leases")
-    db.execute("UPDATE alft_meta SET value = '2' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    _set_schema(path, 2, "DROP TABLE run_leases")
     again = CampaignStore(f"sqlite:///{path}")
     assert again.current_labels("c") == {"e1": "x"}  # nothing of v2 changed
     assert leases.acquire(again, "c", "run-1") == []
     assert [r["flow_run_id"] for r in again.leases("c")] == ["run-1"]
     leases.release(again, "c", "run-1", "completed")
     again.close()
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM alft_meta WHERE key = 'schema_version'").fetchone() == ("3",)
-    db.close()
+    assert _schema_version(path) == "3"
 
 
 def test_a_newer_store_is_refused(tmp_path):
-    import sqlite3
-
     path = tmp_path / "v9.db"
     CampaignStore(f"sqlite:///{path}").close()
-    db = sqlite3.connect(path)
-    db.execute("UPDATE alft_meta SET value = '9' WHERE key = 'schema_version'")
-    db.commit()
-    db.close()
+    _set_schema(path, 9)  # as a later alft would leave it
     with pytest.raises(StoreError, match="schema version 9, this alft expects 3"):
         CampaignStore(f"sqlite:///{path}")

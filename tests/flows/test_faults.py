@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from alft.campaign import STEP_ORDER
 from alft.config import load_config
 from alft.store import CampaignStore
 from tests.conftest import REPO, campaign_yaml
+from tests.servers import mlflow_server_process, prefect_server_process
 
 pytestmark = pytest.mark.slow
 
@@ -171,12 +171,7 @@ def test_killed_at_every_step_ends_as_the_uninterrupted_run(reference, prefect_s
     held = [r["flow_run_id"] for r in store.leases(NAME, live_only=False)]
     store.close()
     assert len(held) == len(FAULTS) + 1
-    import httpx
-
-    states = {
-        r["id"]: r["state_type"]
-        for r in httpx.post(f"{prefect_server}/flow_runs/filter", json={"flow_runs": {"id": {"any_": held}}}).json()
-    }
+    states = {r["id"]: r["state_type"] for r in prefect_flow_runs(prefect_server, id={"any_": held})}
     assert [states[f] for f in held] == ["CRASHED"] * len(FAULTS) + ["COMPLETED"]
     print(f"\nreference run {reference['seconds']:.1f} s; kills: {times}")
 
@@ -211,69 +206,10 @@ def test_a_kill_inside_a_human_label_import_writes_nothing(prefect_server, banki
 
 
 # ------------------------------------------------------------------ the MLflow server goes away
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """``mlflow server`` in its own process group (so stopping it stops its workers too)."""
-
-    def __init__(self, folder: Path, port: int) -> None:
-        self.folder, self.port = folder, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180) -> float:
-        log = open(self.folder / "mlflow.log", "ab")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server",
-             "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
-             "--artifacts-destination", str(self.folder / "mlartifacts"),
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
-        import httpx
-
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited:\n{(self.folder / 'mlflow.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return time.monotonic() - t0
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"mlflow server not healthy after {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)  # the group this test started
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(15)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # forked workers that outlived the parent
-        except ProcessLookupError:
-            pass
-        self.proc = None
-
-
 @pytest.fixture
-def mlflow_server(tmp_path):
-    server = MlflowServer(tmp_path, free_port())
+def mlflow(tmp_path):
+    """A real ``mlflow server`` (stop and start it again: same port, same database)."""
+    server = mlflow_server_process(tmp_path)
     server.start()
     yield server
     server.stop()
@@ -302,8 +238,8 @@ def run_pausing(argv: list[str], env: dict, on_first_stop, log: Path) -> tuple[i
         return proc.returncode, stops
 
 
-def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow_server, banking_subset, tiny_model, tmp_path):
-    cfg = campaign_yaml(tmp_path, banking_subset, tiny_model, name=NAME, tracking={"uri": mlflow_server.url})
+def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow, banking_subset, tiny_model, tmp_path):
+    cfg = campaign_yaml(tmp_path, banking_subset, tiny_model, name=NAME, tracking={"uri": mlflow.url})
     delays = [0.5, 1.0, 1.5]
     env = {
         **os.environ,
@@ -318,7 +254,7 @@ def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow_se
     }
     log = tmp_path / "run1.log"
     code, stops = run_pausing(
-        [sys.executable, "-m", "alft.cli", "run", str(cfg)], env, mlflow_server.stop, log
+        [sys.executable, "-m", "alft.cli", "run", str(cfg)], env, mlflow.stop, log
     )
     out = log.read_text(errors="replace")
     assert code == 2, out[-3000:]
@@ -329,7 +265,7 @@ def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow_se
     assert out.count("error:") == 1 and "Traceback" not in out, out[-3000:]
     line = " ".join(out[out.index("error:"):].split())
     assert (
-        f"error: MLflow at {mlflow_server.url}: logging round 1 failed (4 tries): cannot connect "
+        f"error: MLflow at {mlflow.url}: logging round 1 failed (4 tries): cannot connect "
         "(connection refused: is the server running?)" in line
     ), line
     assert "The campaign store keeps every result; run the same command again once MLflow is reachable" in line
@@ -342,7 +278,7 @@ def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow_se
     assert {s["step"] for s in store.steps(NAME, 1)} == set(STEP_ORDER)
     store.close()
 
-    mlflow_server.start()  # back, with the same database
+    mlflow.start()  # back, with the same database
     resumed = run_cli(cfg, prefect_server, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert outcome(cfg)["dump"] == reference["dump"]  # MLflow never changed what the campaign did
@@ -350,40 +286,24 @@ def test_mlflow_server_going_away_mid_round(reference, prefect_server, mlflow_se
 
 
 # ------------------------------------------------------------------ the Prefect server goes away
-def prefect_flow_runs(api: str) -> list[dict]:
+def prefect_flow_runs(api: str, **flow_runs: dict) -> list[dict]:
+    """The flow runs the Prefect API at ``api`` lists for a ``flow_runs`` filter (default: campaign NAME's), oldest first."""
     import httpx
 
-    runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": [NAME]}}, "sort": "START_TIME_ASC"})
-    return runs.json()
+    body = {"flow_runs": flow_runs or {"name": {"any_": [NAME]}}, "sort": "START_TIME_ASC"}
+    return httpx.post(f"{api}/flow_runs/filter", json=body).json()
 
 
 def test_prefect_server_going_away_mid_round(reference, banking_subset, tiny_model, tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tasks.scheduling import active_runs, decide
-    from tests.flows.test_real_servers import Server
 
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    home = tmp_path / "prefect-home"  # the server's database: the restarted server keeps it
+    server = prefect_server_process(tmp_path)  # its database lives in tmp_path: the restarted server keeps it
+    api = server.url
     base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-
-    def start_server() -> Server:
-        server = Server(
-            "prefect server",
-            [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            {**base, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-            f"{api}/health",
-            tmp_path / "prefect.log",
-        )
-        deadline = time.monotonic() + 180
-        while not server.poll_ready():
-            assert time.monotonic() < deadline, server.tail()
-            time.sleep(0.25)
-        return server
-
     cfg = campaign_yaml(tmp_path, banking_subset, tiny_model, name=NAME)
-    server = start_server()
+    server.start()
     try:
         env = {
             **base,
@@ -415,7 +335,7 @@ def test_prefect_server_going_away_mid_round(reference, banking_subset, tiny_mod
         assert lease["ended_at"] is not None and lease["end_reason"] == "failed: OrchestratorError"
         store.close()
 
-        server = start_server()  # back, with the same database
+        server.start()  # back, with the same database
         (lost,) = prefect_flow_runs(api)
         assert lost["state_type"] == "RUNNING"  # Prefect was never told: the old blocker of scheduled rounds
         with temporary_settings({PREFECT_API_URL: api}):

@@ -9,118 +9,33 @@ the servers' REST APIs over HTTP, as a user's tools would.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
 from tests.conftest import REPO, campaign_yaml
+from tests.servers import mlflow_server_process, prefect_server_process, wait_ready
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent
 STEPS = ["embed", "score", "select", "wait for labels", "fine-tune", "evaluate", "stop-check", "track"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server subprocess in its own process group, its output in a log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], health: str, log: Path) -> None:
-        self.name, self.health, self.log = name, health, log
-        self.fh = open(log, "wb")
-        self.proc = subprocess.Popen(argv, env=env, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True)
-        self.started = time.monotonic()
-        self.ready_s: float | None = None
-
-    def poll_ready(self) -> bool:
-        if self.ready_s is not None:
-            return True
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
-        try:
-            ok = httpx.get(self.health, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        if ok:
-            self.ready_s = time.monotonic() - self.started
-        return ok
-
-    def tail(self) -> str:
-        self.fh.flush()
-        return self.log.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(self.proc.pid, sig)  # the group this test started (start_new_session)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        # workers the server forked may outlive their parent: end the rest of its group
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.fh.close()
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("servers")
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "MLFLOW_TRACKING_"))}
-    pport, mport = free_port(), free_port()
-    prefect_env = {**base, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    mlflow_env = {**base, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    started: list[Server] = []
+    started = [prefect_server_process(tmp), mlflow_server_process(tmp)]
     try:
-        started.append(
-            Server(
-                "prefect server",
-                [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pport)],
-                prefect_env,
-                f"http://127.0.0.1:{pport}/api/health",
-                tmp / "prefect.log",
-            )
-        )
-        started.append(
-            Server(
-                "mlflow server",
-                [
-                    str(BIN / "mlflow"), "server",
-                    "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-                    "--artifacts-destination", str(tmp / "mlartifacts"),
-                    "--host", "127.0.0.1", "--port", str(mport), "--workers", "1",
-                ],
-                mlflow_env,
-                f"http://127.0.0.1:{mport}/health",
-                tmp / "mlflow.log",
-            )
-        )
-        deadline = time.monotonic() + 180
-        while not all(s.poll_ready() for s in started):
-            if time.monotonic() > deadline:
-                raise RuntimeError("servers not healthy after 180 s:\n" + "\n".join(s.tail() for s in started))
-            time.sleep(0.25)
+        for server in started:
+            server.launch()
+        wait_ready(started)
         yield {
-            "prefect": f"http://127.0.0.1:{pport}/api",
-            "mlflow": f"http://127.0.0.1:{mport}",
+            "prefect": started[0].url,
+            "mlflow": started[1].url,
             "ready_s": {s.name: round(s.ready_s, 1) for s in started},
             "tmp": tmp,
         }
