@@ -156,7 +156,7 @@ class StrategyConfig(Strict):
         description="random control arm: in every round after round 0, round(share * k) of the k "
         "examples are drawn uniformly from the candidates the strategy did not pick (marked "
         "random-control); their labels estimate the previous model's accuracy on the unlabeled "
-        "pool without bias (alft/control.py)",
+        "pool without bias (alft/campaign/control.py)",
     )
 
 
@@ -277,7 +277,7 @@ class OracleConfig(Strict):
 
     def policy(self):
         """How label events resolve into labels (``alft.labeling.ResolvePolicy``)."""
-        from alft.labeling import ResolvePolicy
+        from alft.resolve import ResolvePolicy
 
         return ResolvePolicy(overlap=self.overlap, rule=self.resolve, adjudicator=self.adjudicator)
 

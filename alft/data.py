@@ -40,7 +40,7 @@ class TextDataset:
 
     def examples(self, pool_ids=None) -> list:
         """``alft.generative.Example`` of each pool id (all when None); generation splits only."""
-        from alft.generative import Example
+        from alft.models.generative import Example
 
         if self.instructions is None:
             raise DataError(f"{self.source}: not a generation split (no instruction column was read)")

@@ -107,7 +107,7 @@ def main() -> None:
     import torch
 
     from alft.config import ModelConfig
-    from alft.embedding import EncodeOptions, Encoder, resolve_model_path
+    from alft.models.encoder import EncodeOptions, Encoder, resolve_model_path
 
     # After alft, as in a campaign process (which never imports sentence-transformers).
     from sentence_transformers import SentenceTransformer

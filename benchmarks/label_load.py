@@ -76,10 +76,10 @@ def build_load_campaign(workdir: Path, n_batch: int, *, n_pool: int | None = Non
     """
     import yaml
 
-    from alft.campaign import campaign_data
+    from alft.campaign.context import campaign_data
     from alft.config import load_config
-    from alft.labeling import new_token
-    from alft.store import CampaignStore
+    from alft.human.labeling import new_token
+    from alft.store.campaign_store import CampaignStore
 
     data_dir = shared_data() / "banking77"
     with open(data_dir / "train.jsonl", encoding="utf-8") as fh:
@@ -192,7 +192,7 @@ def annotate(base: str, camp: LoadCampaign, annotator: str, start: threading.Bar
 
 def run_load(camp: LoadCampaign, n_clients: int, *, max_labels_per_client: int | None = None) -> dict[str, Any]:
     """Serve the page, run ``n_clients`` annotators to the end of the batch, check the store."""
-    from alft.labelpage import create_app, running
+    from alft.human.page.app import create_app, running
 
     app = create_app(camp.cfg, camp.store, camp.name)
     cap = max_labels_per_client or len(camp.batch)
@@ -307,7 +307,7 @@ def main() -> None:
         "benchmark": "label_load",
         "protocol": "GET / (token in the query), then per label: GET /api/next, POST /api/labels (JSON, "
         "X-Alft-Token header, same Origin), one label per POST",
-        "server": "alft.labelpage.running (uvicorn, 127.0.0.1, free port), SQLite store (WAL)",
+        "server": "alft.human.page.app.running (uvicorn, 127.0.0.1, free port), SQLite store (WAL)",
         **main_run,
         "other_runs": runs[1:],
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},

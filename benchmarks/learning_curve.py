@@ -49,7 +49,7 @@ def campaign_config(dataset: str, strategy: str, seed: int, budget: int, batch: 
 
 
 def read_curve(cfg) -> list[dict]:
-    from alft.campaign import open_store
+    from alft.campaign.context import open_store
 
     store = open_store(cfg)
     metrics = store.metrics(cfg.name)
@@ -73,8 +73,8 @@ def full_data_reference(cfg) -> dict:
     """Logistic regression (the head trainer) on every pool label: the ceiling of the curve."""
     import numpy as np
 
-    from alft.campaign import campaign_data, embed_with_cache, embeddings_for
-    from alft.trainers import HeadTrainer
+    from alft.campaign.context import campaign_data, embed_with_cache, embeddings_for
+    from alft.models.trainers import HeadTrainer
 
     data = campaign_data(cfg)
     embed_with_cache(cfg, data.pool.texts, "pool")
@@ -98,7 +98,7 @@ def full_data_reference(cfg) -> dict:
 
 
 def summarize(curves: dict[str, dict[int, list[dict]]], checkpoints: list[int]) -> dict:
-    from alft.evaluation import normalized_auc
+    from alft.campaign.evaluation import normalized_auc
 
     table = {}
     for strategy, by_seed in curves.items():
@@ -271,7 +271,7 @@ def main() -> None:
 
 
 def _embed_once(cfg) -> None:
-    from alft.campaign import campaign_data, embed_with_cache
+    from alft.campaign.context import campaign_data, embed_with_cache
 
     data = campaign_data(cfg)
     embed_with_cache(cfg, data.pool.texts, "pool")

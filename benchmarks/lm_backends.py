@@ -67,9 +67,9 @@ def main() -> None:
     import torch
 
     from alft.config import HeadTrainerConfig, TransformerTrainerConfig, ZeroShotConfig
-    from alft.embedding import PACKAGED_MODEL, EncodeOptions, Encoder, resolve_model_path
-    from alft.trainers import HeadTrainer, TransformerTrainer
-    from alft.zeroshot import build_zero_shot
+    from alft.models.encoder import PACKAGED_MODEL, EncodeOptions, Encoder, resolve_model_path
+    from alft.models.trainers import HeadTrainer, TransformerTrainer
+    from alft.models.zeroshot import build_zero_shot
 
     torch.set_num_threads(args.threads)
     data = shared_data() / "banking77"

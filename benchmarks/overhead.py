@@ -45,14 +45,14 @@ def config(work: Path, tag: str):
 
 def round_times(cfg) -> list[float]:
     """Seconds between consecutive round starts, rounds 1..n-2 (round 0 carries one-off warm-up)."""
-    from alft.campaign import open_store
+    from alft.campaign.context import open_store
 
     starts = [r["started_at"] for r in open_store(cfg).rounds(cfg.name)]
     return [(b - a).total_seconds() for a, b in zip(starts[1:-1], starts[2:], strict=True)]
 
 
 def step_medians(cfg) -> dict[str, float]:
-    from alft.campaign import open_store
+    from alft.campaign.context import open_store
 
     per: dict[str, list[float]] = {}
     for s in open_store(cfg).steps(cfg.name):
@@ -78,7 +78,7 @@ def main() -> None:
     import logging
 
     logging.getLogger("alft").setLevel(logging.WARNING)
-    from alft.campaign import campaign_data, embed_with_cache
+    from alft.campaign.context import campaign_data, embed_with_cache
     from flows.campaign import campaign
 
     warm = config(args.work, "warm")

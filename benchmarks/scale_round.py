@@ -188,9 +188,9 @@ def synthetic_vectors(centres: np.ndarray, cos_pool: np.ndarray, rng: np.random.
 
 def build(args, steps: Steps) -> dict:
     """Data files, label set and the embedding cache (real + synthetic vectors)."""
-    from alft.campaign import embed_with_cache, embedding_cache, encoder_for, set_threads
+    from alft.campaign.context import embed_with_cache, embedding_cache, encoder_for, set_threads
     from alft.config import load_config
-    from alft.embedcache import text_keys
+    from alft.models.embedcache import text_keys
 
     rng = np.random.default_rng(args.seed)
     seed_texts, seed_labels, ev = steps.run("setup", "seed texts (BANKING77)", seeds)
@@ -289,9 +289,9 @@ def write_config(args) -> Path:
 
 # --------------------------------------------------------------------------- the round
 def campaign(args, steps: Steps) -> dict:
-    from alft.campaign import RNG_SELECT, campaign_data
+    from alft.campaign.context import RNG_SELECT, campaign_data
     from alft.config import load_config
-    from alft.rounds import query_inputs
+    from alft.campaign.rounds import query_inputs
     from strategies import get_strategy
     from tasks.campaign import next_round, open_campaign
     from tasks.embed import embed_pool
@@ -324,7 +324,7 @@ def campaign(args, steps: Steps) -> dict:
         ):
             results[(r, name)] = steps.run(phase, name, fn, ctx, r)
     metrics = {}
-    from alft.campaign import open_store
+    from alft.campaign.context import open_store
 
     for r, m in open_store(cfg).metrics(cfg.name).items():
         metrics[r] = {k: round(v, 4) for k, v in m.items() if k in ("accuracy", "macro_f1")}
@@ -462,7 +462,7 @@ def main() -> None:
             "score's +5 GiB at 1M (and two_stage's, which builds the same inputs): the candidates' vectors "
             "(pool_embeddings()[ids], 1.43 GiB), HeadModel.predict_proba's float64 copy of them (2.9 GiB) and "
             "three float64 [m, 77] arrays (logits, probabilities, output; 0.6 GiB each). A chunked float32 "
-            "predict_proba would cut it to about 2 GiB (not done here: alft/trainers.py).",
+            "predict_proba would cut it to about 2 GiB (not done here: alft/models/trainers.py).",
             "Loading the 1M-row pool took 90 s before alft/data.py read columns with ds[col][:] (one Arrow "
             "read) instead of iterating datasets' Column objects row by row (~15 s per pass, six passes); now 5.3 s.",
         ],

@@ -54,9 +54,9 @@ def main() -> None:
     from prefect import flow
     from prefect_dask import DaskTaskRunner
 
-    from alft.campaign import embed_with_cache, embedding_cache
+    from alft.campaign.context import embed_with_cache, embedding_cache
     from alft.config import load_config
-    from alft.embedcache import text_keys
+    from alft.models.embedcache import text_keys
     from tasks.embed import embed_texts
 
     rows = [json.loads(line) for line in open(shared_data() / "banking77" / "train.jsonl", encoding="utf-8")]

@@ -46,8 +46,8 @@ def main() -> None:
     offline_env()
 
     from alft.config import ModelConfig
-    from alft.embedding import PACKAGED_MODEL, EncodeOptions, Encoder, resolve_model_path
-    from alft.zeroshot import expected_calibration_error, label_sentences, zero_shot_probs
+    from alft.models.encoder import PACKAGED_MODEL, EncodeOptions, Encoder, resolve_model_path
+    from alft.models.zeroshot import expected_calibration_error, label_sentences, zero_shot_probs
 
     data = shared_data() / "banking77"
     labels: list[str] = json.loads((data / "labels.json").read_text())

@@ -3,7 +3,7 @@
 import time
 from typing import Any
 
-from alft.campaign import CampaignContext
+from alft.campaign.context import CampaignContext
 from alft.errors import LabelError
 from tasks.labels import LabelsInput, LabelStatus, collect_labels, request_labels, wait_for_labels
 

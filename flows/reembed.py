@@ -27,7 +27,7 @@ def reembed(campaign: CampaignRef) -> ReembedResult:
     """
     from prefect.logging import get_run_logger
 
-    from alft.campaign import model_key
+    from alft.campaign.context import model_key
 
     cfg = load_campaign(campaign)
     splits = [embed_split(cfg, "pool")]

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from alft.campaign import CampaignContext, campaign_data, campaign_facts, open_store, verify_campaign
+from alft.campaign.context import CampaignContext, campaign_data, campaign_facts, open_store, verify_campaign
 from alft.config import CampaignConfig, config_digest
 from tasks._common import say
 
@@ -39,7 +39,7 @@ def hold_campaign(config: CampaignConfig) -> None:
     """Take the campaign's run lease for this flow run (``CampaignBusyError`` if a live process
     has it) and mark the flow runs that crashed holding it, or that ended without telling
     Prefect, as Crashed."""
-    from alft import leases
+    from alft.store import leases
     from tasks._prefect import crash_orphans, flow_run_id
     from tasks.scheduling import active_runs
 
@@ -60,7 +60,7 @@ def holding(ctx: CampaignContext) -> Iterator[None]:
     """The flow's body holds the run lease; it ends with the body, however the body ends."""
     from prefect.exceptions import Pause
 
-    from alft import leases
+    from alft.store import leases
     from tasks._prefect import flow_run_id
 
     reason = "completed"
@@ -84,7 +84,7 @@ def stop_history(ctx: CampaignContext, history):
 
     import numpy as np
 
-    from alft.rounds import round_files
+    from alft.campaign.rounds import round_files
 
     st = ctx.config.stop
     if st.stabilizing is None and st.uncertainty is None:
@@ -188,7 +188,7 @@ class CampaignSummary(BaseModel):
 
 
 def build_summary(ctx: CampaignContext) -> CampaignSummary:
-    from alft.store import safe_url
+    from alft.store.campaign_store import safe_url
 
     store = open_store(ctx.config)
     metrics = store.metrics(ctx.name)

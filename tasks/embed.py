@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from alft.campaign import CampaignContext, campaign_data, embed_with_cache, model_key, run_step
+from alft.campaign.context import CampaignContext, campaign_data, embed_with_cache, model_key, run_step
 from alft.config import CampaignConfig
 from tasks._common import say, step_task
 
@@ -19,7 +19,7 @@ from tasks._common import say, step_task
 )
 def embed_shard_task(config: CampaignConfig, shard, round_no: int, label: str, number: int, count: int) -> dict:
     """Embed one shard of the missing texts into its own staging folder of the cache."""
-    from alft.sharded import embed_shard
+    from alft.campaign.sharded import embed_shard
 
     return embed_shard(config, shard)
 
@@ -37,7 +37,7 @@ def embed_texts(config: CampaignConfig, texts: list[str], label: str, round_no: 
     from prefect.context import FlowRunContext
     from prefect.futures import wait
 
-    from alft.sharded import embed_sharded_inline, merge_shards, plan_shards, summarize
+    from alft.campaign.sharded import embed_sharded_inline, merge_shards, plan_shards, summarize
 
     flow_ctx = FlowRunContext.get()
     if flow_ctx is None:

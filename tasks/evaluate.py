@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from alft.campaign import CampaignContext, campaign_data, open_store, rel, run_step
-from alft.rounds import eval_embeddings, pool_embeddings, prior_model, round_files, round_model, stop_set
+from alft.campaign.context import CampaignContext, campaign_data, open_store, rel, run_step
+from alft.campaign.rounds import eval_embeddings, pool_embeddings, prior_model, round_files, round_model, stop_set
 from tasks._common import say, step_task
 
 
@@ -15,7 +15,7 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
     store = open_store(ctx.config)
 
     def compute():
-        from alft.evaluation import classification_metrics, confusion_figure
+        from alft.campaign.evaluation import classification_metrics, confusion_figure
         from alft.fsutil import atomic_save_npy, atomic_write
 
         data = campaign_data(ctx.config)
@@ -54,7 +54,7 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
 
         metrics.update(_stop_inputs(ctx, round_no))
         # the random control arm: the previous round's model on this round's labeled batch
-        from alft.control import round_control_metrics
+        from alft.campaign.control import round_control_metrics
 
         control = round_control_metrics(ctx, round_no)
         metrics.update(control)

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
-from alft.campaign import CampaignContext, campaign_data, open_store, run_step
+from alft.campaign.context import CampaignContext, campaign_data, open_store, run_step
 from alft.errors import LabelError
 from tasks._common import in_prefect_run, say, step_task
 
@@ -63,7 +63,7 @@ def wait_mode(setting: str) -> str:
 
 
 def _status(ctx: CampaignContext, round_no: int, mode: str) -> LabelStatus:
-    from alft.labeling import pending_batch, readiness
+    from alft.human.labeling import pending_batch, readiness
 
     store = open_store(ctx.config)
     oracle = ctx.config.oracle
@@ -156,7 +156,7 @@ def collect_labels(
     ctx: CampaignContext, round_no: int, given: dict[str, Any] | None, key: str | None
 ) -> LabelStatus:
     """Write the labels a resumed run's input carried (once per input), report the batch."""
-    from alft.labeling import LabelItem, submit
+    from alft.human.labeling import LabelItem, submit
 
     mode = wait_mode(ctx.config.oracle.wait)
     if given and given.get("labels"):
@@ -210,7 +210,7 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
     def human():
         from collections import Counter
 
-        from alft.labeling import pending_batch, readiness
+        from alft.human.labeling import pending_batch, readiness
 
         batch = pending_batch(store, ctx.name, oracle.policy())
         if batch is None or batch.round != round_no:

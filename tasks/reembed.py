@@ -14,7 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from alft.campaign import campaign_data, embed_with_cache, model_key, open_store
+from alft.campaign.context import campaign_data, embed_with_cache, model_key, open_store
 from alft.config import CampaignConfig
 from tasks._common import say
 

@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from alft.campaign import CampaignContext, open_store
+from alft.campaign.context import CampaignContext, open_store
 from alft.config import CampaignConfig
 from alft.params import CampaignRef
 from tasks._common import say
@@ -111,9 +111,9 @@ def store_exists(cfg: CampaignConfig) -> bool:
 
 def decide(cfg: CampaignConfig, runs: list[ActiveRun]) -> RoundPlan:
     """The scheduled round's decision for campaign ``cfg.name`` (reads only)."""
-    from alft.labeling import pending_batch, readiness
-    from alft.leases import orphaned
-    from alft.store import safe_url
+    from alft.human.labeling import pending_batch, readiness
+    from alft.store.leases import orphaned
+    from alft.store.campaign_store import safe_url
     from tasks.campaign import stop_decision
 
     name = cfg.name
@@ -198,7 +198,7 @@ def load_campaign(ref: CampaignRef) -> CampaignConfig:
 @task(name="check campaign", cache_policy=NO_CACHE)
 def check_campaign(cfg: CampaignConfig) -> RoundPlan:
     """Decide whether the campaign may go on: from the store and the campaign's flow runs."""
-    from alft.campaign import preflight
+    from alft.campaign.context import preflight
 
     plan = decide(cfg, active_runs(cfg.name))
     if plan.action == "continued":
@@ -210,7 +210,7 @@ def check_campaign(cfg: CampaignConfig) -> RoundPlan:
 @task(name="resume waiting run", cache_policy=NO_CACHE)
 def resume_waiting_run(cfg: CampaignConfig, plan: RoundPlan) -> str | None:
     """Resume the run waiting on the ready batch (once: the store records who resumed it)."""
-    from alft.labeling import SubmitResult, resume_if_complete
+    from alft.human.labeling import SubmitResult, resume_if_complete
 
     store = open_store(cfg)
     remaining = (plan.total or 0) - (plan.resolved or 0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-from alft.campaign import CampaignContext, run_step
-from alft.rounds import query_inputs, round_files, round_strategy, save_model_inputs
+from alft.campaign.context import CampaignContext, run_step
+from alft.campaign.rounds import query_inputs, round_files, round_strategy, save_model_inputs
 from alft.fsutil import atomic_save_npy
 from tasks._common import say, step_task
 

@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 
-from alft.campaign import RNG_CONTROL, RNG_SELECT, CampaignContext, campaign_data, open_store, run_step
-from alft.control import CONTROL, control_size, draw_control
-from alft.rounds import batch_size_for, query_inputs, round_files, round_strategy
+from alft.campaign.context import RNG_CONTROL, RNG_SELECT, CampaignContext, campaign_data, open_store, run_step
+from alft.campaign.control import CONTROL, control_size, draw_control
+from alft.campaign.rounds import batch_size_for, query_inputs, round_files, round_strategy
 from tasks._common import in_prefect_run, say, step_task
 
 
@@ -27,7 +27,7 @@ def select_batch(ctx: CampaignContext, round_no: int) -> dict:
         inputs = query_inputs(ctx, round_no, strategy.needs, candidates=candidates)
         k = batch_size_for(ctx, round_no, n_candidates=inputs.n_candidates)
         # random control arm (rounds >= 1): the strategy gets k - c places, with its usual inputs
-        # and generator; the c control examples come from a stream of their own (alft/control.py)
+        # and generator; the c control examples come from a stream of their own (alft/campaign/control.py)
         c = control_size(ctx.config.strategy.control_share, k) if round_no > 0 else 0
         query = strategy.select(scores, inputs, k - c, ctx.rng(round_no, RNG_SELECT))
         rows = [

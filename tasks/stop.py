@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from alft.campaign import CampaignContext, open_store, run_step
+from alft.campaign.context import CampaignContext, open_store, run_step
 from tasks._common import say, step_task
 from tasks.campaign import stop_decision, stop_history
 

@@ -15,10 +15,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from alft import faults
-from alft.campaign import CampaignContext, campaign_data, open_store
+from alft.campaign.context import CampaignContext, campaign_data, open_store
 from alft.config import config_digest
 from alft.errors import AlftError, TrackingError
-from alft.tracking import Tracker, default_artifact_location, flatten
+from alft.campaign.tracking import Tracker, default_artifact_location, flatten
 from tasks._common import say
 
 DEFAULT_RETRY_DELAYS = [2.0, 5.0, 15.0]
@@ -141,8 +141,8 @@ def run_tags(ctx: CampaignContext) -> dict[str, str]:
 
 def encoder_record(ctx: CampaignContext) -> dict:
     """The campaign's encoder as a logged model records it (head models embed with it)."""
-    from alft.campaign import resolve_model
-    from alft.mlflow_model import encoder_config
+    from alft.campaign.context import resolve_model
+    from alft.models.pyfunc import encoder_config
 
     m = ctx.config.model
     return encoder_config(m.path, resolve_model(ctx.config), m.max_length, m.batch_size)
@@ -195,7 +195,7 @@ def track_campaign(ctx: CampaignContext) -> str:
 @mlflow_errors("logging round {round_no}")
 def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     """Log the round to its nested MLflow run: params, metrics, batch table, plots, model."""
-    from alft.evaluation import learning_curve_figure
+    from alft.campaign.evaluation import learning_curve_figure
 
     store = open_store(ctx.config)
     rr = store.round_row(ctx.name, round_no)

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alft.campaign import RNG_TRAIN, CampaignContext, campaign_data, open_store, rel, resolve_model, run_step, set_threads
+from alft.campaign.context import RNG_TRAIN, CampaignContext, campaign_data, open_store, rel, resolve_model, run_step, set_threads
 from alft.errors import StoreError
 from alft.fsutil import atomic_dir
-from alft.rounds import pool_embeddings, round_files, training_responses, training_set
+from alft.campaign.rounds import pool_embeddings, round_files, training_responses, training_set
 from tasks._common import say, step_task
 
 
 def make_trainer(ctx: CampaignContext):
-    from alft.trainers import HeadTrainer, TransformerTrainer
+    from alft.models.trainers import HeadTrainer, TransformerTrainer
 
     tc = ctx.config.trainer
     if tc.kind == "head":
         return HeadTrainer(tc.head)
     if tc.kind == "sft":
-        from alft.generative import SFTTrainer
+        from alft.models.generative import SFTTrainer
 
         return SFTTrainer(tc.sft, resolve_model(ctx.config), ctx.workdir)
     return TransformerTrainer(tc.transformer, resolve_model(ctx.config), ctx.workdir)

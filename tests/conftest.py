@@ -161,7 +161,7 @@ def campaign_yaml(tmp: Path, files: dict[str, Path], model: Path, **over) -> Pat
 def pending_store(path: Path, labels: list[str]):
     """A store whose campaign "c" has round 0 labeled (e0) and round 1's batch e1..e4
     (pool ids 1..4) waiting for labels."""
-    from alft.store import CampaignStore
+    from alft.store.campaign_store import CampaignStore
 
     st = CampaignStore(f"sqlite:///{path}")
     with st.transaction() as conn:
@@ -273,8 +273,8 @@ def concurrent_submissions(url: str) -> float:
     import threading
     import time
 
-    from alft.labeling import LabelItem, pending_batch, submit
-    from alft.store import CampaignStore
+    from alft.human.labeling import LabelItem, pending_batch, submit
+    from alft.store.campaign_store import CampaignStore
 
     st = CampaignStore(url)
     with st.transaction() as conn:

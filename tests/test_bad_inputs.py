@@ -39,7 +39,7 @@ from typer.testing import CliRunner
 
 from alft.cli import app
 from alft.config import load_config
-from alft.store import CampaignStore
+from alft.store.campaign_store import CampaignStore
 from tests.conftest import REPO, campaign_yaml, read_jsonl, write_jsonl
 
 runner = CliRunner()
@@ -401,7 +401,7 @@ def test_unreadable_or_read_only_input(case, env):
 # ------------------------------------------------------------------ a resume that does not match
 def _real_campaign(env: Env) -> None:
     """Make "kept" a campaign of the real data and model (the identity a resume compares)."""
-    from alft.campaign import campaign_facts
+    from alft.campaign.context import campaign_facts
 
     c = load_config(env.config())
     store = CampaignStore(c.store_url())
@@ -454,7 +454,7 @@ def test_a_resume_that_does_not_match_is_refused(case, env):
 @pytest.fixture(scope="module")
 def waiting(tmp_path_factory, banking_subset, tiny_model):
     """A human-labeled campaign whose round 0 batch waits for labels, and its exported label files."""
-    from tests.test_labelfiles import build_pending_campaign
+    from tests.human.test_labelfiles import build_pending_campaign
 
     tmp = tmp_path_factory.mktemp("waiting")
     cfg = build_pending_campaign(tmp, banking_subset, tiny_model)
@@ -578,9 +578,9 @@ def test_a_huge_text_is_truncated_and_said(tmp_path, banking_subset, tiny_model,
 
     import numpy as np
 
-    from alft.campaign import embed_with_cache, embedding_cache
+    from alft.campaign.context import embed_with_cache, embedding_cache
     from alft.data import load_campaign_data
-    from alft.embedcache import text_keys
+    from alft.models.embedcache import text_keys
 
     rows = read_jsonl(banking_subset["pool"])
     rows[0]["text"] = "please " + "refund my card payment " * 20000  # ~460k characters

@@ -103,7 +103,7 @@ def campaign(tmp_path, banking_subset, tiny_model):
 
 
 def test_a_step_that_cannot_write_its_arrays_fails_clearly_and_resumes(campaign, monkeypatch):
-    from alft.campaign import open_store
+    from alft.campaign.context import open_store
 
     ctx, r, steps = campaign
     store = open_store(ctx.config)
@@ -119,7 +119,7 @@ def test_a_step_that_cannot_write_its_arrays_fails_clearly_and_resumes(campaign,
 
 
 def test_a_model_folder_that_cannot_be_written_keeps_nothing_half_written(campaign, monkeypatch):
-    from alft.campaign import open_store
+    from alft.campaign.context import open_store
     from tasks.train import fine_tune
 
     ctx, r, steps = campaign
@@ -127,7 +127,7 @@ def test_a_model_folder_that_cannot_be_written_keeps_nothing_half_written(campai
         steps[name].fn(ctx, r)
     store = open_store(ctx.config)
     before = store.dump(ctx.name)
-    monkeypatch.setattr("alft.trainers.np.savez", no_space)
+    monkeypatch.setattr("alft.models.trainers.np.savez", no_space)
     with pytest.raises(AlftError, match=r"cannot write .*rounds/000/model: No space left on device"):
         fine_tune.fn(ctx, r)
     assert store.dump(ctx.name) == before
@@ -139,8 +139,8 @@ def test_a_model_folder_that_cannot_be_written_keeps_nothing_half_written(campai
 def test_an_export_on_a_full_disk_leaves_no_folder(campaign, monkeypatch, tmp_path):
     import datasets
 
-    from alft.campaign import open_store
-    from alft.export import export_campaign
+    from alft.campaign.context import open_store
+    from alft.campaign.export import export_campaign
 
     ctx, r, steps = campaign
     for name in ("score", "select", "labels"):
@@ -155,7 +155,7 @@ def test_an_export_on_a_full_disk_leaves_no_folder(campaign, monkeypatch, tmp_pa
 
 
 def test_the_embedding_cache_on_a_full_disk_keeps_its_committed_rows(tmp_path, banking_subset, tiny_model, monkeypatch):
-    from alft.campaign import embed_with_cache, embedding_cache
+    from alft.campaign.context import embed_with_cache, embedding_cache
     from alft.config import load_config
     from alft.data import load_campaign_data
 
@@ -171,7 +171,7 @@ def test_the_embedding_cache_on_a_full_disk_keeps_its_committed_rows(tmp_path, b
     cache = embedding_cache(cfg)
     assert cache.count() == 50
     meta = (cache.dir / "meta.json").read_bytes()
-    monkeypatch.setattr("alft.embedcache.os.fsync", no_space)  # the vectors' fsync before the commit
+    monkeypatch.setattr("alft.models.embedcache.os.fsync", no_space)  # the vectors' fsync before the commit
     with pytest.raises(AlftError, match=rf"embedding cache {cache.dir}: cannot write \(No space left on device\); "
                                         "the vectors committed before are kept"):
         embed_with_cache(cfg, texts, "all")
@@ -236,7 +236,7 @@ def test_a_real_full_disk(tmpfs):
 
 
 def test_a_store_on_a_full_disk_keeps_its_last_commit(tmpfs):
-    from alft.store import CampaignStore
+    from alft.store.campaign_store import CampaignStore
 
     d = tmpfs(1024)
     store = CampaignStore(f"sqlite:///{d}/campaign.db")
@@ -262,7 +262,7 @@ def test_a_store_on_a_full_disk_keeps_its_last_commit(tmpfs):
 
 def test_a_folder_made_read_only_mid_campaign(campaign, tmp_path):
     """The campaign folder is remounted read-only after the run started: the step fails with the path."""
-    from alft.campaign import open_store
+    from alft.campaign.context import open_store
 
     if os.geteuid() != 0:
         pytest.fail("a read-only bind mount needs root (CI runs as root; a skip would hide the test)")

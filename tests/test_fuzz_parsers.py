@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from alft.config import CampaignConfig, load_config
 from alft.errors import AlftError, ConfigError
-from alft.labelfiles import check_campaign, file_round, group_by_annotator, load_label_file
-from alft.labeling import LabelItem, submit_many
-from alft.labelstudio import from_export
+from alft.human.files import check_campaign, file_round, group_by_annotator, load_label_file
+from alft.human.labeling import LabelItem, submit_many
+from alft.human.labelstudio import from_export
 from tests.conftest import pending_store
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alft.campaign import CampaignContext
+from alft.campaign.context import CampaignContext
 from alft.config import load_config
 from alft.errors import ConfigError
-from alft.rounds import round_files, stop_set
-from alft.store import CampaignStore
+from alft.campaign.rounds import round_files, stop_set
+from alft.store.campaign_store import CampaignStore
 from benchmarks.plain import run_plain
 from strategies.stopping import cohen_kappa
 from tasks.campaign import build_summary

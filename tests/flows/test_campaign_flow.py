@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from alft.config import load_config
-from alft.store import CampaignStore
+from alft.store.campaign_store import CampaignStore
 from tests.conftest import campaign_yaml, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -61,9 +61,9 @@ def test_labels_equal_gold_and_carry_provenance(finished, banking_subset):
 
 
 def test_metrics_in_the_store_match_a_recomputation(finished, banking_subset):
-    from alft.trainers import load_model
-    from alft.rounds import eval_embeddings
-    from alft.campaign import CampaignContext, campaign_data
+    from alft.models.trainers import load_model
+    from alft.campaign.rounds import eval_embeddings
+    from alft.campaign.context import CampaignContext, campaign_data
 
     cfg, summary, _ = finished
     store = CampaignStore(cfg.store_url())
@@ -134,8 +134,8 @@ def test_each_round_logs_a_loadable_model_and_the_final_one_is_registered(finish
     import pandas as pd
     from mlflow import MlflowClient
 
-    from alft.trainers import load_model
-    from alft.campaign import CampaignContext, campaign_data, embeddings_for
+    from alft.models.trainers import load_model
+    from alft.campaign.context import CampaignContext, campaign_data, embeddings_for
 
     cfg, summary, _ = finished
     client = MlflowClient(cfg.tracking_uri())

@@ -19,7 +19,7 @@ import yaml
 
 from alft.config import load_config
 from alft.params import CampaignRef
-from alft.store import CampaignStore
+from alft.store.campaign_store import CampaignStore
 from tests.conftest import campaign_yaml, read_jsonl
 
 # Everything that needs the Prefect server is slow; the prefect.yaml and CLI checks are not.
@@ -259,8 +259,8 @@ def test_parallel_campaigns_keep_their_own_state(triggered, prefect_server, bank
     """The three ran at the same time, into one embedding cache; each store equals a sequential run's."""
     import numpy as np
 
-    from alft.campaign import campaign_data, embedding_cache
-    from alft.embedcache import text_keys
+    from alft.campaign.context import campaign_data, embedding_cache
+    from alft.models.embedcache import text_keys
     from flows.campaign import campaign
 
     spans = sorted((fr.start_time, fr.end_time) for fr in triggered["runs"].values())
@@ -330,9 +330,9 @@ def test_bad_parameters_are_refused_by_the_server_and_touch_nothing(served, bank
 def test_scheduled_round_does_nothing_until_labels_arrive_then_continues(served, banking_subset, tiny_model, tmp_path):
     from prefect.deployments import run_deployment
 
-    from alft.campaign import campaign_data
+    from alft.campaign.context import campaign_data
     from alft.errors import LabelError
-    from alft.labeling import LabelItem, pending_batch, submit
+    from alft.human.labeling import LabelItem, pending_batch, submit
     from flows.campaign import campaign
     from flows.scheduled import scheduled_round
     from tasks.scheduling import ActiveRun, decide

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from alft.campaign import STEP_ORDER
+from alft.campaign.context import STEP_ORDER
 from alft.config import load_config
-from alft.store import CampaignStore
+from alft.store.campaign_store import CampaignStore
 from tests.conftest import REPO, campaign_yaml
 from tests.servers import mlflow_server_process, prefect_server_process
 
@@ -52,7 +52,7 @@ def run_cli(cfg: Path, api_url: str, **env) -> subprocess.CompletedProcess:
 
 def outcome(cfg_path: Path) -> dict:
     """What an interrupted campaign must end with: its store, batches and labeled dataset."""
-    from alft.export import labeled_rows
+    from alft.campaign.export import labeled_rows
 
     cfg = load_config(cfg_path)
     store = CampaignStore(cfg.store_url())
@@ -178,7 +178,7 @@ def test_killed_at_every_step_ends_as_the_uninterrupted_run(reference, prefect_s
 
 def test_a_kill_inside_a_human_label_import_writes_nothing(prefect_server, banking_subset, tiny_model, tmp_path):
     """``alft labels import`` killed inside its transaction: no event; the same import again writes them once."""
-    from tests.test_labelfiles import build_pending_campaign
+    from tests.human.test_labelfiles import build_pending_campaign
     from tests.conftest import read_jsonl, write_jsonl
 
     cfg = build_pending_campaign(tmp_path, banking_subset, tiny_model)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from alft.config import load_config
-from alft.store import CampaignStore
+from alft.store.campaign_store import CampaignStore
 from tests.conftest import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,7 @@ def test_mlflow_has_each_round_with_rouge_and_perplexity(finished):
 
 
 def test_export_writes_chat_messages_and_plain_rows(finished, gen_files):
-    from alft.export import export_campaign
+    from alft.campaign.export import export_campaign
 
     cfg, _, tmp = finished
     out = tmp / "export"

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from alft.config import load_config
-from alft.labeling import LabelItem, pending_batch, resume_if_complete, submit
-from alft.store import CampaignStore
+from alft.human.labeling import LabelItem, pending_batch, resume_if_complete, submit
+from alft.store.campaign_store import CampaignStore
 from tests.conftest import campaign_yaml, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_paused_flow_resumes_from_the_prefect_input_and_from_the_store(prefect_s
 
 
 def cfg_labels(cfg):
-    from alft.campaign import campaign_data
+    from alft.campaign.context import campaign_data
 
     return campaign_data(cfg).labels
 
@@ -227,8 +227,8 @@ def page_route(cfg, store, labels):
     """Labels through the labeling page's HTTP API, as its JavaScript sends them."""
     from starlette.testclient import TestClient
 
-    from alft.labeling import new_token, pending_batch
-    from alft.labelpage import create_app
+    from alft.human.labeling import new_token, pending_batch
+    from alft.human.page.app import create_app
 
     token = new_token(store, cfg.name)
     origin = "http://127.0.0.1:8765"

@@ -11,7 +11,7 @@ import pytest
 from prefect import flow
 
 from alft.config import load_config
-from alft.embedcache import text_keys
+from alft.models.embedcache import text_keys
 from tests.conftest import SHARED, campaign_yaml, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -32,14 +32,14 @@ def config(tmp_path, files, model, cache, **model_opts):
 
 
 def vectors(cfg) -> np.ndarray:
-    from alft.campaign import embedding_cache
+    from alft.campaign.context import embedding_cache
 
     return embedding_cache(cfg).get(text_keys(TEXTS))
 
 
 @pytest.fixture(scope="module")
 def reference(banking_subset, tiny_model, tmp_path_factory):
-    from alft.campaign import embed_with_cache
+    from alft.campaign.context import embed_with_cache
 
     tmp = tmp_path_factory.mktemp("ref")
     cfg = config(tmp, banking_subset, tiny_model, tmp / "cache")
@@ -83,7 +83,7 @@ def dask_cluster():
 
 
 def test_shards_on_a_local_dask_cluster(prefect_server, dask_cluster, reference, banking_subset, tiny_model, tmp_path):
-    from alft.sharded import task_runner_for
+    from alft.campaign.sharded import task_runner_for
 
     cfg = config(
         tmp_path, banking_subset, tiny_model, tmp_path / "cache", shards=4, task_runner="dask", dask_address=dask_cluster

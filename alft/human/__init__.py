@@ -1,0 +1,1 @@
+"""The human side: the labeling transaction and its routes (page, label files, Label Studio)."""

@@ -1,0 +1,668 @@
+"""Two trainers behind one interface.
+
+``head``        multinomial logistic regression on the frozen encoder's embeddings
+                (seconds per round; the campaign's embeddings are its features).
+``transformer`` fine-tuning of any ``AutoModelForSequenceClassification`` checkpoint
+                (encoder, or decoder with a ``score`` head) with the HF ``Trainer`` on CPU:
+                every weight, or LoRA adapters (peft) plus the head; from the campaign's
+                model each round, or continuing the previous round's.
+
+A trained model is saved as a folder holding ``alft_model.json`` (kind, label set) plus the
+kind's own files (``head.npz``; a ``save_pretrained`` folder ``hf/``; or, for LoRA, the
+adapters and tokenizer in ``adapter/`` with the base model's path in the metadata).
+No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from alft.config import HeadTrainerConfig, LoraConfig, TransformerTrainerConfig
+from alft.errors import ModelError, TrainerError
+
+if TYPE_CHECKING:
+    from alft.models.generative import GenerativeModel
+
+META = "alft_model.json"
+
+#: MC-dropout rate on the classifier's input for models without dropout layers of their own
+#: (the rate BERT-style heads use: ``classifier_dropout`` / ``hidden_dropout_prob`` = 0.1).
+MC_FEATURE_DROPOUT = 0.1
+
+
+@dataclass
+class ModelOutputs:
+    """What a model tells the query strategies about ``n`` texts (rows follow the input).
+
+    probs: float64[n, C] over the full label set.
+    features: float64[n, h], the input of the output layer, or None.
+    head: (weight [k, h], bias [k], classes [k]) of the output layer, or None.
+    prob_samples: float32[n, C, K] from K stochastic (MC-dropout) passes, or None.
+    """
+
+    probs: np.ndarray
+    features: np.ndarray | None = None
+    head: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    prob_samples: np.ndarray | None = None
+
+
+class ClassifierModel(Protocol):
+    kind: str
+    labels: list[str]
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+        """Class probabilities ``[n, C]`` over the full label set (columns = ``labels``)."""
+
+    def outputs(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        *,
+        features: bool,
+        samples: int,
+        rng: np.random.Generator,
+    ) -> ModelOutputs:
+        """Probabilities plus, on request, features, the output layer and ``samples`` MC passes."""
+
+    def save(self, path: Path) -> None:
+        """Write the model into the (new, empty) folder ``path``."""
+
+
+def _check_training_set(y: np.ndarray, labels: list[str]) -> None:
+    if y.size == 0:
+        raise TrainerError("no labeled examples to train on")
+    if y.min() < 0 or y.max() >= len(labels):
+        raise TrainerError(f"label index out of range [0, {len(labels)})")
+
+
+# --------------------------------------------------------------------------- head
+@dataclass
+class HeadModel:
+    """Logistic regression weights over the label set; classes never seen get probability 0."""
+
+    labels: list[str]
+    classes: np.ndarray  # int64[k] label indices the model was fitted on
+    coef: np.ndarray  # float64[k, d] (k == 1: constant model)
+    intercept: np.ndarray  # float64[k]
+    kind: str = "head"
+    mc_dropout: float = 0.1
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+        if embeddings is None:
+            raise ModelError("the head model predicts from embeddings; none were given")
+        n, c = embeddings.shape[0], len(self.labels)
+        out = np.zeros((n, c), dtype=np.float64)  # [n, C]
+        if self.classes.size == 1:
+            out[:, self.classes[0]] = 1.0
+            return out
+        # in blocks: a float64 copy of a million 384-d embeddings alone would be 2.9 GiB
+        for start in range(0, n, 65536):
+            block = np.asarray(embeddings[start : start + 65536], dtype=np.float64)  # [b, d]
+            logits = block @ self.coef.T + self.intercept  # [b, k]
+            logits -= logits.max(axis=1, keepdims=True)
+            p = np.exp(logits)
+            p /= p.sum(axis=1, keepdims=True)
+            out[start : start + 65536, self.classes] = p
+        return out
+
+    def outputs(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        *,
+        features: bool,
+        samples: int,
+        rng: np.random.Generator,
+    ) -> ModelOutputs:
+        """MC samples drop input features at rate ``mc_dropout`` (inverted scaling).
+
+        A classification head on a transformer sees its features through a dropout layer
+        during training; dropping the frozen embeddings the same way is that layer's MC
+        estimate for a head trained without it (cheap: one matmul per sample).
+        """
+        probs = self.predict_proba(texts, embeddings)
+        out = ModelOutputs(probs=probs)
+        if features:
+            out.features = np.asarray(embeddings, dtype=np.float64)
+            out.head = (self.coef, self.intercept, self.classes)
+        if samples:
+            keep = 1.0 - self.mc_dropout
+            stack = np.empty((probs.shape[0], probs.shape[1], samples), dtype=np.float32)  # [n, C, K]
+            for k in range(samples):
+                mask = rng.random(embeddings.shape, dtype=np.float32) < keep  # [n, d]
+                stack[:, :, k] = self.predict_proba(texts, embeddings * mask / keep)
+            out.prob_samples = stack
+        return out
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(path / "head.npz", classes=self.classes, coef=self.coef, intercept=self.intercept)
+        meta = {"kind": "head", "labels": self.labels, "mc_dropout": self.mc_dropout}
+        (path / META).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: Path, labels: list[str], mc_dropout: float = 0.1) -> HeadModel:
+        with np.load(path / "head.npz", allow_pickle=False) as z:
+            return cls(
+                labels=labels,
+                classes=z["classes"],
+                coef=z["coef"],
+                intercept=z["intercept"],
+                mc_dropout=mc_dropout,
+            )
+
+
+class HeadTrainer:
+    """Fit ``HeadModel`` with scikit-learn's lbfgs logistic regression."""
+
+    kind = "head"
+    needs_embeddings = True
+
+    def __init__(self, cfg: HeadTrainerConfig) -> None:
+        self.cfg = cfg
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        y: np.ndarray,
+        labels: list[str],
+        seed: int,
+        progress: Callable[[str], None] | None = None,
+    ) -> HeadModel:
+        from sklearn.linear_model import LogisticRegression
+
+        _check_training_set(y, labels)
+        if embeddings is None or embeddings.shape[0] != y.shape[0]:
+            raise TrainerError("the head trainer needs one embedding per labeled example")
+        classes = np.unique(y)
+        if classes.size == 1:
+            d = embeddings.shape[1]
+            return HeadModel(labels, classes, np.zeros((1, d)), np.zeros(1), mc_dropout=self.cfg.mc_dropout)
+        clf = LogisticRegression(
+            C=self.cfg.C,
+            max_iter=self.cfg.max_iter,
+            class_weight=self.cfg.class_weight,
+            random_state=seed,
+        )
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            # few labels per class early on: lbfgs may stop short, and sklearn warns when
+            # classes outnumber half the samples; both are expected in round 0
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.filterwarnings("ignore", message="The number of unique classes")
+            clf.fit(embeddings.astype(np.float64), y)
+        coef, intercept = clf.coef_, clf.intercept_
+        if classes.size == 2:  # sklearn keeps one row for binary problems; make it softmax-shaped
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        return HeadModel(labels, clf.classes_.astype(np.int64), coef, intercept, mc_dropout=self.cfg.mc_dropout)
+
+
+# --------------------------------------------------------------------------- transformer
+def _is_peft(model) -> bool:
+    """A peft-wrapped model (checked by attribute, so peft is not imported for plain models)."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def _pad_token_id(model) -> int | None:
+    """The pad id the model itself pools with (decoder classifiers score the last non-pad token)."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "pad_token_id", None)
+
+
+class TransformerModel:
+    """A fine-tuned sequence classifier; predicts in length-sorted batches under inference_mode.
+
+    ``model`` is a transformers ``*ForSequenceClassification`` or a peft ``PeftModel`` around
+    one (LoRA); ``base_model`` is the checkpoint a LoRA model's adapters apply to.
+    """
+
+    kind = "transformer"
+
+    def __init__(
+        self,
+        labels: list[str],
+        model,
+        tokenizer,
+        max_length: int,
+        batch_size: int = 64,
+        base_model: str | None = None,
+    ) -> None:
+        self.labels = labels
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.base_model = base_model
+
+    @property
+    def lora(self) -> bool:
+        return _is_peft(self.model)
+
+    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+        return self._passes(texts, features=False, samples=0, rng=None).probs
+
+    def outputs(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        *,
+        features: bool,
+        samples: int,
+        rng: np.random.Generator,
+    ) -> ModelOutputs:
+        """MC samples are forward passes with the model's own dropout layers switched on."""
+        return self._passes(texts, features=features, samples=samples, rng=rng)
+
+    def _output_layer(self):
+        """The final ``Linear`` producing the logits (``classifier`` or ``score``).
+
+        peft keeps the trained copy of a LoRA model's head in a ``ModulesToSaveWrapper``
+        (``modules_to_save[adapter]``) next to the untouched original; the active copy is
+        the one the forward pass runs, so that is the layer to hook and read.
+        """
+        import torch
+
+        inner = self.model.get_base_model() if _is_peft(self.model) else self.model
+        for name in ("classifier", "score"):
+            layer = getattr(inner, name, None)
+            copies = getattr(layer, "modules_to_save", None)
+            if copies is not None and layer.active_adapters:
+                layer = copies[layer.active_adapters[0]]
+            if isinstance(layer, torch.nn.Linear):
+                return layer
+            out_proj = getattr(layer, "out_proj", None)  # RoBERTa-style classification heads
+            if isinstance(out_proj, torch.nn.Linear):
+                return out_proj
+        raise ModelError(
+            f"{type(inner).__name__} has no linear output layer named classifier or score; "
+            "strategies that need features or the head cannot use it"
+        )
+
+    def _passes(
+        self, texts: Sequence[str], *, features: bool, samples: int, rng: np.random.Generator | None
+    ) -> ModelOutputs:
+        import torch
+
+        self.model.eval()
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        ids = enc["input_ids"]
+        lengths = np.array([len(x) for x in ids])
+        order = np.lexsort((np.arange(len(ids)), -lengths))
+        n, c = len(ids), len(self.labels)
+        probs = np.empty((n, c), dtype=np.float64)
+        stack = np.empty((n, c, samples), dtype=np.float32) if samples else None  # [n, C, K]
+        feats: np.ndarray | None = None
+        captured: list[torch.Tensor] = []
+        layer = self._output_layer() if features else None
+        # The hook records the output layer's input on the deterministic pass only.
+        capture = {"on": True}
+
+        def grab(_module, inp, _out):
+            if capture["on"]:
+                captured.append(inp[0].detach())
+
+        hooks = [layer.register_forward_hook(grab)] if layer is not None else []
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        model_pad = _pad_token_id(self.model)
+        dropouts = [m for m in self.model.modules() if isinstance(m, torch.nn.Dropout)]
+        if samples and not any(d.p > 0 for d in dropouts):
+            # Llama-style decoders have no dropout modules (attention dropout is a config
+            # float, 0 in most checkpoints), so their MC passes would all be equal; drop the
+            # classifier's input instead, as the dropout in front of an encoder's head does.
+            def drop_features(_module, args):
+                if capture["on"]:
+                    return None
+                return (torch.nn.functional.dropout(args[0], MC_FEATURE_DROPOUT, training=True), *args[1:])
+
+            try:
+                target = layer or self._output_layer()
+            except ModelError:
+                target = None  # no known head: the samples stay deterministic
+            if target is not None:
+                hooks.append(target.register_forward_pre_hook(drop_features))
+        if samples and rng is not None:
+            torch.manual_seed(int(rng.integers(2**31 - 1)))
+        from alft import progress
+
+        try:
+            with torch.inference_mode(), progress.bar("predict", len(order) * (1 + samples)) as advance:
+                for start in range(0, len(order), self.batch_size):
+                    pos = order[start : start + self.batch_size]
+                    width = int(lengths[pos].max())
+                    x = np.full((len(pos), width), pad, dtype=np.int64)  # [b, L]
+                    m = np.zeros((len(pos), width), dtype=np.int64)  # [b, L]
+                    for r, p in enumerate(pos):
+                        x[r, : lengths[p]] = ids[p]
+                        m[r, : lengths[p]] = 1
+                    xt, mt = torch.from_numpy(x), torch.from_numpy(m)
+                    captured.clear()
+                    logits = self.model(input_ids=xt, attention_mask=mt).logits
+                    probs[pos] = torch.softmax(logits.float(), dim=-1).numpy()  # [b, C]
+                    if layer is not None:
+                        h = captured[-1].float()
+                        if h.dim() == 3:
+                            # Decoder classifiers score every position and keep the rightmost
+                            # token that is not the config's pad id; pick the same one.
+                            if model_pad is None:
+                                last = mt.sum(1) - 1  # [b]
+                            else:
+                                real = (xt != model_pad).to(torch.int64)  # [b, L]
+                                last = (torch.arange(width) * real).argmax(-1)  # [b]
+                            h = h[torch.arange(len(pos)), last]  # [b, h]
+                        if feats is None:
+                            feats = np.empty((n, h.shape[1]), dtype=np.float64)
+                        feats[pos] = h.numpy()
+                    advance(len(pos))
+                    if samples:
+                        capture["on"] = False
+                        for d in dropouts:
+                            d.train()
+                        for k in range(samples):
+                            lg = self.model(input_ids=xt, attention_mask=mt).logits
+                            stack[pos, :, k] = torch.softmax(lg.float(), dim=-1).numpy()
+                            advance(len(pos))
+                        for d in dropouts:
+                            d.eval()
+                        capture["on"] = True
+        finally:
+            for h in hooks:
+                h.remove()
+            self.model.eval()
+        out = ModelOutputs(probs=probs, prob_samples=stack)
+        if layer is not None:
+            w = layer.weight.detach().double().numpy()  # [C, h]
+            b = (
+                layer.bias.detach().double().numpy()
+                if layer.bias is not None
+                else np.zeros(w.shape[0])
+            )
+            out.features = feats
+            out.head = (w, b, np.arange(w.shape[0], dtype=np.int64))
+        return out
+
+    def merged(self) -> TransformerModel:
+        """A plain (non-peft) copy with the LoRA updates merged into the weights.
+
+        The copy predicts like this model (up to float rounding) and saves as an ordinary
+        transformers folder that needs neither peft nor the base checkpoint. A model without
+        adapters returns itself.
+        """
+        if not self.lora:
+            return self
+        import copy
+
+        plain = copy.deepcopy(self.model).merge_and_unload()  # the deep copy keeps self intact
+        plain.eval()
+        return TransformerModel(self.labels, plain, self.tokenizer, self.max_length, self.batch_size)
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        meta: dict = {"kind": "transformer", "labels": self.labels, "max_length": self.max_length}
+        if self.lora:
+            # adapters (and the trained head) only; the base weights stay where they are
+            if self.base_model is None:
+                raise ModelError(f"cannot save a LoRA model to {path} without its base model path")
+            self.model.save_pretrained(path / "adapter")
+            self.tokenizer.save_pretrained(path / "adapter")
+            meta.update(lora=True, base_model=self.base_model)
+        else:
+            self.model.save_pretrained(path / "hf")
+            self.tokenizer.save_pretrained(path / "hf")
+        (path / META).write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: Path, labels: list[str], max_length: int, meta: dict | None = None) -> TransformerModel:
+        """Load a saved folder: ``hf/`` for a full model, base + ``adapter/`` for a LoRA model."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        meta = meta or {}
+        if meta.get("lora"):
+            base = str(meta.get("base_model") or "")
+            tok = AutoTokenizer.from_pretrained(path / "adapter")
+            model = _load_lora(base, path / "adapter", labels, tok, trainable=False)
+            return cls(labels, model, tok, max_length, base_model=base)
+        try:
+            tok = AutoTokenizer.from_pretrained(path / "hf")
+            model = AutoModelForSequenceClassification.from_pretrained(path / "hf")
+        except OSError as exc:
+            raise ModelError(f"cannot load the transformer model in {path / 'hf'}: {exc}") from exc
+        model.eval()
+        return cls(labels, model, tok, max_length)
+
+
+def _load_classifier(source: str | Path, labels: list[str], tok):
+    """``AutoModelForSequenceClassification`` over ``labels`` (a fresh head if ``source`` has none)."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    transformers.logging.set_verbosity_error()  # "newly initialized head" is the point, not news
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lab: i for i, lab in enumerate(labels)},
+        )
+    except OSError as exc:
+        raise ModelError(f"cannot load '{source}' as a sequence classifier: {exc}") from exc
+    if _pad_token_id(model) is None and tok.pad_token_id is not None:
+        # decoder checkpoints ship without a pad id; the classifier pools on it
+        model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def _load_lora(base: str, adapter: Path, labels: list[str], tok, *, trainable: bool):
+    """A base checkpoint with saved adapters (and their trained head) applied."""
+    if not base or (base.startswith(("/", ".", "~")) and not Path(base).expanduser().exists()):
+        raise ModelError(f"the LoRA model in {adapter.parent} needs its base model '{base}', which is missing")
+    from peft import PeftModel
+
+    model = _load_classifier(base, labels, tok)
+    try:
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the LoRA adapters in {adapter}: {exc}") from exc
+    model.eval()
+    return model
+
+
+def _wrap_lora(model, cfg: LoraConfig):
+    """Add fresh LoRA adapters; peft's SEQ_CLS task also trains (and saves) the classification head."""
+    import warnings
+
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import TaskType, get_peft_model
+
+    peft_cfg = PeftLoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        # None: peft's per-architecture defaults (the attention projections)
+        target_modules=None if cfg.target_modules == "auto" else list(cfg.target_modules),
+    )
+    try:
+        with warnings.catch_warnings():
+            # GPT-2 keeps its projections in Conv1D; peft transposes them itself and says so
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+            return get_peft_model(model, peft_cfg)
+    except ValueError as exc:
+        raise TrainerError(
+            f"cannot add LoRA adapters to {type(model).__name__}: {exc}; "
+            "set trainer.transformer.lora.target_modules to its projection module names"
+        ) from exc
+
+
+class _TextDataset:
+    def __init__(self, enc: dict, y: np.ndarray) -> None:
+        self.enc = enc
+        self.y = y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {k: v[i] for k, v in self.enc.items()}
+        item["labels"] = int(self.y[i])
+        return item
+
+
+def _ProgressCallback(advance: Callable[[int], None]):
+    """A TrainerCallback advancing alft's progress bar by one per optimizer step."""
+    from transformers import TrainerCallback
+
+    class _Cb(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            advance(1)
+
+    return _Cb()
+
+
+class TransformerTrainer:
+    """Fine-tune a sequence classifier: every weight, or LoRA adapters plus the head.
+
+    ``cfg.init``: ``base`` starts each round from the campaign's checkpoint with a fresh
+    head; ``previous`` continues from the folder of the previous round's model (its head,
+    and its adapters when it has them).
+    """
+
+    kind = "transformer"
+    needs_embeddings = False
+
+    def __init__(self, cfg: TransformerTrainerConfig, base_model: str, workdir: Path) -> None:
+        self.cfg = cfg
+        self.base_model = base_model
+        self.workdir = workdir
+
+    def initial_model(self, labels: list[str], seed: int, previous: Path | None = None) -> TransformerModel:
+        """The model training starts from (the fresh head is drawn from ``seed``).
+
+        previous: a saved model folder to continue from; LoRA adapters in it keep training
+        (a config now asking for full fine-tuning merges them first), a full model gets new
+        adapters when ``cfg.lora`` is set.
+        """
+        import torch
+        from transformers import AutoTokenizer
+
+        torch.manual_seed(seed)  # the new head's initialisation
+        base = self.base_model
+        if previous is None:
+            source: str | Path = base
+        else:
+            meta_path = Path(previous) / META
+            if not meta_path.exists():
+                raise TrainerError(f"cannot continue from {previous}: not an alft model folder (no {META})")
+            meta = json.loads(meta_path.read_text())
+            if meta.get("kind") != "transformer":
+                raise TrainerError(f"cannot continue from {previous}: a {meta.get('kind')!r} model, not a transformer")
+            if meta.get("labels") != labels:
+                raise TrainerError(f"cannot continue from {previous}: its label set differs from the campaign's")
+            if meta.get("lora"):
+                base = str(meta["base_model"])
+                tok = AutoTokenizer.from_pretrained(Path(previous) / "adapter")
+                model = _load_lora(base, Path(previous) / "adapter", labels, tok, trainable=True)
+                if self.cfg.lora is None:
+                    model = model.merge_and_unload()
+                    base = None
+                return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=base)
+            source = base = str(Path(previous) / "hf")
+        try:
+            tok = AutoTokenizer.from_pretrained(source)
+        except OSError as exc:
+            raise ModelError(f"cannot load the tokenizer of '{source}' for fine-tuning: {exc}") from exc
+        if tok.pad_token is None:  # decoder-only models ship without one
+            tok.pad_token = tok.eos_token
+        model = _load_classifier(source, labels, tok)
+        if self.cfg.lora is not None:
+            model = _wrap_lora(model, self.cfg.lora)
+        return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=base if self.cfg.lora else None)
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray | None,
+        y: np.ndarray,
+        labels: list[str],
+        seed: int,
+        progress: Callable[[str], None] | None = None,
+        *,
+        previous: Path | None = None,
+    ) -> TransformerModel:
+        """Fine-tune on ``texts``/``y``; ``previous``: the last round's model folder (init=previous)."""
+        import math
+        import tempfile
+
+        import transformers
+        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+        from alft import progress as bars
+
+        _check_training_set(y, labels)
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        start = self.initial_model(labels, seed, previous)
+        model, tok = start.model, start.tokenizer
+        model.train()
+        enc = tok(list(texts), truncation=True, max_length=self.cfg.max_length)
+        data = _TextDataset(dict(enc), y)
+        with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".hf-trainer-") as tmp:
+            args = TrainingArguments(
+                output_dir=tmp,
+                use_cpu=True,
+                report_to="none",
+                save_strategy="no",
+                eval_strategy="no",
+                logging_strategy="no",
+                disable_tqdm=True,
+                num_train_epochs=self.cfg.epochs,
+                per_device_train_batch_size=self.cfg.batch_size,
+                learning_rate=self.cfg.learning_rate,
+                weight_decay=self.cfg.weight_decay,
+                warmup_steps=self.cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio
+                seed=seed,
+                data_seed=seed,
+                dataloader_num_workers=0,
+                # our dataset is a plain list of dicts; peft models hide the forward signature
+                remove_unused_columns=False,
+            )
+            steps = math.ceil(math.ceil(len(data) / self.cfg.batch_size) * self.cfg.epochs)
+            with bars.bar("fine-tune", steps) as advance:
+                trainer = Trainer(
+                    model=model,
+                    args=args,
+                    train_dataset=data,
+                    data_collator=DataCollatorWithPadding(tok),
+                    callbacks=[_ProgressCallback(advance)],
+                )
+                trainer.train()
+        model.eval()
+        return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=start.base_model)
+
+
+def load_model(path: Path) -> ClassifierModel | GenerativeModel:
+    """Load a model folder written by ``save`` (classifiers, or a generative ``sft`` model)."""
+    meta_path = Path(path) / META
+    if not meta_path.exists():
+        raise ModelError(f"{path} is not an alft model folder (no {META})")
+    meta = json.loads(meta_path.read_text())
+    if meta["kind"] == "head":
+        return HeadModel.load(Path(path), meta["labels"], float(meta.get("mc_dropout", 0.1)))
+    if meta["kind"] == "transformer":
+        return TransformerModel.load(Path(path), meta["labels"], int(meta.get("max_length", 128)), meta)
+    if meta["kind"] == "sft":
+        from alft.models.generative import GenerativeModel  # imports peft and generation code: only here
+
+        return GenerativeModel.load(Path(path))
+    raise ModelError(f"{path}: unknown model kind {meta['kind']!r}")

@@ -1,0 +1,1 @@
+"""The campaign store: schema, migrations, transactions, and the run leases kept in it."""
