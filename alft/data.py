@@ -22,6 +22,23 @@ _EXT = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".p
 
 
 @dataclass(frozen=True)
+class Example:
+    """One instruction, with its optional input (the data's input column; empty when absent)."""
+
+    instruction: str
+    input: str = ""
+
+    def __post_init__(self) -> None:
+        if self.input is None:  # a missing input cell reads as None
+            object.__setattr__(self, "input", "")
+        if not isinstance(self.instruction, str) or not isinstance(self.input, str):
+            raise DataError(
+                f"an example's instruction and input must be strings, got "
+                f"{type(self.instruction).__name__} and {type(self.input).__name__}"
+            )
+
+
+@dataclass(frozen=True)
 class TextDataset:
     """A loaded split. ``ids[i]``, ``texts[i]`` and ``gold[i]`` describe pool id ``i``."""
 
@@ -39,9 +56,7 @@ class TextDataset:
     candidates: list[str] | None = None  # draft responses (shown to correct; the ifd strategy)
 
     def examples(self, pool_ids=None) -> list:
-        """``alft.generative.Example`` of each pool id (all when None); generation splits only."""
-        from alft.models.generative import Example
-
+        """``Example`` of each pool id (all when None); generation splits only."""
         if self.instructions is None:
             raise DataError(f"{self.source}: not a generation split (no instruction column was read)")
         rows = range(len(self.ids)) if pool_ids is None else (int(i) for i in pool_ids)

@@ -74,7 +74,7 @@ def full_data_reference(cfg) -> dict:
     import numpy as np
 
     from alft.campaign.context import campaign_data, embed_with_cache, embeddings_for
-    from alft.models.trainers import HeadTrainer
+    from alft.models.head import HeadTrainer
 
     data = campaign_data(cfg)
     embed_with_cache(cfg, data.pool.texts, "pool")

@@ -68,7 +68,8 @@ def main() -> None:
 
     from alft.config import HeadTrainerConfig, TransformerTrainerConfig, ZeroShotConfig
     from alft.models.encoder import PACKAGED_MODEL, EncodeOptions, Encoder, resolve_model_path
-    from alft.models.trainers import HeadTrainer, TransformerTrainer
+    from alft.models.head import HeadTrainer
+    from alft.models.transformer import TransformerTrainer
     from alft.models.zeroshot import build_zero_shot
 
     torch.set_num_threads(args.threads)

@@ -462,7 +462,7 @@ def main() -> None:
             "score's +5 GiB at 1M (and two_stage's, which builds the same inputs): the candidates' vectors "
             "(pool_embeddings()[ids], 1.43 GiB), HeadModel.predict_proba's float64 copy of them (2.9 GiB) and "
             "three float64 [m, 77] arrays (logits, probabilities, output; 0.6 GiB each). A chunked float32 "
-            "predict_proba would cut it to about 2 GiB (not done here: alft/models/trainers.py).",
+            "predict_proba would cut it to about 2 GiB (not done here: alft/models/head.py).",
             "Loading the 1M-row pool took 90 s before alft/data.py read columns with ds[col][:] (one Arrow "
             "read) instead of iterating datasets' Column objects row by row (~15 s per pass, six passes); now 5.3 s.",
         ],

@@ -24,7 +24,6 @@ re-run or resumed round decides exactly as it did the first time.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,6 +36,12 @@ from strategies.base import (
     QueryInputs,
     Selection,
     Strategy,
+)
+from strategies.registry import (
+    StrategyOptionError,
+    UnknownStrategyError,
+    get_strategy,
+    register,
 )
 
 __all__ = ["bandit_state", "exp3_probabilities", "schedule_phase"]
@@ -228,12 +233,6 @@ def _bandit_selector(
 
 
 # --------------------------------------------------------------------------- registry
-from strategies.registry import (  # noqa: E402
-    StrategyOptionError,
-    UnknownStrategyError,
-    get_strategy,
-    register,
-)
 
 _ADAPTIVE = {"schedule", "bandit"}
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from strategies.base import MissingInputError, QueryInputs, Selection, Strategy
 from strategies.diversity import CandidateBlocks, labeled_vectors, nearest_labeled
+from strategies.registry import StrategyOptionError, register
 
 __all__ = ["covering_radius", "kcenter_approx_select", "kcenter_select"]
 
@@ -249,7 +250,6 @@ def covering_radius(
 
 # Registration lives with the code; registry.py imports this module after defining
 # ``register``, so this import sees a registry that already has it.
-from strategies.registry import StrategyOptionError, register  # noqa: E402
 
 _EMB = frozenset({"embeddings"})
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from strategies.base import InvalidInputError, QueryInputs, Selection, Strategy
 from strategies.model_change import head_logits, softmax
+from strategies.registry import StrategyOptionError, register
 from strategies.selectors import top_k
 
 __all__ = ["LOSSES", "eer_select", "expected_error_reduction"]
@@ -143,7 +144,6 @@ def eer_select(
 
 # ---------------------------------------------------------------------------- registration
 
-from strategies.registry import StrategyOptionError, register  # noqa: E402
 
 _LAST_LAYER = frozenset({"features", "head"})
 

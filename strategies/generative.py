@@ -1,7 +1,7 @@
 """Scorers for instruction -> response campaigns, over ``QueryInputs.generation``.
 
 A generative model contributes one ``GenerationStats`` per candidate prompt (computed by
-``alft.generative.GenerativeModel.stats``); these scorers only read its arrays (row
+``alft.models.causal_lm.GenerativeModel.stats``); these scorers only read its arrays (row
 positions, float64[m]) and return higher = more worth an expert's response:
 
 ``token_entropy``  mean next-token entropy along the greedy continuation (nats): the model
@@ -24,6 +24,7 @@ import numpy as np
 
 from strategies import selectors
 from strategies.base import MissingInputError, QueryInputs, Strategy
+from strategies.registry import register
 
 __all__ = ["ifd", "sequence_nll", "token_entropy"]
 
@@ -61,11 +62,6 @@ def ifd(inputs: QueryInputs) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- registration
 
-from strategies.registry import register  # noqa: E402
-
-
-def _scored(name: str, scorer) -> Strategy:
-    return Strategy(name=name, scorer=scorer, selector=selectors.top_k, needs=GENERATION)
 
 
 @register(
@@ -74,7 +70,7 @@ def _scored(name: str, scorer) -> Strategy:
     GENERATION,
 )
 def _token_entropy() -> Strategy:
-    return _scored("token_entropy", token_entropy)
+    return selectors.ranked("token_entropy", token_entropy, GENERATION)
 
 
 @register(
@@ -83,7 +79,7 @@ def _token_entropy() -> Strategy:
     GENERATION,
 )
 def _sequence_nll() -> Strategy:
-    return _scored("sequence_nll", sequence_nll)
+    return selectors.ranked("sequence_nll", sequence_nll, GENERATION)
 
 
 @register(
@@ -93,4 +89,4 @@ def _sequence_nll() -> Strategy:
     GENERATION,
 )
 def _ifd() -> Strategy:
-    return _scored("ifd", ifd)
+    return selectors.ranked("ifd", ifd, GENERATION)

@@ -15,6 +15,13 @@ from numbers import Real
 import numpy as np
 
 from strategies.base import InvalidInputError, QueryInputs, Selection, Strategy
+from strategies.registry import (
+    StrategyOptionError,
+    UnknownStrategyError,
+    get_spec,
+    get_strategy,
+    register,
+)
 from strategies.selectors import top_k
 
 __all__ = ["fuse_scores", "rank_normalise", "two_stage_select"]
@@ -79,13 +86,6 @@ def fuse_scores(inputs: QueryInputs, parts: tuple[tuple[Strategy, float], ...]) 
 
 # ---------------------------------------------------------------------------- registration
 
-from strategies.registry import (  # noqa: E402
-    StrategyOptionError,
-    UnknownStrategyError,
-    get_spec,
-    get_strategy,
-    register,
-)
 
 
 def _scoring_part(hybrid: str, option: str, name) -> Strategy:

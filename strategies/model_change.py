@@ -24,6 +24,7 @@ from strategies.base import (
     Selection,
     Strategy,
 )
+from strategies.registry import StrategyOptionError, register
 from strategies.selectors import top_k
 
 __all__ = [
@@ -311,7 +312,6 @@ def badge_select(
 
 # ---------------------------------------------------------------------------- registration
 
-from strategies.registry import StrategyOptionError, register  # noqa: E402
 
 _LAST_LAYER = frozenset({"features", "head"})
 

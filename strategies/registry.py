@@ -2,6 +2,10 @@
 
 A registered entry is a *factory* ``(**options) -> Strategy``; its keyword arguments are
 the strategy's options in YAML (``strategy: {name: kmeans, options: {niter: 30}}``).
+
+This module only keeps the table. The catalogue modules (``basic``, ``coreset``, ``hybrid``, ...)
+import ``register`` and add their entries when ``strategies/__init__.py`` imports them, so
+the registry never imports a strategy module and no module imports its importer back.
 """
 
 from __future__ import annotations
@@ -9,10 +13,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-from strategies import diversity, selectors, uncertainty
 from strategies.base import Strategy, StrategyError
 
 __all__ = [
@@ -92,98 +94,3 @@ def get_strategy(name: str, **options: Any) -> Strategy:
             f"(options: {allowed_txt})"
         )
     return spec.factory(**options)
-
-
-def _scored(name: str, scorer: Callable, needs: frozenset[str]) -> Strategy:
-    return Strategy(name=name, scorer=scorer, selector=selectors.top_k, needs=needs)
-
-
-PROBS = frozenset({"probs"})
-EMBEDDINGS = frozenset({"embeddings"})
-
-
-@register("random", "uniform random sample of the unlabeled pool (the baseline)")
-def _random() -> Strategy:
-    return Strategy(name="random", selector=selectors.uniform)
-
-
-@register("least_confidence", "lowest top-class probability first", PROBS)
-def _least_confidence() -> Strategy:
-    return _scored("least_confidence", uncertainty.least_confidence, PROBS)
-
-
-@register("margin", "smallest gap between the two most probable classes first", PROBS)
-def _margin() -> Strategy:
-    return _scored("margin", uncertainty.margin, PROBS)
-
-
-@register("entropy", "highest predictive entropy first", PROBS)
-def _entropy() -> Strategy:
-    return _scored("entropy", uncertainty.entropy, PROBS)
-
-
-@register(
-    "bald",
-    "highest mutual information between label and model over MC-dropout samples first",
-    frozenset({"prob_samples"}),
-)
-def _bald() -> Strategy:
-    return _scored("bald", uncertainty.bald, frozenset({"prob_samples"}))
-
-
-@register(
-    "kmeans",
-    "FAISS k-means over the unlabeled embeddings, then per cluster the example nearest the "
-    "centroid or the one farthest from the labeled set; optionally size-weighted "
-    "(diversity; cold start)",
-    EMBEDDINGS,
-)
-def _kmeans(
-    niter: int = 20,
-    max_points_per_centroid: int = 256,
-    spherical: bool = True,
-    pick: str = "nearest",
-    weight_by_size: bool = False,
-    n_clusters: int | None = None,
-) -> Strategy:
-    def whole(opt: str, value: Any, low: int) -> None:
-        # __index__: Python and numpy integers, not floats; bool is an int but no count
-        if isinstance(value, bool) or not hasattr(value, "__index__") or value < low:
-            raise StrategyOptionError(
-                f"kmeans option {opt} must be an integer >= {low}, got {value!r}"
-            )
-
-    whole("niter", niter, 1)
-    whole("max_points_per_centroid", max_points_per_centroid, 1)
-    if n_clusters is not None:
-        whole("n_clusters", n_clusters, 1)
-    if pick not in diversity.PICKS:
-        raise StrategyOptionError(
-            f"kmeans option pick must be one of {', '.join(diversity.PICKS)}, got {pick!r}"
-        )
-    for opt, value in (("spherical", spherical), ("weight_by_size", weight_by_size)):
-        if not isinstance(value, bool):
-            raise StrategyOptionError(f"kmeans option {opt} must be true or false, got {value!r}")
-    select = partial(
-        diversity.cluster_select,
-        niter=int(niter),
-        max_points_per_centroid=int(max_points_per_centroid),
-        spherical=spherical,
-        pick=pick,
-        weight_by_size=weight_by_size,
-        n_clusters=None if n_clusters is None else int(n_clusters),
-    )
-    return Strategy(name="kmeans", selector=select, needs=EMBEDDINGS)
-
-
-# The rest of the catalogue registers itself on import, one module per family; importing
-# them here (after ``register`` exists) makes ``get_strategy`` see every entry.
-from strategies import (  # noqa: E402,F401
-    adaptive,
-    coreset,
-    error_reduction,
-    gating,
-    generative,
-    hybrid,
-    model_change,
-)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from strategies.base import QueryInputs
+from strategies.base import QueryInputs, Strategy
 
 
 def top_k(
@@ -28,3 +28,8 @@ def uniform(
 ) -> np.ndarray:
     """``k`` row positions drawn uniformly without replacement; scores are ignored."""
     return rng.choice(inputs.n_candidates, size=k, replace=False)
+
+
+def ranked(name: str, scorer, needs: frozenset[str]) -> Strategy:
+    """A strategy that takes the ``k`` highest-scoring rows of one scorer (``top_k``)."""
+    return Strategy(name=name, scorer=scorer, selector=top_k, needs=needs)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import time
 
+from pydantic import BaseModel
+
 from alft.errors import OrchestratorError, chain
 
 log = logging.getLogger("alft")
@@ -120,3 +122,45 @@ def crash_orphans(name: str, orphans: dict[str, str], by: str) -> list[str]:
             )
             marked.append(fid)
     return marked
+
+
+# --------------------------------------------------------------------------- campaign runs
+#: The campaign flow's name: its runs are named after the campaign (``flow_run_name``).
+CAMPAIGN_FLOW = "alft-campaign"
+
+
+class ActiveRun(BaseModel):
+    """A campaign flow run that is not finished (scheduled, pending, running, paused)."""
+
+    id: str
+    state_type: str  # SCHEDULED | PENDING | RUNNING | PAUSED | CANCELLING
+    state_name: str
+
+
+def active_runs(name: str) -> list[ActiveRun]:
+    """The unfinished flow runs of campaign ``name`` (flow runs are named after their campaign)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterName,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    live = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW])),
+            flow_run_filter=FlowRunFilter(
+                name=FlowRunFilterName(any_=[name]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)),
+            ),
+        )
+    return [
+        ActiveRun(id=str(r.id), state_type=r.state.type.value, state_name=r.state.name)
+        for r in runs
+        if r.state is not None
+    ]

@@ -26,20 +26,10 @@ from alft.campaign.context import CampaignContext, open_store
 from alft.config import CampaignConfig
 from alft.params import CampaignRef
 from tasks._common import say
+from tasks._prefect import ActiveRun, active_runs
 from tasks.campaign import CampaignSummary
 
-#: The campaign flow's name: its runs are named after the campaign (``flow_run_name``).
-CAMPAIGN_FLOW = "alft-campaign"
-
 Action = Literal["continued", "resumed", "nothing"]
-
-
-class ActiveRun(BaseModel):
-    """A campaign flow run that is not finished (scheduled, pending, running, paused)."""
-
-    id: str
-    state_type: str  # SCHEDULED | PENDING | RUNNING | PAUSED | CANCELLING
-    state_name: str
 
 
 class RoundPlan(BaseModel):
@@ -70,35 +60,6 @@ class ScheduledRoundResult(BaseModel):
 
 
 # --------------------------------------------------------------------------- deciding
-def active_runs(name: str) -> list[ActiveRun]:
-    """The unfinished flow runs of campaign ``name`` (flow runs are named after their campaign)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterName,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    live = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW])),
-            flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=[name]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)),
-            ),
-        )
-    return [
-        ActiveRun(id=str(r.id), state_type=r.state.type.value, state_name=r.state.name)
-        for r in runs
-        if r.state is not None
-    ]
-
-
 def store_exists(cfg: CampaignConfig) -> bool:
     """False for a SQLite store whose file is missing (checked without creating it)."""
     from pathlib import Path
@@ -113,7 +74,7 @@ def decide(cfg: CampaignConfig, runs: list[ActiveRun]) -> RoundPlan:
     """The scheduled round's decision for campaign ``cfg.name`` (reads only)."""
     from alft.human.labeling import pending_batch, readiness
     from alft.store.leases import orphaned
-    from alft.store.campaign_store import safe_url
+    from alft.store.engine import safe_url
     from tasks.campaign import stop_decision
 
     name = cfg.name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alft.campaign.context import RNG_TRAIN, CampaignContext, campaign_data, open_store, rel, resolve_model, run_step, set_threads
+from alft.campaign.context import RNG_TRAIN, CampaignContext, rel, resolve_model, run_step, set_threads
 from alft.errors import StoreError
 from alft.fsutil import atomic_dir
 from alft.campaign.rounds import pool_embeddings, round_files, training_responses, training_set
@@ -12,13 +12,14 @@ from tasks._common import say, step_task
 
 
 def make_trainer(ctx: CampaignContext):
-    from alft.models.trainers import HeadTrainer, TransformerTrainer
+    from alft.models.head import HeadTrainer
+    from alft.models.transformer import TransformerTrainer
 
     tc = ctx.config.trainer
     if tc.kind == "head":
         return HeadTrainer(tc.head)
     if tc.kind == "sft":
-        from alft.models.generative import SFTTrainer
+        from alft.models.sft import SFTTrainer
 
         return SFTTrainer(tc.sft, resolve_model(ctx.config), ctx.workdir)
     return TransformerTrainer(tc.transformer, resolve_model(ctx.config), ctx.workdir)
@@ -30,7 +31,7 @@ def previous_model_dir(ctx: CampaignContext, round_no: int) -> Path | None:
     init = {"transformer": tc.transformer.init, "sft": tc.sft.init}.get(tc.kind, "base")
     if init == "base" or round_no == 0:
         return None
-    res = open_store(ctx.config).step_result(ctx.name, round_no - 1, "train")
+    res = ctx.store.step_result(ctx.name, round_no - 1, "train")
     if res is None:
         raise StoreError(f"init 'previous': round {round_no - 1} has no trained model to continue from")
     path = ctx.workdir / res["model_dir"]
@@ -44,7 +45,7 @@ def fine_tune(ctx: CampaignContext, round_no: int) -> dict:
     """Train the configured trainer on all labels read back from the store; save the model."""
 
     def compute():
-        data = campaign_data(ctx.config)
+        data = ctx.data
         trainer = make_trainer(ctx)
         set_threads(ctx.config)
         seed = ctx.seed_for(round_no, RNG_TRAIN)

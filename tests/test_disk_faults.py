@@ -103,10 +103,9 @@ def campaign(tmp_path, banking_subset, tiny_model):
 
 
 def test_a_step_that_cannot_write_its_arrays_fails_clearly_and_resumes(campaign, monkeypatch):
-    from alft.campaign.context import open_store
 
     ctx, r, steps = campaign
-    store = open_store(ctx.config)
+    store = ctx.store
     before = store.dump(ctx.name)
     monkeypatch.setattr("alft.fsutil.np.save", no_space)
     with pytest.raises(AlftError, match=r"cannot write .*rounds/000/candidates.npy: No space left on device"):
@@ -119,15 +118,14 @@ def test_a_step_that_cannot_write_its_arrays_fails_clearly_and_resumes(campaign,
 
 
 def test_a_model_folder_that_cannot_be_written_keeps_nothing_half_written(campaign, monkeypatch):
-    from alft.campaign.context import open_store
     from tasks.train import fine_tune
 
     ctx, r, steps = campaign
     for name in ("score", "select", "labels"):
         steps[name].fn(ctx, r)
-    store = open_store(ctx.config)
+    store = ctx.store
     before = store.dump(ctx.name)
-    monkeypatch.setattr("alft.models.trainers.np.savez", no_space)
+    monkeypatch.setattr("alft.models.head.np.savez", no_space)
     with pytest.raises(AlftError, match=r"cannot write .*rounds/000/model: No space left on device"):
         fine_tune.fn(ctx, r)
     assert store.dump(ctx.name) == before
@@ -139,7 +137,6 @@ def test_a_model_folder_that_cannot_be_written_keeps_nothing_half_written(campai
 def test_an_export_on_a_full_disk_leaves_no_folder(campaign, monkeypatch, tmp_path):
     import datasets
 
-    from alft.campaign.context import open_store
     from alft.campaign.export import export_campaign
 
     ctx, r, steps = campaign
@@ -148,10 +145,10 @@ def test_an_export_on_a_full_disk_leaves_no_folder(campaign, monkeypatch, tmp_pa
     out = tmp_path / "export"
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", no_space)
     with pytest.raises(AlftError, match=rf"cannot write {out}: No space left on device"):
-        export_campaign(open_store(ctx.config), ctx.name, ctx.config, out)
+        export_campaign(ctx.store, ctx.name, ctx.config, out)
     assert not out.exists() and leftovers(tmp_path) == []
     monkeypatch.undo()
-    assert export_campaign(open_store(ctx.config), ctx.name, ctx.config, out)["n"] == 20
+    assert export_campaign(ctx.store, ctx.name, ctx.config, out)["n"] == 20
 
 
 def test_the_embedding_cache_on_a_full_disk_keeps_its_committed_rows(tmp_path, banking_subset, tiny_model, monkeypatch):
@@ -262,7 +259,6 @@ def test_a_store_on_a_full_disk_keeps_its_last_commit(tmpfs):
 
 def test_a_folder_made_read_only_mid_campaign(campaign, tmp_path):
     """The campaign folder is remounted read-only after the run started: the step fails with the path."""
-    from alft.campaign.context import open_store
 
     if os.geteuid() != 0:
         pytest.fail("a read-only bind mount needs root (CI runs as root; a skip would hide the test)")
@@ -274,7 +270,7 @@ def test_a_folder_made_read_only_mid_campaign(campaign, tmp_path):
         pytest.fail(f"cannot bind-mount here: {res.stderr.strip()}")
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", folder], check=True, capture_output=True)
-        store = open_store(ctx.config)
+        store = ctx.store
         before = store.dump(ctx.name)
         with pytest.raises(AlftError, match=r"cannot write .*rounds/000/candidates.npy: Read-only file system"):
             steps["score"].fn(ctx, r)
@@ -282,4 +278,4 @@ def test_a_folder_made_read_only_mid_campaign(campaign, tmp_path):
     finally:
         subprocess.run(["umount", "-l", folder], capture_output=True)
     steps["score"].fn(ctx, r)  # writable again: the step runs
-    assert open_store(ctx.config).step_result(ctx.name, r, "score") is not None
+    assert ctx.store.step_result(ctx.name, r, "score") is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alft.campaign.context import CampaignContext, campaign_data, embeddings_for, open_store
+from alft.campaign.context import CampaignContext, campaign_data, embeddings_for
 from alft.errors import LabelError, StoreError
 from strategies import LinearHead, PastRound, QueryInputs, Strategy, get_strategy
 
@@ -48,18 +48,18 @@ def round_files(ctx: CampaignContext, round_no: int) -> dict[str, Path]:
 
 
 def pool_embeddings(ctx: CampaignContext) -> np.ndarray:
-    pool = campaign_data(ctx.config).pool
+    pool = ctx.data.pool
     return embeddings_for(ctx.config, pool.texts, pool.digest)
 
 
 def eval_embeddings(ctx: CampaignContext) -> np.ndarray | None:
-    ev = campaign_data(ctx.config).eval
+    ev = ctx.data.eval
     return None if ev is None else embeddings_for(ctx.config, ev.texts, ev.digest)
 
 
 @lru_cache(maxsize=2)
 def _load_model(path: str, stamp: float):
-    from alft.models.trainers import load_model
+    from alft.models.loading import load_model
 
     return load_model(Path(path))
 
@@ -71,7 +71,7 @@ def _prior_model(cfg_json: str):
 
     cfg = CampaignConfig.model_validate_json(cfg_json)
     if cfg.task == "generation":
-        from alft.models.generative import GenerativeModel
+        from alft.models.causal_lm import GenerativeModel
 
         return GenerativeModel.from_base(resolve_model(cfg), cfg.trainer.sft)
     if cfg.zero_shot is not None:
@@ -89,7 +89,7 @@ def prior_model(ctx: CampaignContext):
 
 def round_model(ctx: CampaignContext, round_no: int):
     """The model trained in ``round_no`` (read from the path its train step recorded)."""
-    res = open_store(ctx.config).step_result(ctx.name, round_no, "train")
+    res = ctx.store.step_result(ctx.name, round_no, "train")
     if res is None:
         raise StoreError(f"round {round_no} has no trained model yet")
     path = ctx.workdir / res["model_dir"]
@@ -113,7 +113,7 @@ def model_inputs(
     model = round_model(ctx, round_no - 1) if round_no > 0 else prior_model(ctx)
     if model is None:
         raise StoreError(f"round {round_no}: the strategy needs {sorted(needs)}, and no model exists yet")
-    pool = campaign_data(ctx.config).pool
+    pool = ctx.data.pool
     if model.kind == "sft":
         cands = [pool.candidates[int(i)] for i in pool_ids] if pool.candidates is not None else None
         return {"generation": model.stats(pool.examples(pool_ids), cands)}
@@ -206,7 +206,7 @@ def selection_embeddings(ctx: CampaignContext, round_no: int) -> np.ndarray:
     if path.exists():
         return np.load(path, mmap_mode="r")
     model = round_model(ctx, round_no - 1)
-    pool = campaign_data(ctx.config).pool
+    pool = ctx.data.pool
     if model.kind == "sft":
         vec = np.asarray(model.embed(pool.examples()), dtype=np.float32)  # [n, h], L2-normalised
     else:
@@ -222,7 +222,7 @@ def selection_embeddings(ctx: CampaignContext, round_no: int) -> np.ndarray:
 
 def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
     """The finished rounds before ``before``, as strategies see them (store and round files)."""
-    store = open_store(ctx.config)
+    store = ctx.store
     metrics = store.metrics(ctx.name)
     out: list[PastRound] = []
     prev_pred: np.ndarray | None = None
@@ -262,8 +262,8 @@ def query_inputs(
     sees exactly what score saw (model outputs included, read back from the round folder);
     None computes the candidates as the pool minus everything selected.
     """
-    store = open_store(ctx.config)
-    pool = campaign_data(ctx.config).pool
+    store = ctx.store
+    pool = ctx.data.pool
     selected = np.asarray(sorted(store.selected_pool_ids(ctx.name)), dtype=np.int64)
     model_kwargs = None
     if candidates is not None:
@@ -286,7 +286,7 @@ def batch_size_for(ctx: CampaignContext, round_no: int, n_candidates: int) -> in
     """Labels to ask for this round: the first batch, then batch_size within the budget."""
     cfg = ctx.config
     n_selected_before = sum(
-        1 for s in open_store(cfg).selections(ctx.name) if s["round"] < round_no
+        1 for s in ctx.store.selections(ctx.name) if s["round"] < round_no
     )
     k = cfg.first_batch if round_no == 0 else min(cfg.batch_size, cfg.budget - n_selected_before)
     return max(0, min(k, n_candidates))
@@ -296,15 +296,15 @@ def stop_set(ctx: CampaignContext) -> np.ndarray:
     """Pool ids of the stabilizing rule's fixed stop set (``stop_set: pool_sample``), sorted."""
     from alft.campaign.context import RNG_STOP
 
-    n = len(campaign_data(ctx.config).pool)
+    n = len(ctx.data.pool)
     size = min(ctx.config.stop.stabilizing.stop_set_size, n)
     return np.sort(ctx.rng(0, RNG_STOP).permutation(n)[:size])
 
 
 def training_responses(ctx: CampaignContext) -> tuple[np.ndarray, list[str]]:
     """Pool ids and reference responses of every labeled example (generation, pool-id order)."""
-    data = campaign_data(ctx.config)
-    labels = open_store(ctx.config).current_labels(ctx.name, overlap=ctx.config.oracle.policy())
+    data = ctx.data
+    labels = ctx.store.current_labels(ctx.name, overlap=ctx.config.oracle.policy())
     pids, texts = [], []
     for ex, response in labels.items():
         try:
@@ -318,8 +318,8 @@ def training_responses(ctx: CampaignContext) -> tuple[np.ndarray, list[str]]:
 
 def training_set(ctx: CampaignContext) -> tuple[np.ndarray, np.ndarray]:
     """Pool ids and label indices of every labeled example (current labels, pool-id order)."""
-    data = campaign_data(ctx.config)
-    labels = open_store(ctx.config).current_labels(ctx.name, overlap=ctx.config.oracle.policy())
+    data = ctx.data
+    labels = ctx.store.current_labels(ctx.name, overlap=ctx.config.oracle.policy())
     index = {lab: i for i, lab in enumerate(data.labels)}
     pids, ys = [], []
     for ex, lab in labels.items():

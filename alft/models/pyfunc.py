@@ -1,7 +1,7 @@
 """alft models as MLflow ``pyfunc`` models: ``mlflow.pyfunc.load_model(uri).predict(frame)``.
 
 An MLflow model made here holds the alft model folder as its artifact ``model`` (loaded with
-``alft.trainers.load_model``) and this file as its code: it is saved with MLflow's
+``alft.models.loading.load_model``) and this file as its code: it is saved with MLflow's
 models-from-code, so MLflow runs this file at load time instead of unpickling an object
 (the ``set_model`` call at the bottom). Loading needs ``alft`` importable.
 
@@ -37,7 +37,7 @@ class AlftPyfunc(mlflow.pyfunc.PythonModel):
     """Predicts with the alft model folder in the MLflow model's artifacts."""
 
     def load_context(self, context) -> None:
-        from alft.models.trainers import load_model
+        from alft.models.loading import load_model
 
         self.model = load_model(Path(context.artifacts[ARTIFACT]))
         self.encoder = None
@@ -65,7 +65,7 @@ class AlftPyfunc(mlflow.pyfunc.PythonModel):
         )
 
     def _generate(self, frame: pd.DataFrame) -> pd.DataFrame:
-        from alft.models.generative import Example
+        from alft.data import Example
 
         if "instruction" not in frame.columns:
             raise ModelError(f"a generative model's input needs an 'instruction' column; got {list(frame.columns)}")
@@ -136,7 +136,7 @@ def save(dest: Path, model_dir: Path, *, encoder: dict[str, Any] | None = None, 
     ``mlflow_model``: an ``mlflow.models.Model`` carrying the logged model's ids (logging);
     returns the alft model's metadata.
     """
-    from alft.models.trainers import META
+    from alft.models.base import META
 
     meta_path = Path(model_dir) / META
     if not meta_path.exists():

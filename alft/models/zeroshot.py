@@ -32,7 +32,7 @@ import numpy as np
 
 from alft.config import ZeroShotConfig, read_text_file
 from alft.errors import ConfigError, ModelError
-from alft.models.trainers import META, ModelOutputs
+from alft.models.base import META, ModelOutputs
 
 KIND = "zero_shot"
 LABEL_EMB_FILE = "label_emb.npy"

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from alft.campaign.context import CampaignContext, campaign_data
+from alft.campaign.context import CampaignContext
 from alft.config import load_config
-from alft.campaign.rounds import query_inputs, round_files, round_history, round_model
+from alft.campaign.rounds import round_files, round_history, round_model
 from alft.store.campaign_store import CampaignStore
 from benchmarks.plain import run_plain
 from tests.conftest import campaign_yaml

@@ -61,7 +61,7 @@ def test_labels_equal_gold_and_carry_provenance(finished, banking_subset):
 
 
 def test_metrics_in_the_store_match_a_recomputation(finished, banking_subset):
-    from alft.models.trainers import load_model
+    from alft.models.loading import load_model
     from alft.campaign.rounds import eval_embeddings
     from alft.campaign.context import CampaignContext, campaign_data
 
@@ -134,7 +134,7 @@ def test_each_round_logs_a_loadable_model_and_the_final_one_is_registered(finish
     import pandas as pd
     from mlflow import MlflowClient
 
-    from alft.models.trainers import load_model
+    from alft.models.loading import load_model
     from alft.campaign.context import CampaignContext, campaign_data, embeddings_for
 
     cfg, summary, _ = finished

@@ -335,7 +335,8 @@ def test_scheduled_round_does_nothing_until_labels_arrive_then_continues(served,
     from alft.human.labeling import LabelItem, pending_batch, submit
     from flows.campaign import campaign
     from flows.scheduled import scheduled_round
-    from tasks.scheduling import ActiveRun, decide
+    from tasks._prefect import ActiveRun
+    from tasks.scheduling import decide
 
     path = _config(tmp_path, banking_subset, tiny_model, "nightly", budget=6,
                    oracle={"kind": "human", "wait": "poll", "poll_s": 0.2, "timeout_s": 1})

@@ -297,7 +297,8 @@ def prefect_flow_runs(api: str, **flow_runs: dict) -> list[dict]:
 def test_prefect_server_going_away_mid_round(reference, banking_subset, tiny_model, tmp_path):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.scheduling import active_runs, decide
+    from tasks._prefect import active_runs
+    from tasks.scheduling import decide
 
     server = prefect_server_process(tmp_path)  # its database lives in tmp_path: the restarted server keeps it
     api = server.url

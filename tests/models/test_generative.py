@@ -11,7 +11,10 @@ import pytest
 
 from alft.config import LoraConfig, SFTTrainerConfig
 from alft.errors import DataError, ModelError, TrainerError
-from alft.models.generative import IGNORE, Example, GenerativeModel, SFTTrainer, _PadCollator, format_prompt
+from alft.data import Example
+from alft.models.causal_lm import GenerativeModel
+from alft.models.prompts import IGNORE, format_prompt
+from alft.models.sft import SFTTrainer, _PadCollator
 from alft.models.textmetrics import lcs_length, mean_rouge_l, rouge_l, words
 from tests.conftest import SHARED, read_jsonl
 from tests.tiny_models import tiny_gpt2, tiny_llama

@@ -13,7 +13,8 @@ import pytest
 
 from alft.config import LoraConfig, TransformerTrainerConfig
 from alft.errors import ModelError, TrainerError
-from alft.models.trainers import TransformerTrainer, load_model
+from alft.models.loading import load_model
+from alft.models.transformer import TransformerTrainer
 from tests.conftest import SHARED, read_jsonl
 
 ARCHS = ("bert", "gpt2", "llama")

@@ -9,7 +9,8 @@ import pytest
 
 from alft.config import HeadTrainerConfig, LoraConfig, SFTTrainerConfig, TransformerTrainerConfig
 from alft.errors import ModelError
-from alft.models.trainers import HeadTrainer, TransformerTrainer
+from alft.models.head import HeadTrainer
+from alft.models.transformer import TransformerTrainer
 from tests.conftest import SHARED, read_jsonl
 
 LABELS = ["other", "card"]
@@ -114,7 +115,7 @@ def test_transformer_model_round_trips_through_mlflow(tracker, tiny_model, texts
 def test_logging_again_keeps_the_one_model(tracker, tiny_model, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from alft.models.trainers import TransformerModel
+    from alft.models.transformer import TransformerModel
 
     hf = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
     TransformerModel(LABELS, hf, AutoTokenizer.from_pretrained(tiny_model), 32).save(tmp_path / "m")
@@ -129,7 +130,7 @@ def test_logging_again_keeps_the_one_model(tracker, tiny_model, tmp_path):
 def test_registration_adds_exactly_one_version_per_run(tracker, tiny_model, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from alft.models.trainers import TransformerModel
+    from alft.models.transformer import TransformerModel
 
     hf = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
     model = TransformerModel(LABELS, hf, AutoTokenizer.from_pretrained(tiny_model), 32)
@@ -151,7 +152,8 @@ def test_registration_adds_exactly_one_version_per_run(tracker, tiny_model, tmp_
 
 
 def test_generative_model_answers_instructions(tracker, tmp_path):
-    from alft.models.generative import Example, GenerativeModel
+    from alft.data import Example
+    from alft.models.causal_lm import GenerativeModel
     from tests.tiny_models import tiny_llama
 
     corpus = [r["text"] for r in read_jsonl(SHARED / "banking77" / "train.jsonl")[:500]]

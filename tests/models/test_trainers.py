@@ -7,7 +7,9 @@ import pytest
 
 from alft.config import HeadTrainerConfig, TransformerTrainerConfig
 from alft.errors import TrainerError
-from alft.models.trainers import HeadTrainer, TransformerTrainer, load_model
+from alft.models.head import HeadTrainer
+from alft.models.loading import load_model
+from alft.models.transformer import TransformerTrainer
 from tests.conftest import SHARED, read_jsonl
 
 
@@ -83,7 +85,7 @@ def _head_outputs_consistent(out):
 def test_transformer_outputs_expose_features_head_and_mc_samples(tiny_model):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from alft.models.trainers import TransformerModel
+    from alft.models.transformer import TransformerModel
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     hf = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=3)
@@ -120,7 +122,7 @@ def test_outputs_need_a_linear_output_layer(tiny_model):
     from transformers import AutoTokenizer, BertModel
 
     from alft.errors import ModelError
-    from alft.models.trainers import TransformerModel
+    from alft.models.transformer import TransformerModel
 
     bare = TransformerModel(["a", "b"], BertModel.from_pretrained(tiny_model), AutoTokenizer.from_pretrained(tiny_model), 16)
     with pytest.raises(ModelError, match="no linear output layer named classifier or score"):

@@ -1,224 +1,33 @@
-"""Two trainers behind one interface.
+"""The ``transformer`` classifier: fine-tuning of any ``AutoModelForSequenceClassification``
+checkpoint (encoder, or decoder with a ``score`` head) with the HF ``Trainer`` on CPU: every
+weight, or LoRA adapters (peft) plus the head; from the campaign's model each round, or
+continuing the previous round's.
 
-``head``        multinomial logistic regression on the frozen encoder's embeddings
-                (seconds per round; the campaign's embeddings are its features).
-``transformer`` fine-tuning of any ``AutoModelForSequenceClassification`` checkpoint
-                (encoder, or decoder with a ``score`` head) with the HF ``Trainer`` on CPU:
-                every weight, or LoRA adapters (peft) plus the head; from the campaign's
-                model each round, or continuing the previous round's.
-
-A trained model is saved as a folder holding ``alft_model.json`` (kind, label set) plus the
-kind's own files (``head.npz``; a ``save_pretrained`` folder ``hf/``; or, for LoRA, the
-adapters and tokenizer in ``adapter/`` with the base model's path in the metadata).
-No pickle anywhere.
+Saved as ``alft_model.json`` plus a ``save_pretrained`` folder ``hf/``, or, for LoRA, the
+adapters and tokenizer in ``adapter/`` with the base model's path in the metadata.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from alft.config import HeadTrainerConfig, LoraConfig, TransformerTrainerConfig
+from alft.config import LoraConfig, TransformerTrainerConfig
 from alft.errors import ModelError, TrainerError
-
-if TYPE_CHECKING:
-    from alft.models.generative import GenerativeModel
-
-META = "alft_model.json"
+from alft.models.base import META, ModelOutputs, check_training_set, progress_callback
+from alft.models.checkpoints import (
+    is_peft,
+    load_classifier,
+    load_lora_classifier,
+    pad_token_id,
+)
 
 #: MC-dropout rate on the classifier's input for models without dropout layers of their own
 #: (the rate BERT-style heads use: ``classifier_dropout`` / ``hidden_dropout_prob`` = 0.1).
 MC_FEATURE_DROPOUT = 0.1
-
-
-@dataclass
-class ModelOutputs:
-    """What a model tells the query strategies about ``n`` texts (rows follow the input).
-
-    probs: float64[n, C] over the full label set.
-    features: float64[n, h], the input of the output layer, or None.
-    head: (weight [k, h], bias [k], classes [k]) of the output layer, or None.
-    prob_samples: float32[n, C, K] from K stochastic (MC-dropout) passes, or None.
-    """
-
-    probs: np.ndarray
-    features: np.ndarray | None = None
-    head: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    prob_samples: np.ndarray | None = None
-
-
-class ClassifierModel(Protocol):
-    kind: str
-    labels: list[str]
-
-    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
-        """Class probabilities ``[n, C]`` over the full label set (columns = ``labels``)."""
-
-    def outputs(
-        self,
-        texts: Sequence[str],
-        embeddings: np.ndarray | None,
-        *,
-        features: bool,
-        samples: int,
-        rng: np.random.Generator,
-    ) -> ModelOutputs:
-        """Probabilities plus, on request, features, the output layer and ``samples`` MC passes."""
-
-    def save(self, path: Path) -> None:
-        """Write the model into the (new, empty) folder ``path``."""
-
-
-def _check_training_set(y: np.ndarray, labels: list[str]) -> None:
-    if y.size == 0:
-        raise TrainerError("no labeled examples to train on")
-    if y.min() < 0 or y.max() >= len(labels):
-        raise TrainerError(f"label index out of range [0, {len(labels)})")
-
-
-# --------------------------------------------------------------------------- head
-@dataclass
-class HeadModel:
-    """Logistic regression weights over the label set; classes never seen get probability 0."""
-
-    labels: list[str]
-    classes: np.ndarray  # int64[k] label indices the model was fitted on
-    coef: np.ndarray  # float64[k, d] (k == 1: constant model)
-    intercept: np.ndarray  # float64[k]
-    kind: str = "head"
-    mc_dropout: float = 0.1
-
-    def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
-        if embeddings is None:
-            raise ModelError("the head model predicts from embeddings; none were given")
-        n, c = embeddings.shape[0], len(self.labels)
-        out = np.zeros((n, c), dtype=np.float64)  # [n, C]
-        if self.classes.size == 1:
-            out[:, self.classes[0]] = 1.0
-            return out
-        # in blocks: a float64 copy of a million 384-d embeddings alone would be 2.9 GiB
-        for start in range(0, n, 65536):
-            block = np.asarray(embeddings[start : start + 65536], dtype=np.float64)  # [b, d]
-            logits = block @ self.coef.T + self.intercept  # [b, k]
-            logits -= logits.max(axis=1, keepdims=True)
-            p = np.exp(logits)
-            p /= p.sum(axis=1, keepdims=True)
-            out[start : start + 65536, self.classes] = p
-        return out
-
-    def outputs(
-        self,
-        texts: Sequence[str],
-        embeddings: np.ndarray | None,
-        *,
-        features: bool,
-        samples: int,
-        rng: np.random.Generator,
-    ) -> ModelOutputs:
-        """MC samples drop input features at rate ``mc_dropout`` (inverted scaling).
-
-        A classification head on a transformer sees its features through a dropout layer
-        during training; dropping the frozen embeddings the same way is that layer's MC
-        estimate for a head trained without it (cheap: one matmul per sample).
-        """
-        probs = self.predict_proba(texts, embeddings)
-        out = ModelOutputs(probs=probs)
-        if features:
-            out.features = np.asarray(embeddings, dtype=np.float64)
-            out.head = (self.coef, self.intercept, self.classes)
-        if samples:
-            keep = 1.0 - self.mc_dropout
-            stack = np.empty((probs.shape[0], probs.shape[1], samples), dtype=np.float32)  # [n, C, K]
-            for k in range(samples):
-                mask = rng.random(embeddings.shape, dtype=np.float32) < keep  # [n, d]
-                stack[:, :, k] = self.predict_proba(texts, embeddings * mask / keep)
-            out.prob_samples = stack
-        return out
-
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        np.savez(path / "head.npz", classes=self.classes, coef=self.coef, intercept=self.intercept)
-        meta = {"kind": "head", "labels": self.labels, "mc_dropout": self.mc_dropout}
-        (path / META).write_text(json.dumps(meta, indent=1))
-
-    @classmethod
-    def load(cls, path: Path, labels: list[str], mc_dropout: float = 0.1) -> HeadModel:
-        with np.load(path / "head.npz", allow_pickle=False) as z:
-            return cls(
-                labels=labels,
-                classes=z["classes"],
-                coef=z["coef"],
-                intercept=z["intercept"],
-                mc_dropout=mc_dropout,
-            )
-
-
-class HeadTrainer:
-    """Fit ``HeadModel`` with scikit-learn's lbfgs logistic regression."""
-
-    kind = "head"
-    needs_embeddings = True
-
-    def __init__(self, cfg: HeadTrainerConfig) -> None:
-        self.cfg = cfg
-
-    def fit(
-        self,
-        texts: Sequence[str],
-        embeddings: np.ndarray | None,
-        y: np.ndarray,
-        labels: list[str],
-        seed: int,
-        progress: Callable[[str], None] | None = None,
-    ) -> HeadModel:
-        from sklearn.linear_model import LogisticRegression
-
-        _check_training_set(y, labels)
-        if embeddings is None or embeddings.shape[0] != y.shape[0]:
-            raise TrainerError("the head trainer needs one embedding per labeled example")
-        classes = np.unique(y)
-        if classes.size == 1:
-            d = embeddings.shape[1]
-            return HeadModel(labels, classes, np.zeros((1, d)), np.zeros(1), mc_dropout=self.cfg.mc_dropout)
-        clf = LogisticRegression(
-            C=self.cfg.C,
-            max_iter=self.cfg.max_iter,
-            class_weight=self.cfg.class_weight,
-            random_state=seed,
-        )
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
-
-        with warnings.catch_warnings():
-            # few labels per class early on: lbfgs may stop short, and sklearn warns when
-            # classes outnumber half the samples; both are expected in round 0
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.filterwarnings("ignore", message="The number of unique classes")
-            clf.fit(embeddings.astype(np.float64), y)
-        coef, intercept = clf.coef_, clf.intercept_
-        if classes.size == 2:  # sklearn keeps one row for binary problems; make it softmax-shaped
-            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-        return HeadModel(labels, clf.classes_.astype(np.int64), coef, intercept, mc_dropout=self.cfg.mc_dropout)
-
-
-# --------------------------------------------------------------------------- transformer
-def _is_peft(model) -> bool:
-    """A peft-wrapped model (checked by attribute, so peft is not imported for plain models)."""
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-
-
-def _pad_token_id(model) -> int | None:
-    """The pad id the model itself pools with (decoder classifiers score the last non-pad token)."""
-    config = model.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return getattr(text, "pad_token_id", None)
 
 
 class TransformerModel:
@@ -248,7 +57,7 @@ class TransformerModel:
 
     @property
     def lora(self) -> bool:
-        return _is_peft(self.model)
+        return is_peft(self.model)
 
     def predict_proba(self, texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
         return self._passes(texts, features=False, samples=0, rng=None).probs
@@ -274,7 +83,7 @@ class TransformerModel:
         """
         import torch
 
-        inner = self.model.get_base_model() if _is_peft(self.model) else self.model
+        inner = self.model.get_base_model() if is_peft(self.model) else self.model
         for name in ("classifier", "score"):
             layer = getattr(inner, name, None)
             copies = getattr(layer, "modules_to_save", None)
@@ -315,7 +124,7 @@ class TransformerModel:
 
         hooks = [layer.register_forward_hook(grab)] if layer is not None else []
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        model_pad = _pad_token_id(self.model)
+        model_pad = pad_token_id(self.model)
         dropouts = [m for m in self.model.modules() if isinstance(m, torch.nn.Dropout)]
         if samples and not any(d.p > 0 for d in dropouts):
             # Llama-style decoders have no dropout modules (attention dropout is a config
@@ -431,7 +240,7 @@ class TransformerModel:
         if meta.get("lora"):
             base = str(meta.get("base_model") or "")
             tok = AutoTokenizer.from_pretrained(path / "adapter")
-            model = _load_lora(base, path / "adapter", labels, tok, trainable=False)
+            model = load_lora_classifier(base, path / "adapter", labels, tok, trainable=False)
             return cls(labels, model, tok, max_length, base_model=base)
         try:
             tok = AutoTokenizer.from_pretrained(path / "hf")
@@ -440,42 +249,6 @@ class TransformerModel:
             raise ModelError(f"cannot load the transformer model in {path / 'hf'}: {exc}") from exc
         model.eval()
         return cls(labels, model, tok, max_length)
-
-
-def _load_classifier(source: str | Path, labels: list[str], tok):
-    """``AutoModelForSequenceClassification`` over ``labels`` (a fresh head if ``source`` has none)."""
-    import transformers
-    from transformers import AutoModelForSequenceClassification
-
-    transformers.logging.set_verbosity_error()  # "newly initialized head" is the point, not news
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={lab: i for i, lab in enumerate(labels)},
-        )
-    except OSError as exc:
-        raise ModelError(f"cannot load '{source}' as a sequence classifier: {exc}") from exc
-    if _pad_token_id(model) is None and tok.pad_token_id is not None:
-        # decoder checkpoints ship without a pad id; the classifier pools on it
-        model.config.pad_token_id = tok.pad_token_id
-    return model
-
-
-def _load_lora(base: str, adapter: Path, labels: list[str], tok, *, trainable: bool):
-    """A base checkpoint with saved adapters (and their trained head) applied."""
-    if not base or (base.startswith(("/", ".", "~")) and not Path(base).expanduser().exists()):
-        raise ModelError(f"the LoRA model in {adapter.parent} needs its base model '{base}', which is missing")
-    from peft import PeftModel
-
-    model = _load_classifier(base, labels, tok)
-    try:
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load the LoRA adapters in {adapter}: {exc}") from exc
-    model.eval()
-    return model
 
 
 def _wrap_lora(model, cfg: LoraConfig):
@@ -517,17 +290,6 @@ class _TextDataset:
         item = {k: v[i] for k, v in self.enc.items()}
         item["labels"] = int(self.y[i])
         return item
-
-
-def _ProgressCallback(advance: Callable[[int], None]):
-    """A TrainerCallback advancing alft's progress bar by one per optimizer step."""
-    from transformers import TrainerCallback
-
-    class _Cb(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            advance(1)
-
-    return _Cb()
 
 
 class TransformerTrainer:
@@ -572,7 +334,7 @@ class TransformerTrainer:
             if meta.get("lora"):
                 base = str(meta["base_model"])
                 tok = AutoTokenizer.from_pretrained(Path(previous) / "adapter")
-                model = _load_lora(base, Path(previous) / "adapter", labels, tok, trainable=True)
+                model = load_lora_classifier(base, Path(previous) / "adapter", labels, tok, trainable=True)
                 if self.cfg.lora is None:
                     model = model.merge_and_unload()
                     base = None
@@ -584,7 +346,7 @@ class TransformerTrainer:
             raise ModelError(f"cannot load the tokenizer of '{source}' for fine-tuning: {exc}") from exc
         if tok.pad_token is None:  # decoder-only models ship without one
             tok.pad_token = tok.eos_token
-        model = _load_classifier(source, labels, tok)
+        model = load_classifier(source, labels, tok)
         if self.cfg.lora is not None:
             model = _wrap_lora(model, self.cfg.lora)
         return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=base if self.cfg.lora else None)
@@ -609,7 +371,7 @@ class TransformerTrainer:
 
         from alft import progress as bars
 
-        _check_training_set(y, labels)
+        check_training_set(y, labels)
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
         start = self.initial_model(labels, seed, previous)
@@ -644,25 +406,8 @@ class TransformerTrainer:
                     args=args,
                     train_dataset=data,
                     data_collator=DataCollatorWithPadding(tok),
-                    callbacks=[_ProgressCallback(advance)],
+                    callbacks=[progress_callback(advance)],
                 )
                 trainer.train()
         model.eval()
         return TransformerModel(labels, model, tok, self.cfg.max_length, base_model=start.base_model)
-
-
-def load_model(path: Path) -> ClassifierModel | GenerativeModel:
-    """Load a model folder written by ``save`` (classifiers, or a generative ``sft`` model)."""
-    meta_path = Path(path) / META
-    if not meta_path.exists():
-        raise ModelError(f"{path} is not an alft model folder (no {META})")
-    meta = json.loads(meta_path.read_text())
-    if meta["kind"] == "head":
-        return HeadModel.load(Path(path), meta["labels"], float(meta.get("mc_dropout", 0.1)))
-    if meta["kind"] == "transformer":
-        return TransformerModel.load(Path(path), meta["labels"], int(meta.get("max_length", 128)), meta)
-    if meta["kind"] == "sft":
-        from alft.models.generative import GenerativeModel  # imports peft and generation code: only here
-
-        return GenerativeModel.load(Path(path))
-    raise ModelError(f"{path}: unknown model kind {meta['kind']!r}")

@@ -1,28 +1,9 @@
-"""Instruction -> response models: prompt layout, causal-LM SFT (LoRA or full), generation,
-the uncertainty statistics the generative strategies score, evaluation and embeddings.
+"""``GenerativeModel``: a causal LM (plain, or LoRA adapters over its base) that answers
+instructions: generation, the uncertainty statistics the generative strategies score,
+evaluation and embeddings. Its prompts follow ``alft.models.prompts``.
 
-Token layout of one training example (``max_length`` = L)::
-
-    [ prompt tokens ........................ ][ response tokens ......... ][EOS]
-      labels -100 (no loss)                     labels = the tokens (loss on these only)
-
-* The prompt is ``format_prompt``'s string, tokenized on its own; the response is tokenized
-  on its own (no special tokens) and EOS is appended. Tokenizing the two apart is what
-  makes the split exact, and it is what the model sees at generation time: the prompt's
-  tokens, then its own continuation.
-* Truncation: the prompt gets at most ``L - L // 4`` tokens (its first ones, plus its last
-  ``PROMPT_TAIL`` tokens, which hold the "### Response:" or assistant marker the model must
-  answer after); the response keeps as many of its first tokens as fit in the rest (always
-  at least ``L // 4``), EOS only when it fits. Prompts are cut the same way for training,
-  generation, scoring and embedding, so a long prompt means the same tokens everywhere.
-* Padding: decoding batches are padded on the left (every row's next token is at the last
-  column), teacher-forced and embedding batches on the right; position ids always come
-  from the attention mask, so padding never shifts a row's positions.
-* A tokenizer without a pad token (GPT-2, Llama) pads with EOS; padded positions are
-  masked and never labeled, so the EOS the model must learn is unaffected.
-
-Models are saved as a folder holding ``alft_model.json`` plus ``adapter/`` (the peft LoRA
-adapter and the tokenizer; the base model is read from ``base_model``) or ``hf/`` (a whole
+Saved as a folder holding ``alft_model.json`` plus ``adapter/`` (the peft LoRA adapter and
+the tokenizer; the base model is read from ``base_model``) or ``hf/`` (a whole
 ``save_pretrained`` causal LM and its tokenizer). No pickle.
 """
 
@@ -31,74 +12,22 @@ from __future__ import annotations
 import copy
 import json
 import math
-import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from alft.config import SFTTrainerConfig
-from alft.errors import DataError, ModelError, TrainerError
+from alft.errors import DataError, ModelError
+from alft.models.base import META
+from alft.models.checkpoints import ensure_pad, load_causal_lm, quiet_peft
+from alft.models.prompts import IGNORE, PROMPT_TAIL, format_prompt, uses_chat_template
 from alft.models.textmetrics import mean_rouge_l
 from strategies.base import GenerationStats
 
-__all__ = ["Example", "GenerativeModel", "SFTTrainer", "format_prompt", "load_generative"]
-
-META = "alft_model.json"
-IGNORE = -100  # label of tokens outside the loss (torch's CrossEntropyLoss ignore_index)
-PROMPT_TAIL = 16  # last prompt tokens kept by truncation: they hold the response marker
-
-
-@dataclass(frozen=True)
-class Example:
-    """One instruction, with its optional input (the data's input column; empty when absent)."""
-
-    instruction: str
-    input: str = ""
-
-    def __post_init__(self) -> None:
-        if self.input is None:  # a missing input cell reads as None
-            object.__setattr__(self, "input", "")
-        if not isinstance(self.instruction, str) or not isinstance(self.input, str):
-            raise DataError(
-                f"an example's instruction and input must be strings, got "
-                f"{type(self.instruction).__name__} and {type(self.input).__name__}"
-            )
-
-
-def format_prompt(tokenizer: Any, ex: Example, chat_template: bool) -> str:
-    """The prompt string of ``ex``, ending where the response starts.
-
-    With ``chat_template`` allowed and a tokenizer that has one: a single user message
-    (instruction, a blank line, the input when non-empty) rendered with
-    ``add_generation_prompt=True``. Otherwise the Alpaca layout::
-
-        ### Instruction:
-        <instruction>
-
-        ### Input:            (only when the input is non-empty)
-        <input>
-
-        ### Response:
-    """
-    instruction, inp = ex.instruction.strip(), ex.input.strip()
-    if chat_template and getattr(tokenizer, "chat_template", None):
-        content = f"{instruction}\n\n{inp}" if inp else instruction
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-        )
-    parts = [f"### Instruction:\n{instruction}\n\n"]
-    if inp:
-        parts.append(f"### Input:\n{inp}\n\n")
-    parts.append("### Response:\n")
-    return "".join(parts)
-
-
-def _uses_template(tokenizer: Any, setting: str) -> bool:
-    return setting == "auto" and bool(getattr(tokenizer, "chat_template", None))
+if TYPE_CHECKING:
+    from alft.data import Example
 
 
 def _batches(lengths: np.ndarray, size: int) -> Iterator[np.ndarray]:
@@ -110,39 +39,6 @@ def _batches(lengths: np.ndarray, size: int) -> Iterator[np.ndarray]:
     order = np.lexsort((np.arange(lengths.size), -lengths))
     for start in range(0, order.size, size):
         yield order[start : start + size]
-
-
-def _load_causal_lm(path: str, what: str):
-    """A float32 ``AutoModelForCausalLM`` and its tokenizer (pad token = EOS when missing)."""
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        # float32: CPU training and scoring in bf16 are slower and lose precision
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except OSError as exc:
-        raise ModelError(f"cannot load {what} '{path}': {exc}") from exc
-    except ValueError as exc:  # the config names an architecture without a causal-LM head
-        raise ModelError(f"{what} '{path}' is not a causal language model: {exc}") from exc
-    _ensure_pad(tok, model)
-    model.eval()
-    return tok, model
-
-
-def _ensure_pad(tok, model) -> None:
-    if tok.pad_token is None:
-        if tok.eos_token is None:
-            raise ModelError(
-                f"tokenizer of '{tok.name_or_path}' has neither a pad nor an EOS token; "
-                "generation needs an EOS token"
-            )
-        tok.pad_token = tok.eos_token
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tok.pad_token_id
 
 
 def _cache_kwarg(hf_model) -> str:
@@ -162,17 +58,6 @@ def _cache_of(out):
     return out.past_key_values if cache is None else cache
 
 
-@contextmanager
-def _quiet_peft() -> Iterator[None]:
-    """Silence peft's warnings that ask nothing of us."""
-    with warnings.catch_warnings():
-        # GPT-2's Conv1D layers: peft switches fan_in_fan_out on by itself and says so
-        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
-        # peft 0.21 calls a transformers 5 method deprecated in favour of another
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
 def _read_meta(path: Path) -> dict:
     meta_path = Path(path) / META
     if not meta_path.exists():
@@ -186,7 +71,6 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-# --------------------------------------------------------------------------- the model
 class GenerativeModel:
     """A causal LM (plain, or a peft LoRA adapter over its base) that answers instructions."""
 
@@ -212,7 +96,7 @@ class GenerativeModel:
         self.chat_template = chat_template
         self.max_new_tokens = max_new_tokens
         self.gen_batch_size = gen_batch_size
-        _ensure_pad(tokenizer, self._hf())
+        ensure_pad(tokenizer, self._hf())
         self.model.eval()
 
     # ------------------------------------------------------------------ construction
@@ -222,14 +106,14 @@ class GenerativeModel:
         from alft.models.encoder import resolve_model_path
 
         path = resolve_model_path(base_model)
-        tok, model = _load_causal_lm(path, "base model")
+        tok, model = load_causal_lm(path, "base model")
         return cls(
             model,
             tok,
             base_model=path,
             lora=False,
             max_length=cfg.max_length,
-            chat_template=_uses_template(tok, cfg.chat_template),
+            chat_template=uses_chat_template(tok, cfg.chat_template),
             max_new_tokens=cfg.max_new_tokens,
             gen_batch_size=cfg.gen_batch_size,
         )
@@ -248,7 +132,7 @@ class GenerativeModel:
             gen_batch_size=int(meta.get("gen_batch_size", 8)),
         )
         if not meta["lora"]:
-            tok, model = _load_causal_lm(str(path / "hf"), "saved model")
+            tok, model = load_causal_lm(str(path / "hf"), "saved model")
             return cls(model, tok, **kwargs)
         from peft import PeftModel
         from transformers import AutoTokenizer
@@ -256,10 +140,10 @@ class GenerativeModel:
         adapter = path / "adapter"
         if not (adapter / "adapter_config.json").exists():
             raise ModelError(f"{path}: a LoRA model folder needs {adapter}/adapter_config.json")
-        _, base = _load_causal_lm(meta["base_model"], f"base model of the adapter in {path}")
+        _, base = load_causal_lm(meta["base_model"], f"base model of the adapter in {path}")
         try:
             tok = AutoTokenizer.from_pretrained(adapter)
-            with _quiet_peft():
+            with quiet_peft():
                 model = PeftModel.from_pretrained(base, adapter, is_trainable=trainable)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"cannot load the LoRA adapter {adapter}: {exc}") from exc
@@ -572,179 +456,3 @@ class GenerativeModel:
 def load_generative(path: Path) -> GenerativeModel:
     """Load a generative model folder (``GenerativeModel.load``)."""
     return GenerativeModel.load(path)
-
-
-# --------------------------------------------------------------------------- training
-class _SFTDataset:
-    def __init__(self, input_ids: list[list[int]], labels: list[list[int]]) -> None:
-        self.input_ids = input_ids
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
-
-
-class _PadCollator:
-    """Right-pads a batch: pad id in ``input_ids``, 0 in ``attention_mask``, -100 in ``labels``."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, items: list[dict]) -> dict:
-        import torch
-
-        width = max(len(it["input_ids"]) for it in items)
-        x = torch.full((len(items), width), self.pad_id, dtype=torch.long)  # [b, L]
-        m = torch.zeros((len(items), width), dtype=torch.long)  # [b, L]
-        y = torch.full((len(items), width), IGNORE, dtype=torch.long)  # [b, L]
-        for r, it in enumerate(items):
-            k = len(it["input_ids"])
-            x[r, :k] = torch.tensor(it["input_ids"])
-            m[r, :k] = 1
-            y[r, :k] = torch.tensor(it["labels"])
-        return {"input_ids": x, "attention_mask": m, "labels": y}
-
-
-class SFTTrainer:
-    """Supervised fine-tuning of a causal LM on (instruction, response) pairs, loss on the
-    response only; LoRA adapters (``cfg.lora``) or every weight (``cfg.lora = None``)."""
-
-    kind = "sft"
-    needs_embeddings = False
-
-    def __init__(self, cfg: SFTTrainerConfig, base_model: str, workdir: Path) -> None:
-        self.cfg = cfg
-        self.base_model = base_model
-        self.workdir = Path(workdir)
-
-    def start_model(self, previous: Path | None) -> GenerativeModel:
-        """The model training starts from: the base model, or (``init: previous`` and a
-        ``previous`` folder) the last round's; LoRA adapters attached when configured."""
-        cfg = self.cfg
-        if cfg.init == "previous" and previous is not None:
-            prev = GenerativeModel.load(Path(previous), trainable=cfg.lora is not None)
-            if prev.lora and cfg.lora is None:
-                prev = prev.merged()  # full fine-tuning continues from the merged weights
-            model = prev
-            # this round's limits apply from here on
-            model.max_length, model.max_new_tokens = cfg.max_length, cfg.max_new_tokens
-            model.gen_batch_size = cfg.gen_batch_size
-        else:
-            model = GenerativeModel.from_base(self.base_model, cfg)
-        if cfg.lora is not None and not model.lora:
-            if cfg.init == "previous" and previous is not None:
-                # new adapters over the previous round's full weights: those are their base
-                model.base_model = str((Path(previous) / "hf").resolve())
-            model.model = self._attach_lora(model.model)
-            model.lora = True
-        if cfg.lora is None:
-            # every weight trains (a merged adapter comes back with its base frozen by peft)
-            for p in model.model.parameters():
-                p.requires_grad_(True)
-        return model
-
-    def _attach_lora(self, hf_model):
-        from peft import LoraConfig, get_peft_model
-
-        lc = self.cfg.lora
-        targets = None if lc.target_modules == "auto" else list(lc.target_modules)
-        config = LoraConfig(
-            r=lc.r,
-            lora_alpha=lc.alpha,
-            lora_dropout=lc.dropout,
-            target_modules=targets,  # None: peft's defaults for the model type
-            task_type="CAUSAL_LM",
-        )
-        model_type = getattr(hf_model.config, "model_type", "?")
-        try:
-            with _quiet_peft():
-                return get_peft_model(hf_model, config)
-        except ValueError as exc:
-            where = "peft has no default target modules for it" if targets is None else f"targets {targets}"
-            raise TrainerError(
-                f"cannot attach LoRA adapters to '{self.base_model}' (model type {model_type}; "
-                f"{where}): {exc}; set trainer.sft.lora.target_modules"
-            ) from exc
-
-    def encode(
-        self, model: GenerativeModel, examples: Sequence[Example], responses: Sequence[str]
-    ) -> tuple[list[list[int]], list[list[int]]]:
-        """``input_ids`` (prompt + response + EOS, cut to max_length) and ``labels`` (-100
-        over the prompt) of each training pair."""
-        prompts = model.prompt_ids(examples)
-        resp = model.response_ids(prompts, responses, eos=True)
-        ids = [p + r for p, r in zip(prompts, resp, strict=True)]
-        labels = [[IGNORE] * len(p) + r for p, r in zip(prompts, resp, strict=True)]
-        return ids, labels
-
-    def fit(
-        self,
-        examples: Sequence[Example],
-        responses: Sequence[str],
-        seed: int,
-        previous: Path | None = None,
-    ) -> GenerativeModel:
-        import tempfile
-
-        import transformers
-        from transformers import Trainer, TrainingArguments
-
-        from alft import progress
-        from alft.models.trainers import _ProgressCallback
-
-        cfg = self.cfg
-        if len(examples) != len(responses):
-            raise TrainerError(
-                f"SFT needs one response per example: {len(examples)} examples, {len(responses)} responses"
-            )
-        if not examples:
-            raise TrainerError("no labeled examples to train on")
-        for i, r in enumerate(responses):
-            if not isinstance(r, str) or not r.strip():
-                raise TrainerError(
-                    f"response of training example {i} is empty; SFT needs a response to learn"
-                )
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-        # LoRA's A matrices are drawn at attach time, before the Trainer seeds anything
-        transformers.set_seed(seed)
-        model = self.start_model(previous)
-        ids, labels = self.encode(model, examples, responses)
-        data = _SFTDataset(ids, labels)
-        model.model.train()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".hf-sft-") as tmp:
-            args = TrainingArguments(
-                output_dir=tmp,
-                use_cpu=True,
-                report_to="none",
-                save_strategy="no",
-                eval_strategy="no",
-                logging_strategy="no",
-                disable_tqdm=True,
-                num_train_epochs=cfg.epochs,
-                per_device_train_batch_size=cfg.batch_size,
-                learning_rate=cfg.learning_rate,
-                weight_decay=cfg.weight_decay,
-                warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio
-                seed=seed,
-                data_seed=seed,
-                dataloader_num_workers=0,
-                remove_unused_columns=False,  # the collator builds exactly the model's inputs
-                label_names=["labels"],
-            )
-            steps = math.ceil(math.ceil(len(data) / cfg.batch_size) * cfg.epochs)
-            with progress.bar("fine-tune (sft)", steps) as advance:
-                trainer = Trainer(
-                    model=model.model,
-                    args=args,
-                    train_dataset=data,
-                    data_collator=_PadCollator(int(model.tokenizer.pad_token_id)),
-                    callbacks=[_ProgressCallback(advance)],
-                )
-                trainer.train()
-        model.model.eval()
-        return model
