@@ -42,14 +42,24 @@ postgres:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; \
 	fi
 
+# The labeling page's JavaScript is linted with ESLint (tests/human/test_page_assets.py) at the
+# versions package-lock.json pins; Debian's nodejs and npm are installed when missing.
+node_modules: package-lock.json
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; \
+	fi
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
 # Test files run on JOBS processes (pytest-xdist); a file stays on one process, so its
 # module fixtures (servers, trained models) are built once. JOBS=0 runs everything in-process.
 JOBS ?= 2
 
-test: $(STAMP) browser postgres
+test: $(STAMP) browser postgres node_modules
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile
 
-test-fast: $(STAMP) postgres
+test-fast: $(STAMP) postgres node_modules
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)

@@ -10,7 +10,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from alft.campaign.context import CampaignContext, campaign_data, campaign_facts, open_store, verify_campaign
+from alft.campaign.context import (
+    CampaignContext,
+    campaign_facts,
+    open_store,
+    verify_campaign,
+)
 from alft.config import CampaignConfig, config_digest
 from tasks._common import say
 
@@ -31,28 +36,28 @@ def open_campaign(config: CampaignConfig) -> CampaignContext:
         verify_campaign(config, existing, facts, store.url)
         uid = existing["uid"]
         say("campaign %s resumed (config %s)", config.name, config_digest(config))
-    hold_campaign(config)
-    return CampaignContext(config=config, uid=uid)
+    ctx = CampaignContext(config=config, uid=uid)
+    hold_campaign(ctx)
+    return ctx
 
 
-def hold_campaign(config: CampaignConfig) -> None:
+def hold_campaign(ctx: CampaignContext) -> None:
     """Take the campaign's run lease for this flow run (``CampaignBusyError`` if a live process
     has it) and mark the flow runs that crashed holding it, or that ended without telling
     Prefect, as Crashed."""
     from alft.store import leases
-    from tasks._prefect import crash_orphans, flow_run_id
-    from tasks.scheduling import active_runs
+    from tasks._prefect import active_runs, crash_orphans, flow_run_id
 
     key = flow_run_id()
     if key is None:
         return  # plain task calls (benchmarks, tests): no flow run to hold it
-    store = open_store(config)
-    for old in leases.acquire(store, config.name, key):
-        say("campaign %s: taking over from run %s (%s)", config.name, old.flow_run_id, old.why)
+    store, name = ctx.store, ctx.name
+    for old in leases.acquire(store, name, key):
+        say("campaign %s: taking over from run %s (%s)", name, old.flow_run_id, old.why)
 
-    others = [r.id for r in active_runs(config.name) if r.id != key and r.state_type != "PAUSED"]
-    for fid in crash_orphans(config.name, leases.orphaned(store, config.name, others), by=key):
-        say("campaign %s: flow run %s had no process left; marked Crashed", config.name, fid)
+    others = [r.id for r in active_runs(name) if r.id != key and r.state_type != "PAUSED"]
+    for fid in crash_orphans(name, leases.orphaned(store, name, others), by=key):
+        say("campaign %s: flow run %s had no process left; marked Crashed", name, fid)
 
 
 @contextmanager
@@ -75,7 +80,7 @@ def holding(ctx: CampaignContext) -> Iterator[None]:
     finally:
         key = flow_run_id()
         if key is not None:
-            leases.release(open_store(ctx.config), ctx.name, key, reason)
+            leases.release(ctx.store, ctx.name, key, reason)
 
 
 def stop_history(ctx: CampaignContext, history):
@@ -109,7 +114,7 @@ def stop_decision(ctx: CampaignContext, history):
     forecast = None
     if st.forecast is not None:
         n_last = history[-1].n_labels if history else 0
-        pool_left = len(campaign_data(cfg).pool) - n_last
+        pool_left = len(ctx.data.pool) - n_last
         nxt = min(cfg.batch_size, cfg.budget - n_last, pool_left)
         forecast = {
             "metric": st.forecast.metric,
@@ -122,7 +127,7 @@ def stop_decision(ctx: CampaignContext, history):
     return decide(
         history,
         budget=cfg.budget,
-        pool_size=len(campaign_data(cfg).pool),
+        pool_size=len(ctx.data.pool),
         max_rounds=st.max_rounds,
         plateau_rule=(st.plateau.metric, st.plateau.patience, st.plateau.min_delta) if st.plateau else None,
         target_rule=(st.target.metric, st.target.value) if st.target else None,
@@ -135,7 +140,7 @@ def stop_decision(ctx: CampaignContext, history):
 @task(name="plan round", cache_policy=NO_CACHE)
 def next_round(ctx: CampaignContext) -> int | None:
     """The round to run: the first unfinished one, a new one, or None once a stop rule holds."""
-    store = open_store(ctx.config)
+    store = ctx.store
     rounds = store.rounds(ctx.name)
     for r in rounds:
         if r["finished_at"] is None:
@@ -188,9 +193,9 @@ class CampaignSummary(BaseModel):
 
 
 def build_summary(ctx: CampaignContext) -> CampaignSummary:
-    from alft.store.campaign_store import safe_url
+    from alft.store.engine import safe_url
 
-    store = open_store(ctx.config)
+    store = ctx.store
     metrics = store.metrics(ctx.name)
     rows = []
     for r in store.rounds(ctx.name):
@@ -241,6 +246,6 @@ def untracked_rounds(ctx: CampaignContext) -> list[int]:
     """Finished rounds MLflow has not seen yet (a crash or an MLflow outage left them behind)."""
     return [
         int(r["round"])
-        for r in open_store(ctx.config).rounds(ctx.name)
+        for r in ctx.store.rounds(ctx.name)
         if r["finished_at"] is not None and r["tracked_at"] is None
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from alft.campaign.context import CampaignContext, campaign_data, embed_with_cache, model_key, run_step
+from alft.campaign.context import CampaignContext, embed_with_cache, model_key, run_step
 from alft.config import CampaignConfig
 from tasks._common import say, step_task
 
@@ -64,7 +64,7 @@ def embed_pool(ctx: CampaignContext, round_no: int) -> dict:
     """Make sure every pool and eval text has a cached embedding; embed only the missing ones."""
 
     def compute():
-        data = campaign_data(ctx.config)
+        data = ctx.data
         # The result records what is embedded, not how much work it took: a cache hit
         # and a fresh embed must leave the same campaign state.
         out = {"model_key": model_key(ctx.config)}

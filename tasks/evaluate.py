@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alft.campaign.context import CampaignContext, campaign_data, open_store, rel, run_step
+from alft.campaign.context import CampaignContext, rel, run_step
 from alft.campaign.rounds import eval_embeddings, pool_embeddings, prior_model, round_files, round_model, stop_set
 from tasks._common import say, step_task
 
@@ -12,13 +12,13 @@ from tasks._common import say, step_task
 @step_task("evaluate", "evaluate")
 def evaluate(ctx: CampaignContext, round_no: int) -> dict:
     """Accuracy, macro-F1, per-class F1 and a confusion-matrix plot; metrics go to the store."""
-    store = open_store(ctx.config)
+    store = ctx.store
 
     def compute():
         from alft.campaign.evaluation import classification_metrics, confusion_figure
         from alft.fsutil import atomic_save_npy, atomic_write
 
-        data = campaign_data(ctx.config)
+        data = ctx.data
         n_labels = len(store.current_labels(ctx.name, overlap=ctx.config.oracle.policy()))
         result: dict = {"n_labels": n_labels}
         metrics: dict[str, float] = {}
@@ -106,7 +106,7 @@ def _stop_inputs(ctx: CampaignContext, round_no: int) -> dict[str, float]:
     if ctx.config.task != "classification" or not (stop.uncertainty or sample):
         return {}
     model = round_model(ctx, round_no)
-    pool = campaign_data(ctx.config).pool
+    pool = ctx.data.pool
 
     def probs_of(pids: np.ndarray) -> np.ndarray:
         emb = pool_embeddings(ctx)[pids] if model.kind == "head" else None
@@ -114,7 +114,7 @@ def _stop_inputs(ctx: CampaignContext, round_no: int) -> dict[str, float]:
 
     out: dict[str, float] = {}
     if stop.uncertainty is not None:
-        selected = np.asarray(sorted(open_store(ctx.config).selected_pool_ids(ctx.name)), dtype=np.int64)
+        selected = np.asarray(sorted(ctx.store.selected_pool_ids(ctx.name)), dtype=np.int64)
         rest = np.setdiff1d(np.arange(len(pool), dtype=np.int64), selected)
         if rest.size:  # an exhausted pool has no uncertainty left to measure; the pool rule stops it
             out["pool_uncertainty"] = pool_uncertainty(

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
-from alft.campaign.context import CampaignContext, campaign_data, open_store, run_step
+from alft.campaign.context import CampaignContext, run_step
 from alft.errors import LabelError
 from tasks._common import in_prefect_run, say, step_task
 
@@ -65,7 +65,7 @@ def wait_mode(setting: str) -> str:
 def _status(ctx: CampaignContext, round_no: int, mode: str) -> LabelStatus:
     from alft.human.labeling import pending_batch, readiness
 
-    store = open_store(ctx.config)
+    store = ctx.store
     oracle = ctx.config.oracle
     if store.step_result(ctx.name, round_no, "labels") is not None:
         return LabelStatus(round=round_no, total=0, resolved=0, ready=True, reason="labels step done", mode=mode)
@@ -90,7 +90,7 @@ def _arm(ctx: CampaignContext, round_no: int, mode: str) -> None:
 
     fr = FlowRunContext.get()
     run_id = str(fr.flow_run.id) if fr is not None and fr.flow_run is not None else None
-    store = open_store(ctx.config)
+    store = ctx.store
     with store.transaction() as conn:
         store.set_wait(conn, ctx.name, round_no, mode, None if mode == "poll" else run_id)
 
@@ -160,9 +160,9 @@ def collect_labels(
 
     mode = wait_mode(ctx.config.oracle.wait)
     if given and given.get("labels"):
-        data = campaign_data(ctx.config)
+        data = ctx.data
         result = submit(
-            open_store(ctx.config),
+            ctx.store,
             ctx.name,
             [LabelItem(str(ex), str(lab)) for ex, lab in given["labels"].items()],
             annotator=str(given.get("annotator") or "prefect-ui"),
@@ -176,7 +176,7 @@ def collect_labels(
     elif key is not None:
         # An input without labels (a route resuming the run) still uses up its key: the
         # next wait must get a new one, or Prefect would hand this input back again.
-        store = open_store(ctx.config)
+        store = ctx.store
         with store.transaction() as conn:
             store.consume_input(conn, ctx.name, key, round_no)
     status = _status(ctx, round_no, mode)
@@ -188,7 +188,7 @@ def collect_labels(
 @step_task("labels", "wait for labels")
 def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
     """Close the round's labeling: simulated answers, or what people gave, read from the store."""
-    store = open_store(ctx.config)
+    store = ctx.store
     oracle = ctx.config.oracle
 
     def simulated():
@@ -196,7 +196,7 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
         if not batch:
             raise LabelError(f"round {round_no} has no selected batch to label")
         have = store.current_labels(ctx.name, overlap=oracle.policy())
-        pool = campaign_data(ctx.config).pool
+        pool = ctx.data.pool
         if pool.gold is None:
             raise LabelError("the simulated oracle needs the pool's gold label column")
         todo = [(s["example_id"], pool.gold[s["pool_id"]]) for s in batch if s["example_id"] not in have]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from alft.campaign.context import RNG_CONTROL, RNG_SELECT, CampaignContext, campaign_data, open_store, run_step
+from alft.campaign.context import RNG_CONTROL, RNG_SELECT, CampaignContext, run_step
 from alft.campaign.control import CONTROL, control_size, draw_control
 from alft.campaign.rounds import batch_size_for, query_inputs, round_files, round_strategy
 from tasks._common import in_prefect_run, say, step_task
@@ -16,8 +16,8 @@ from tasks._common import in_prefect_run, say, step_task
 @step_task("select", "select")
 def select_batch(ctx: CampaignContext, round_no: int) -> dict:
     """Choose the round's batch with the strategy and commit it to the store."""
-    store = open_store(ctx.config)
-    pool = campaign_data(ctx.config).pool
+    store = ctx.store
+    pool = ctx.data.pool
 
     def compute():
         strategy, spec_name = round_strategy(ctx, round_no)
@@ -86,8 +86,8 @@ def _publish_batch(ctx: CampaignContext, round_no: int) -> None:
 
     from prefect.artifacts import create_table_artifact
 
-    pool = campaign_data(ctx.config).pool
-    sel = open_store(ctx.config).selections(ctx.name, round_no)
+    pool = ctx.data.pool
+    sel = ctx.store.selections(ctx.name, round_no)
     table = [
         {
             "position": s["position"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from alft.campaign.context import CampaignContext, open_store, run_step
+from alft.campaign.context import CampaignContext, run_step
 from tasks._common import say, step_task
 from tasks.campaign import stop_decision, stop_history
 
@@ -11,7 +11,7 @@ from tasks.campaign import stop_decision, stop_history
 @step_task("stop", "stop-check")
 def stop_check(ctx: CampaignContext, round_no: int) -> dict:
     """Decide from the store's history whether the campaign stops; close the round."""
-    store = open_store(ctx.config)
+    store = ctx.store
 
     def compute():
         from strategies.stopping import prediction_kappas

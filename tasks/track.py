@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from alft import faults
-from alft.campaign.context import CampaignContext, campaign_data, open_store
+from alft.campaign.context import CampaignContext
 from alft.config import config_digest
 from alft.errors import AlftError, TrackingError
 from alft.campaign.tracking import Tracker, default_artifact_location, flatten
@@ -124,7 +124,7 @@ def tracker_for(ctx: CampaignContext) -> Tracker:
 def run_tags(ctx: CampaignContext) -> dict[str, str]:
     """Tags the MLflow UI filters and compares on (campaign and round runs carry the same)."""
     cfg = ctx.config
-    data = campaign_data(cfg)
+    data = ctx.data
     return {
         "strategy": cfg.strategy.name,
         "cold_start": cfg.cold_start.name,
@@ -156,7 +156,7 @@ def registered_name(ctx: CampaignContext) -> str:
 @mlflow_errors("logging the campaign run")
 def track_campaign(ctx: CampaignContext) -> str:
     """Get or create the campaign's MLflow parent run; log config, tags and dataset inputs."""
-    store = open_store(ctx.config)
+    store = ctx.store
     tracker = tracker_for(ctx)
     run_id = tracker.campaign_run(ctx.name, ctx.uid, run_tags(ctx))
     camp = store.campaign(ctx.name)
@@ -166,7 +166,7 @@ def track_campaign(ctx: CampaignContext) -> str:
     tracker.log_params_once(run_id, flatten(camp["config"]))
     tracker.set_tags(run_id, run_tags(ctx))
     tracker.log_dict(run_id, ctx.config.model_dump(mode="json"), "config.yaml")
-    data = campaign_data(ctx.config)
+    data = ctx.data
     dcfg = ctx.config.data
     if ctx.config.task == "generation":
         cols = [dcfg.id_field, dcfg.instruction_field] + [
@@ -197,7 +197,7 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     """Log the round to its nested MLflow run: params, metrics, batch table, plots, model."""
     from alft.campaign.evaluation import learning_curve_figure
 
-    store = open_store(ctx.config)
+    store = ctx.store
     rr = store.round_row(ctx.name, round_no)
     if rr is None or rr["finished_at"] is None:
         return None
@@ -222,7 +222,7 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     tracker.log_metrics(run_id, {**values, **step_seconds, "n_labels": n_labels, "seconds": round_seconds}, n_labels, ts)
     tracker.log_metrics(parent, {**headline, "n_labels": n_labels, "round": round_no, "round_seconds": round_seconds}, n_labels, ts)
 
-    pool = campaign_data(ctx.config).pool
+    pool = ctx.data.pool
     sel = store.selections(ctx.name, round_no)
     if not any(a.path == "selected.json" for a in tracker.client.list_artifacts(run_id)):
         tracker.log_table(
@@ -313,7 +313,7 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
 @mlflow_errors("registering the final model")
 def register_final_model(ctx: CampaignContext) -> str | None:
     """Register the stopped campaign's last model in the MLflow model registry (once per run)."""
-    store = open_store(ctx.config)
+    store = ctx.store
     camp = store.campaign(ctx.name)
     if camp["stop_reason"] is None or camp["stopped_round"] is None:
         return None  # still running (or waiting for labels): no final model yet

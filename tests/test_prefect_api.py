@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from alft.cli import _orchestrator_failure
+from alft.cli.app import _orchestrator_failure
 from alft.errors import OrchestratorError, StoreError
 from tasks._prefect import RESUME_HINT, require_api, short_cause, unreachable
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 from sqlalchemy.engine import Connection
 
 from alft import faults
@@ -39,12 +39,46 @@ RNG_CONTROL = 5  # the random control arm's draw (strategy.control_share); never
 
 
 class CampaignContext(BaseModel):
-    """The campaign's config and identity: all a task needs to find everything else."""
+    """The campaign's config and identity, opened once per flow run and handed to every task.
+
+    ``store`` and ``data`` are the campaign's store handle and its checked pool/eval data,
+    opened on first use and then kept by this context for the rest of the flow run, so a
+    task never rebuilds them from the config. They are handles, not state: they are not
+    part of the context's value (equality, pickling for a Dask worker or Prefect's
+    persisted results) and are reopened wherever the context is unpickled. Loop state
+    stays in the store.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     config: CampaignConfig
     uid: str
+    _store: CampaignStore | None = PrivateAttr(None)
+    _data: CampaignData | None = PrivateAttr(None)
+
+    @property
+    def store(self) -> CampaignStore:
+        if self._store is None:
+            self._store = open_store(self.config)
+        return self._store
+
+    @property
+    def data(self) -> CampaignData:
+        if self._data is None:
+            self._data = campaign_data(self.config)
+        return self._data
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        return {**state, "__pydantic_private__": {"_store": None, "_data": None}}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CampaignContext):
+            return NotImplemented
+        return (self.config, self.uid) == (other.config, other.uid)
+
+    def __hash__(self) -> int:
+        return hash(self.uid)
 
     @property
     def name(self) -> str:
@@ -126,7 +160,7 @@ _FACT_NAMES = {
 def verify_campaign(cfg: CampaignConfig, existing: dict[str, Any], facts: dict[str, Any], url: str) -> None:
     """Raise CampaignMismatchError when the stored campaign was made from other data or model."""
     from alft.errors import CampaignMismatchError
-    from alft.store.campaign_store import safe_url
+    from alft.store.engine import safe_url
 
     diffs = [_FACT_NAMES[k] for k, v in facts.items() if existing[k] != v]
     if diffs:
@@ -362,7 +396,7 @@ def run_step(
     step's own rows (it may return updates to the result); both land in one transaction
     with the step's done-marker.
     """
-    store = open_store(ctx.config)
+    store = ctx.store
     done = store.step_result(ctx.name, round_, step)
     if done is not None:
         log.info("round %d: %s already done, skipped", round_, step)

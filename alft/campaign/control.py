@@ -118,16 +118,15 @@ def round_control_metrics(ctx, round_no: int) -> dict[str, float]:
 
     Empty for round 0, a round without control examples, or a generation campaign.
     """
-    from alft.campaign.context import campaign_data, open_store
     from alft.campaign.rounds import pool_embeddings, round_files, round_model
 
     if round_no < 1 or ctx.config.task != "classification":
         return {}
-    store = open_store(ctx.config)
+    store = ctx.store
     sel = store.selections(ctx.name, round_no)
     if not any(s["strategy"] == CONTROL for s in sel):
         return {}
-    data = campaign_data(ctx.config)
+    data = ctx.data
     labels = store.current_labels(ctx.name, overlap=ctx.config.oracle.policy())
     index = {lab: i for i, lab in enumerate(data.labels)}
     labeled = [s for s in sel if s["example_id"] in labels and labels[s["example_id"]] in index]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from alft.errors import CampaignBusyError
+from alft.store.schema import utcnow
 
 if TYPE_CHECKING:
     from alft.store.campaign_store import CampaignStore
@@ -156,8 +157,6 @@ def _busy_message(name: str, row: dict, why: str, stale: float) -> str:
 def check_free(store: CampaignStore, name: str) -> None:
     """Raise ``CampaignBusyError`` if a live process holds the campaign (reads only: a preflight;
     ``acquire`` decides for real, under the campaign lock)."""
-    from alft.store.campaign_store import utcnow
-
     me, now, stale = this_process(), utcnow(), stale_s()
     for row in store.leases(name):
         alive, why = judge(row, me, now, stale)
@@ -171,8 +170,6 @@ def acquire(store: CampaignStore, name: str, flow_run_id: str) -> list[Supersede
     Raises ``CampaignBusyError`` when another live process holds it. Returns the leases of
     crashed holders it ended (their flow runs are left RUNNING wherever they were recorded).
     """
-    from alft.store.campaign_store import utcnow
-
     me = this_process()
     superseded: list[Superseded] = []
     stale = stale_s()
@@ -200,8 +197,6 @@ def orphaned(store: CampaignStore, name: str, flow_run_ids: list[str]) -> dict[s
     without a lease row is not judged: it may not have reached ``acquire`` yet.
     Returns flow run id -> why.
     """
-    from alft.store.campaign_store import utcnow
-
     rows = {r["flow_run_id"]: r for r in store.leases(name, live_only=False)}
     me, now, stale = this_process(), utcnow(), stale_s()
     out: dict[str, str] = {}
@@ -220,8 +215,6 @@ def orphaned(store: CampaignStore, name: str, flow_run_ids: list[str]) -> dict[s
 
 def describe(store: CampaignStore, name: str) -> str:
     """One line for ``alft status``: who runs the campaign now, or who ran it last."""
-    from alft.store.campaign_store import utcnow
-
     me, now, stale = this_process(), utcnow(), stale_s()
     live = store.leases(name)
     if live:

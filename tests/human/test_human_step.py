@@ -9,7 +9,8 @@ import pytest
 from alft.config import load_config
 from alft.errors import LabelError
 from alft.human.labeling import LabelItem, pending_batch, submit
-from alft.store.campaign_store import CampaignStore, waits
+from alft.store.campaign_store import CampaignStore
+from alft.store.schema import waits
 from tests.conftest import campaign_yaml, read_jsonl
 
 

@@ -427,7 +427,7 @@ def test_overlap_two_annotators_and_agreement(tmp_path, bank_pool):
 def test_the_campaign_counters_equal_a_full_recount(tmp_path, bank_pool):
     """The page counts the pending batch live and earlier rounds once per round; both
     together must equal resolving every event of the campaign."""
-    from alft.human.page.app import LabelPage
+    from alft.human.page.handout import LabelPage
     from alft.human.labeling import LabelItem
     from alft.resolve import agreement, resolve
 

@@ -14,7 +14,8 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.human.test_labelpage import XSS, XSS_FLAG, bank_pool, build_campaign  # noqa: F401  (bank_pool: a fixture)
+from tests.human.test_labelpage import XSS, XSS_FLAG, build_campaign
+from tests.human.test_labelpage import bank_pool as bank_pool  # a fixture, found by name
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

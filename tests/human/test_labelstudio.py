@@ -18,7 +18,6 @@ from alft.errors import LabelError
 from alft.human.files import LabelRow, file_round, group_by_annotator
 from alft.human.labeling import LabelItem, pending_batch, submit_many
 from alft.human.labelstudio import from_export, labeling_config, to_tasks
-from alft.store.campaign_store import CampaignStore
 from tests.conftest import pending_store
 from tests.human.test_labelfiles import _store_of, build_pending_campaign, gold_of
 

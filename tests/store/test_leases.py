@@ -19,8 +19,10 @@ import pytest
 
 from alft.store import leases
 from alft.errors import CampaignBusyError
-from alft.store.campaign_store import CampaignStore, utcnow
-from tasks.scheduling import ActiveRun, decide
+from alft.store.campaign_store import CampaignStore
+from alft.store.schema import utcnow
+from tasks._prefect import ActiveRun
+from tasks.scheduling import decide
 
 
 def make_campaign(st: CampaignStore, name: str = "c") -> None:
@@ -60,7 +62,7 @@ def put_lease(st: CampaignStore, fid: str, host: str, pid: int, pid_start: str |
     with st.transaction() as conn:
         st.hold_lease(conn, "c", fid, host, pid, pid_start)
     if beat_age_s:
-        from alft.store.campaign_store import run_leases
+        from alft.store.schema import run_leases
 
         with st.transaction() as conn:
             conn.execute(

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from alft.errors import StoreError
-from alft.store.campaign_store import CampaignStore, safe_url
+from alft.store.campaign_store import CampaignStore
+from alft.store.engine import safe_url
 
 
 @pytest.fixture

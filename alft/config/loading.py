@@ -1,0 +1,272 @@
+"""Reading a campaign config: YAML, ``--set`` overrides, ``${VAR}`` expansion, paths, messages.
+
+Every problem is a ConfigError naming the key, the file and the line (or the ``--set``
+that gave the value). Also the config's digest, and ``read_text_file`` for the text files
+a config names (label sets, label descriptions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from alft.config.campaign import NAME_RE, CampaignConfig
+from alft.errors import ConfigError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _UnsetVariable(Exception):
+    def __init__(self, key: tuple[str, ...], name: str) -> None:
+        self.key, self.name = key, name
+
+
+def _expand_env(value: Any, key: tuple[str, ...] = ()) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise _UnsetVariable(key, name)
+
+        return _ENV_RE.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v, (*key, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, (*key, str(i))) for i, v in enumerate(value)]
+    return value
+
+
+def _where(key: tuple[str, ...], source: str, text: str, overridden: set) -> str:
+    """``source line N`` (or ``source (from --set key)``) of the closest key that has one."""
+    lines: dict[tuple[str, ...], int] | None = None
+    for cut in range(len(key), -1, -1):
+        if key[:cut] in overridden:
+            return f"{source} (from --set {'.'.join(key[:cut])})"
+        if lines is None:
+            lines = _line_map(text)
+        if key[:cut] in lines:
+            return f"{source} line {lines[key[:cut]]}"
+    return source
+
+
+def _line_map(text: str) -> dict[tuple[str, ...], int]:
+    """Key path -> 1-based line number, for error messages."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = (*path, str(k.value))
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                key = (*path, str(i))
+                lines[key] = v.start_mark.line + 1
+                walk(v, key)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def parse_overrides(items: list[str]) -> dict[tuple[str, ...], Any]:
+    """``["budget=500", "strategy.name=entropy"]`` -> ``{("budget",): 500, ...}``."""
+    out: dict[tuple[str, ...], Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. --set budget=500)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        out[tuple(key.split("."))] = value
+    return out
+
+
+def _apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"--set {'.'.join(path)}: '{'.'.join(path[: i + 1])}' is not a mapping"
+            )
+        node = child
+    node[path[-1]] = value
+
+
+def _format_validation(
+    exc: ValidationError, source: str, lines: dict[tuple[str, ...], int], overridden: set[tuple[str, ...]]
+) -> str:
+    msgs = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        dotted = ".".join(loc) or "(top level)"
+        where = source
+        # walk up to the closest key that has a line (a missing key's parent, say)
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in overridden:
+                where = f"{source} (from --set {'.'.join(loc[:cut])})"
+                break
+            if loc[:cut] in lines:
+                where = f"{source} line {lines[loc[:cut]]}"
+                break
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{dotted}'"
+        elif err["type"] == "missing":
+            msg = f"missing required key '{dotted}'"
+        else:
+            text = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+            msg = f"{dotted}: {text}{shown}" if loc else f"{text}"
+        msgs.append(f"{where}: {msg}")
+    return "invalid config\n  " + "\n  ".join(msgs)
+
+
+def _refuse_nul(value: Any, key: tuple[str, ...], source: str, text: str, overridden: set) -> None:
+    """A NUL byte in a key or value is never meant (and breaks every path given to the OS)."""
+    bad: tuple[str, ...] | None = None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and "\x00" in k:
+                bad = (*key, k)
+                break
+            _refuse_nul(v, (*key, str(k)), source, text, overridden)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _refuse_nul(v, (*key, str(i)), source, text, overridden)
+    elif isinstance(value, str) and "\x00" in value:
+        bad = key
+    if bad is None:
+        return
+    dotted = ".".join(bad) or "(top level)"
+    raise ConfigError(f"{_where(bad, source, text, overridden)}: '{dotted}' holds a NUL byte")
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make relative local paths absolute against ``base`` (the config file's folder)."""
+
+    def fix(value: str | None) -> str | None:
+        if not value or "://" in value or value.startswith("packaged:"):
+            return value
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return str(p)
+        candidate = (base / p).resolve()
+        # A relative string that is not a local path is left alone: it may be a hub id.
+        return str(candidate) if candidate.exists() or value.startswith(".") else value
+
+    d = data.get("data")
+    if isinstance(d, dict):
+        for split in ("pool", "eval"):
+            src = d.get(split)
+            if isinstance(src, dict) and isinstance(src.get("path"), str):
+                if src.get("format") != "hub":
+                    src["path"] = fix(src["path"])
+        if isinstance(d.get("labels"), str):
+            d["labels"] = fix(d["labels"])
+    m = data.get("model")
+    if isinstance(m, dict):
+        for key in ("path", "cache_dir"):
+            if isinstance(m.get(key), str):
+                m[key] = fix(m[key])
+    z = data.get("zero_shot")
+    if isinstance(z, dict) and isinstance(z.get("descriptions"), str):
+        z["descriptions"] = fix(z["descriptions"])
+    if isinstance(data.get("workdir"), str):
+        w = Path(data["workdir"]).expanduser()
+        data["workdir"] = str(w if w.is_absolute() else (base / w).resolve())
+
+
+def read_text_file(path: Path, where: str, encoding: str = "utf-8") -> str:
+    """A config-side text file's contents, or a ConfigError naming ``where`` and the problem."""
+    try:
+        return Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> CampaignConfig:
+    """Read, override, validate and resolve a campaign config file.
+
+    The returned config has absolute local paths and an absolute ``workdir``, so it can be
+    passed to a flow run that executes elsewhere (a worker, a deployment).
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"config path is a folder, not a YAML file: {path}")
+    text = read_text_file(path, source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}{where}: malformed YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of keys, got {type(data).__name__}")
+    over = parse_overrides(overrides or [])
+    for key_path, value in over.items():
+        _apply_override(data, key_path, value)
+    try:
+        data = _expand_env(data)
+    except _UnsetVariable as exc:
+        raise ConfigError(
+            f"{_where(exc.key, source, text, set(over))}: '{'.'.join(exc.key)}': environment variable "
+            f"${{{exc.name}}} is not set (write ${{{exc.name}:-default}} for a default)"
+        ) from None
+    _refuse_nul(data, (), source, text, set(over))
+    _resolve_paths(data, path.resolve().parent)
+    if "workdir" not in data or data["workdir"] is None:
+        name = data.get("name")
+        if isinstance(name, str) and re.match(NAME_RE, name):
+            data["workdir"] = str((Path.cwd() / "runs" / name).resolve())
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, _line_map(text), set(over))) from None
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<parameters>") -> CampaignConfig:
+    """Validate a config given as a mapping (flow parameters from the Prefect API)."""
+    try:
+        return CampaignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source, {}, set())) from None
+
+
+def config_digest(cfg: CampaignConfig) -> str:
+    """Stable short digest of the resolved config (for tags and change detection)."""
+    import hashlib
+
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

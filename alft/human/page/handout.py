@@ -1,0 +1,354 @@
+"""Which example goes to which annotator: the page's per-process state over the store.
+
+``LabelPage`` reads the pending batch in one transaction (``Snapshot``), hands each
+annotator the next example of their queue while keeping track of what is on other
+annotators' screens (claims), and funnels every submission into ``alft.labeling.submit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from alft.config import CampaignConfig
+from alft.errors import AlftError
+from alft.human.labeling import (
+    LabelItem,
+    PendingBatch,
+    check_token,
+    pending_round,
+    resolve,
+    resume_if_complete,
+    submit,
+)
+from alft.resolve import AgreementCounts, agreement_counts
+
+log = logging.getLogger("alft")
+
+CLAIM_TTL_S = 120.0
+
+
+@dataclass
+class Snapshot:
+    """One consistent read of the store: the pending batch and its label events.
+
+    Earlier rounds' labels cannot change while a round waits (every route writes to the
+    pending batch only), so what the page shows about them is computed once per round:
+    ``labeled_before`` and ``agreement_before``.
+    """
+
+    round: int | None
+    batch: PendingBatch | None
+    events: list[dict[str, Any]]  # the pending batch's events (any round), oldest first
+    states: dict[str, Any]  # example id -> LabelState, the pending batch only
+    labeled_before: int = 0  # resolved labels outside the pending batch
+    agreement_before: Any = None  # AgreementCounts outside the pending batch
+
+
+class LabelPage:
+    """What the app keeps per process: pool texts, label set, suggestions, claims."""
+
+    def __init__(
+        self,
+        cfg: CampaignConfig,
+        store,
+        name: str,
+        *,
+        default_annotator: str | None = None,
+        claim_ttl: float = CLAIM_TTL_S,
+    ) -> None:
+        from alft.campaign.context import CampaignContext, campaign_data
+
+        row = store.campaign(name)
+        if row is None:
+            raise AlftError(f"no campaign {name!r} in the store")
+        data = campaign_data(cfg)
+        if row.get("pool_digest") and row["pool_digest"] != data.pool.digest:
+            raise AlftError(
+                f"campaign {name!r}: the pool data on disk ({data.pool.source}) is not the data the "
+                "campaign was created with; the page would show the wrong texts"
+            )
+        self.cfg = cfg
+        self.store = store
+        self.name = name
+        self.labels: list[str] = list(row.get("labels") or data.labels)
+        self.texts: list[str] = data.pool.texts
+        # generation: the expert writes (or corrects a draft of) the response to an instruction
+        self.generation = cfg.task == "generation"
+        self.pool = data.pool
+        self.overlap = cfg.oracle.overlap
+        self.policy = cfg.oracle.policy()
+        self.budget = cfg.budget
+        self.default_annotator = default_annotator
+        self.ctx = CampaignContext(config=cfg, uid=row["uid"])
+        self.claim_ttl = claim_ttl
+        self._lock = threading.Lock()
+        # Handing out (snapshot -> pick -> claim) and submitting (commit -> release the claim)
+        # must not interleave: a pick from a snapshot older than a commit whose claim is already
+        # released hands the just-labeled example to a second annotator (benchmarks/label_load.py
+        # saw 5 of 200 examples labeled twice by 20 clients before this lock).
+        self._handout = threading.RLock()
+        # SQLite serialises every transaction (reads too: BEGIN IMMEDIATE), and its busy
+        # handler sleeps in growing steps; queueing this process's requests on a lock
+        # instead keeps 20 concurrent annotators from oversleeping. Other databases run
+        # their transactions side by side.
+        self.db_lock: Any = threading.Lock() if store.engine.dialect.name == "sqlite" else nullcontext()
+        self._probs: dict[int, tuple[int, dict[int, int], np.ndarray] | None] = {}
+        self._round_cache: dict[int | None, tuple] = {}
+        self._claims: dict[str, tuple[str, float]] = {}  # annotator -> (example id, when)
+
+    # ------------------------------------------------------------------ reads
+    def snapshot(self) -> Snapshot:
+        """The pending batch and all events, read in one transaction (one consistent view)."""
+        st = self.store
+        with self.db_lock, st.engine.connect() as conn:
+            r = pending_round(st, self.name, conn)
+            fixed = self._round_cache.get(r)
+            if fixed is None:
+                # once per pending round: its batch and what lies outside it
+                items = st.selections(self.name, r, conn=conn) if r is not None else []
+                ids = {s["example_id"] for s in items}
+                outside = [e for e in st.label_events(self.name, conn=conn) if e["example_id"] not in ids]
+                before = sum(1 for v in resolve(outside, self.policy).values() if v.label is not None)
+                fixed = (items, before, agreement_counts(outside))
+                self._round_cache = {r: fixed}
+            items, before, agree_before = fixed
+            events = st.batch_label_events(self.name, r, conn=conn) if r is not None else []
+        states = resolve(events, self.policy)
+        batch = None
+        if r is not None:
+            batch = PendingBatch(round=r, items=items, states=states, policy=self.policy)
+        return Snapshot(r, batch, events, states, before, agree_before)
+
+    def suggestion(self, round_: int, pool_id: int) -> list[tuple[str, float]]:
+        """The model's top labels for a candidate of ``round_`` (best first); [] without probs."""
+        from alft.campaign.rounds import round_files
+
+        files = round_files(self.ctx, round_)
+        try:
+            stamp = files["probs"].stat().st_mtime_ns
+        except OSError:
+            return []
+        with self._lock:
+            cached = self._probs.get(round_)
+        if cached is None or cached[0] != stamp:
+            try:
+                probs = np.load(files["probs"])
+                cand = np.load(files["candidates"])
+            except (OSError, ValueError) as exc:
+                log.warning("round %d: cannot read the model's probabilities (%s)", round_, exc)
+                return []
+            if probs.ndim != 2 or probs.shape[0] != cand.shape[0] or probs.shape[1] != len(self.labels):
+                log.warning("round %d: probabilities of shape %s do not fit %d candidates x %d labels",
+                            round_, probs.shape, cand.shape[0], len(self.labels))
+                return []
+            cached = (stamp, {int(p): i for i, p in enumerate(cand.tolist())}, probs)
+            with self._lock:
+                self._probs = {round_: cached}  # one round pending at a time
+        _, index, probs = cached
+        row = index.get(int(pool_id))
+        if row is None:
+            return []
+        p = probs[row]
+        top = np.argsort(-p, kind="stable")[:5]
+        return [(self.labels[int(i)], float(p[int(i)])) for i in top if math.isfinite(float(p[int(i)]))]
+
+    # ------------------------------------------------------------------ claims
+    def _others_claims(self, annotator: str) -> dict[str, int]:
+        now = time.monotonic()
+        out: dict[str, int] = {}
+        with self._lock:
+            for ann, (ex, t) in list(self._claims.items()):
+                if now - t > self.claim_ttl:
+                    del self._claims[ann]
+                elif ann != annotator:
+                    out[ex] = out.get(ex, 0) + 1
+        return out
+
+    def claim(self, annotator: str, example_id: str | None) -> None:
+        with self._lock:
+            if example_id is None:
+                self._claims.pop(annotator, None)
+            else:
+                self._claims[annotator] = (example_id, time.monotonic())
+
+    # ------------------------------------------------------------------ views
+    def progress(self, snap: Snapshot, annotator: str | None = None) -> dict[str, Any]:
+        labeled = snap.labeled_before + sum(1 for s in snap.states.values() if s.label is not None)
+        out: dict[str, Any] = {
+            "campaign": self.name,
+            "round": snap.round,
+            "labeled": labeled,
+            "budget": self.budget,
+            "overlap": self.overlap,
+            "agreement": (agreement_counts(snap.events) + (snap.agreement_before or AgreementCounts())).summary(),
+        }
+        if snap.batch is not None:
+            b = snap.batch
+            remaining = b.remaining()
+            out["batch"] = {
+                "size": len(b.items),
+                "done": len(b.items) - len(remaining),
+                "remaining": len(remaining),
+                "disputed": sum(1 for s in b.states.values() if s.status == "disputed"),
+            }
+            if annotator:
+                out["batch"]["queue"] = len(b.queue_for(annotator))
+                out["batch"]["mine"] = sum(1 for s in b.states.values() if annotator in s.votes)
+        else:
+            out["batch"] = None
+        return out
+
+    def next_for(self, annotator: str, skip: list[str], first: str | None) -> dict[str, Any]:
+        """The example to show ``annotator`` next, with the numbers the page displays."""
+        with self._handout:
+            return self._next_for(annotator, skip, first)
+
+    def _next_for(self, annotator: str, skip: list[str], first: str | None) -> dict[str, Any]:
+        snap = self.snapshot()
+        out = self.progress(snap, annotator)
+        out["example"] = None
+        out["undo"] = None
+        if snap.batch is None:
+            out["message"] = "no batch is waiting for labels"
+            self.claim(annotator, None)
+            return out
+        b = snap.batch
+        ids = set(b.example_ids)
+        mine: dict[str, dict[str, Any]] = {}  # example -> this annotator's latest event
+        for e in snap.events:
+            if e["annotator"] == annotator and e["example_id"] in ids:
+                mine[e["example_id"]] = e
+        last_label = max(
+            (e for e in mine.values() if (e.get("kind") or "label") == "label"),
+            key=lambda e: e["event_id"],
+            default=None,
+        )
+        if last_label is not None:
+            out["undo"] = {"id": last_label["example_id"], "label": last_label["label"]}
+        queue = b.queue_for(annotator)
+        if not queue:
+            out["message"] = (
+                "this batch is complete" if b.complete else "nothing left for you: the rest waits for other annotators"
+            )
+            self.claim(annotator, None)
+            return out
+        skip_rank = {ex: i + 1 for i, ex in enumerate(dict.fromkeys(skip))}
+        busy = self._others_claims(annotator)
+
+        def needs(ex: str) -> int:
+            st = b.states.get(ex)
+            return st.needs if st is not None else self.overlap
+
+        def order(pair: tuple[int, str]) -> tuple:
+            i, ex = pair
+            unsure = (mine.get(ex) or {}).get("kind") == "unsure"
+            return (ex != first, unsure, busy.get(ex, 0) >= needs(ex), skip_rank.get(ex, 0), i)
+
+        # An example already on enough other annotators' screens is not handed out again (it
+        # would be labeled twice); the page asks again every few seconds, and a claim lapses
+        # after claim_ttl when its annotator walks away. ``first`` (undo) is always shown.
+        free = [(i, x) for i, x in enumerate(queue) if x == first or busy.get(x, 0) < needs(x)]
+        if not free:
+            out["message"] = (
+                f"the {len(queue)} example{'s' if len(queue) != 1 else ''} left for you "
+                f"{'are' if len(queue) != 1 else 'is'} on other annotators' screens; "
+                "this page checks again every few seconds"
+            )
+            self.claim(annotator, None)
+            return out
+        ex = min(free, key=order)[1]
+        self.claim(annotator, ex)
+        sel = next(s for s in b.items if s["example_id"] == ex)
+        st = b.states.get(ex)
+        sugg = self.suggestion(b.round, sel["pool_id"])
+        pool_id = int(sel["pool_id"])
+        out["example"] = {
+            "id": ex,
+            "text": self.texts[pool_id] if 0 <= pool_id < len(self.texts) else "",
+            "round": b.round,
+            "position": sel["position"],
+            # blind: a control-arm example shows the round's strategy (alft/campaign/control.py)
+            "strategy": next((s["strategy"] for s in b.items if s["strategy"] != "random-control"), sel["strategy"]),
+            "suggestion": sugg[0][0] if sugg else None,
+            "confidence": sugg[0][1] if sugg else None,
+            "suggestions": [{"label": lab, "p": p} for lab, p in sugg],
+            "status": st.status if st is not None else "pending",
+            "votes": len(st.votes) if st is not None else 0,
+            "needs": needs(ex),
+            "unsure": (mine.get(ex) or {}).get("kind") == "unsure",
+        }
+        if self.generation and 0 <= pool_id < len(self.texts):
+            pool = self.pool
+            draft = pool.candidates[pool_id] if pool.candidates is not None else ""
+            own = (mine.get(ex) or {}) if (mine.get(ex) or {}).get("kind") == "label" else {}
+            out["example"].update(
+                instruction=pool.instructions[pool_id],
+                input=pool.inputs[pool_id] if pool.inputs is not None else "",
+                # a routed-back example shows the annotator's own answer to revise
+                draft=own.get("label") or draft,
+                has_candidate=pool.candidates is not None,
+            )
+        if st is not None and st.status == "disputed":
+            # routed back: show how the votes split (not who cast them) and this annotator's own
+            tally: dict[str, int] = {}
+            for lab in st.votes.values():
+                tally[lab] = tally.get(lab, 0) + 1
+            out["example"]["tally"] = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
+            out["example"]["your_vote"] = st.votes.get(annotator)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        out = self.progress(snap)
+        annotators: dict[str, int] = {}
+        if snap.batch is not None:
+            ids = set(snap.batch.example_ids)
+            for e in snap.events:
+                if e["example_id"] in ids and (e.get("kind") or "label") == "label":
+                    annotators[e["annotator"]] = annotators.get(e["annotator"], 0) + 1
+        out["annotators"] = annotators
+        return out
+
+    def check(self, token: str) -> bool:
+        with self.db_lock:
+            return check_token(self.store, self.name, token)
+
+    def submit(self, annotator: str, round_: int | None, items: list[LabelItem]) -> dict[str, Any]:
+        with self._handout:  # commit and claim release as one step for next_for (see __init__)
+            with self.db_lock:
+                res = self._submit(annotator, round_, items)
+            self.claim(annotator, None)
+        out: dict[str, Any] = {
+            "round": res.round,
+            "written": res.written,
+            "unchanged": res.unchanged,
+            "remaining": res.remaining,
+            "complete": res.complete,
+            "resumed": None,
+        }
+        try:
+            out["resumed"] = resume_if_complete(self.store, self.name, res)
+        except Exception as exc:  # the labels are stored; the next completing submit retries
+            log.warning("round %d is complete but resuming its flow run failed: %s", res.round, exc)
+            out["resume_error"] = str(exc)
+        return out
+
+    def _submit(self, annotator: str, round_: int | None, items: list[LabelItem]):
+        return submit(
+            self.store,
+            self.name,
+            items,
+            annotator=annotator,
+            source="page",
+            label_set=self.labels,
+            overlap=self.policy,
+            round_=round_,
+        )
