@@ -1,4 +1,4 @@
-"""The three deployments, as `alft serve` serves them (prefect.yaml declares the same three for a work pool).
+"""The four deployments, as `alft serve` serves them (prefect.yaml declares the same four for a work pool).
 
 =================  =====================================  ==========================================
 deployment         flow (entrypoint)                      parameters
@@ -6,6 +6,7 @@ deployment         flow (entrypoint)                      parameters
 campaign           flows/campaign.py:campaign             ``config: CampaignConfig``
 scheduled-round    flows/scheduled.py:scheduled_round     ``campaign: CampaignRef``, ``campaign_deployment``, ``wait_s``
 re-embed           flows/reembed.py:reembed               ``campaign: CampaignRef``
+target             flows/target.py:target                 ``campaign: CampaignRef`` (its ``target`` section)
 =================  =====================================  ==========================================
 """
 
@@ -18,15 +19,16 @@ from alft.params import CampaignRef
 CAMPAIGN = "campaign"
 SCHEDULED_ROUND = "scheduled-round"
 REEMBED = "re-embed"
-NAMES = (CAMPAIGN, SCHEDULED_ROUND, REEMBED)
+TARGET = "target"
+NAMES = (CAMPAIGN, SCHEDULED_ROUND, REEMBED, TARGET)
 
 
 def build_deployments(
     ref: CampaignRef | None = None, cron: str | None = None, timezone: str = "UTC", tags: list[str] | None = None
 ) -> list[Any]:
-    """``RunnerDeployment`` objects of the three flows, for ``prefect.serve``.
+    """``RunnerDeployment`` objects of the four flows, for ``prefect.serve``.
 
-    ``ref`` becomes the default parameters of the scheduled round and of re-embed (a run
+    ``ref`` becomes the default parameters of the scheduled round, re-embed and target (a run
     may still name another config); ``cron`` schedules the scheduled round (needs ``ref``).
     Raises ValueError on a bad cron expression or time zone.
     """
@@ -36,6 +38,7 @@ def build_deployments(
     from flows.campaign import campaign
     from flows.reembed import reembed
     from flows.scheduled import scheduled_round
+    from flows.target import target
 
     if cron and ref is None:
         raise ValueError("a schedule needs a campaign config: the scheduled round checks one campaign")
@@ -62,6 +65,12 @@ def build_deployments(
             parameters=defaults,
             **common,
         ),
+        target.to_deployment(
+            name=TARGET,
+            description="Fine-tune the target model on the campaign's labels and on random sets of the same size.",
+            parameters=defaults,
+            **common,
+        ),
     ]
 
 
@@ -70,5 +79,7 @@ def deployment_names() -> list[str]:
     from flows.campaign import campaign
     from flows.reembed import reembed
     from flows.scheduled import scheduled_round
+    from flows.target import target
 
-    return [f"{f.name}/{n}" for f, n in ((campaign, CAMPAIGN), (scheduled_round, SCHEDULED_ROUND), (reembed, REEMBED))]
+    pairs = ((campaign, CAMPAIGN), (scheduled_round, SCHEDULED_ROUND), (reembed, REEMBED), (target, TARGET))
+    return [f"{f.name}/{n}" for f, n in pairs]

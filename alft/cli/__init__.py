@@ -1,4 +1,4 @@
-"""The ``alft`` command line: run, serve, strategies, status, compare, export, label, labels.
+"""The ``alft`` command line: run, serve, strategies, status, compare, export, label, labels, target.
 
 ``app`` (defined in ``alft.cli.app``) is the console entry point ``alft = "alft.cli:app"``.
 Each command module registers its commands on it when imported; ``alft --help`` lists
@@ -7,7 +7,7 @@ them in the order they were registered, so the import order below is the help or
 
 from alft.cli.app import app
 
-# run, strategies, status, compare, export, label, serve; then the `labels` group
-from alft.cli import run, status, export, labels, serve  # noqa: F401  # isort: skip
+# run, strategies, status, compare, export, label, serve, target; then the `labels` group
+from alft.cli import run, status, export, labels, serve, target  # noqa: F401  # isort: skip
 
 __all__ = ["app"]

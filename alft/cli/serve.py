@@ -1,4 +1,4 @@
-"""``alft serve``: serve the campaign, scheduled-round and re-embed deployments until Ctrl-C."""
+"""``alft serve``: serve the campaign, scheduled-round, re-embed and target deployments until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,14 +8,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from alft.cli.app import _console, _env_defaults, _fail, _setup_logging, _user_errors, app
+from alft.cli.app import (
+    _console,
+    _env_defaults,
+    _fail,
+    _setup_logging,
+    _user_errors,
+    app,
+)
 
 
 @app.command()
 def serve(
     config: Annotated[
         Optional[Path],
-        typer.Argument(help="campaign config the scheduled round and re-embed use unless a run names another"),
+        typer.Argument(help="campaign config the scheduled round, re-embed and target use unless a run names another"),
     ] = None,
     set_: Annotated[
         Optional[list[str]], typer.Option("--set", help="override a key of CONFIG: --set budget=500")
@@ -30,7 +37,7 @@ def serve(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's own log lines")] = False,
 ) -> None:
-    """Serve the campaign, scheduled-round and re-embed deployments from this process until Ctrl-C.
+    """Serve the campaign, scheduled-round, re-embed and target deployments from this process until Ctrl-C.
 
     No work pool needed: this process picks up their runs (from the UI, `prefect deployment
     run`, the API, or the --cron schedule) and runs each in a subprocess.
@@ -75,6 +82,12 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
+    from alft.cli.prefect_server import start_temporary_server
+
+    try:
+        start_temporary_server()  # without PREFECT_API_URL: a server that dies with this process
+    except _user_errors() as exc:
+        _fail(console, exc)
     import prefect
 
     prefect.serve(*deployments, limit=limit, print_starting_message=False)

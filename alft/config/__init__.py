@@ -49,6 +49,7 @@ from alft.config.stopping import (
     TargetConfig,
     UncertaintyStopConfig,
 )
+from alft.config.target import TargetModelConfig
 from alft.config.trainers import (
     HeadTrainerConfig,
     LoraConfig,
@@ -74,6 +75,7 @@ __all__ = [
     "StrategyConfig",
     "TargetConfig",
     "TrackingConfig",
+    "TargetModelConfig",
     "TrainerConfig",
     "TransformerTrainerConfig",
     "UncertaintyStopConfig",

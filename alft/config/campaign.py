@@ -19,6 +19,7 @@ from alft.config.sections import (
     ZeroShotConfig,
 )
 from alft.config.stopping import METRICS, StopConfig
+from alft.config.target import TargetModelConfig
 from alft.config.trainers import TrainerConfig
 
 NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -54,6 +55,11 @@ class CampaignConfig(Strict):
     stop: StopConfig = Field(default_factory=StopConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    target: TargetModelConfig | None = Field(
+        None,
+        description="the model the dataset is for: `alft target` fine-tunes it on the campaign's "
+        "labels and on random sets of the same size, and compares them on the eval split",
+    )
 
     @property
     def first_batch(self) -> int:
@@ -71,6 +77,11 @@ class CampaignConfig(Strict):
             raise ValueError(
                 f"task '{self.task}' cannot use trainer.kind '{self.trainer.kind}': generation "
                 "campaigns train with sft, classification ones with head or transformer"
+            )
+        if self.target is not None and generation != (self.target.trainer.kind == "sft"):
+            raise ValueError(
+                f"target.trainer.kind '{self.target.trainer.kind}' cannot train a task '{self.task}' "
+                "target: generation targets train with sft, classification ones with head or transformer"
             )
         if generation and self.data.labels is not None:
             raise ValueError("task generation has no label set: remove data.labels")
@@ -110,16 +121,21 @@ class CampaignConfig(Strict):
                 raise ValueError(f"{key}: strategy 'ifd' needs candidate responses: set data.candidate_field")
             if key == "cold_start" and model_needs:
                 # before any label the pretrained model is all there is: a causal LM scores its
-                # own generations, and a zero-shot classifier gives probabilities and features
+                # own generations, a similarity zero-shot classifier gives probabilities and
+                # features, an LLM one probabilities only
+                zs = self.zero_shot
                 allowed = {"generation"} if generation else (
-                    {"probs", "features", "head"} if self.zero_shot is not None else set()
+                    set() if zs is None else {"probs"} if zs.kind == "llm" else {"probs", "features", "head"}
                 )
                 missing = sorted(set(model_needs) - allowed)
                 if missing:
                     hint = (
-                        "set zero_shot to give round 0 probabilities, or use random, kmeans or kcenter"
-                        if not generation
-                        else "use random, kmeans, kcenter or a generation strategy"
+                        "use random, kmeans, kcenter or a generation strategy"
+                        if generation
+                        else "zero_shot.kind llm gives probabilities only (kind similarity also gives "
+                        "features and a head), or use random, kmeans or kcenter"
+                        if zs is not None and zs.kind == "llm" and {"features", "head"} & set(missing)
+                        else "set zero_shot to give round 0 probabilities, or use random, kmeans or kcenter"
                     )
                     raise ValueError(
                         f"cold_start: strategy '{sc.name}' needs {', '.join(missing)} from a trained "
@@ -140,10 +156,16 @@ class CampaignConfig(Strict):
                     f"stop rule metric '{rule.metric}' is not measured in a {self.task} campaign "
                     f"(it has {', '.join(METRICS[self.task])})"
                 )
-        if self.oracle.kind == "human" and self.oracle.deadline_s is None and self.oracle.min_fraction < 1:
+        if self.oracle.people and self.oracle.deadline_s is None and self.oracle.min_fraction < 1:
             raise ValueError("oracle.min_fraction below 1 needs oracle.deadline_s (when it may apply)")
-        if self.oracle.kind == "simulated" and self.data.label_field is None:
-            raise ValueError("oracle.kind 'simulated' needs data.label_field (the gold column)")
+        if self.oracle.gold and self.data.label_field is None:
+            who = "kind 'simulated'" if self.oracle.kind == "simulated" else "human 'simulated'"
+            raise ValueError(f"oracle.{who} needs data.label_field (the gold column)")
+        if self.oracle.kind == "mixed" and generation:
+            raise ValueError(
+                "oracle.kind mixed auto-accepts confident class labels: it needs task classification "
+                "(a draft response has no confidence to calibrate)"
+            )
         return self
 
     # ----------------------------------------------------------------- resolved paths

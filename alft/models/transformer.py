@@ -105,6 +105,7 @@ class TransformerModel:
         import torch
 
         self.model.eval()
+        dev = next(self.model.parameters()).device
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         ids = enc["input_ids"]
         lengths = np.array([len(x) for x in ids])
@@ -155,10 +156,11 @@ class TransformerModel:
                     for r, p in enumerate(pos):
                         x[r, : lengths[p]] = ids[p]
                         m[r, : lengths[p]] = 1
-                    xt, mt = torch.from_numpy(x), torch.from_numpy(m)
+                    # the model's device: CUDA after a GPU fine-tune, else CPU
+                    xt, mt = torch.from_numpy(x).to(dev), torch.from_numpy(m).to(dev)
                     captured.clear()
                     logits = self.model(input_ids=xt, attention_mask=mt).logits
-                    probs[pos] = torch.softmax(logits.float(), dim=-1).numpy()  # [b, C]
+                    probs[pos] = torch.softmax(logits.float(), dim=-1).cpu().numpy()  # [b, C]
                     if layer is not None:
                         h = captured[-1].float()
                         if h.dim() == 3:
@@ -168,11 +170,11 @@ class TransformerModel:
                                 last = mt.sum(1) - 1  # [b]
                             else:
                                 real = (xt != model_pad).to(torch.int64)  # [b, L]
-                                last = (torch.arange(width) * real).argmax(-1)  # [b]
-                            h = h[torch.arange(len(pos)), last]  # [b, h]
+                                last = (torch.arange(width, device=dev) * real).argmax(-1)  # [b]
+                            h = h[torch.arange(len(pos), device=dev), last]  # [b, h]
                         if feats is None:
                             feats = np.empty((n, h.shape[1]), dtype=np.float64)
-                        feats[pos] = h.numpy()
+                        feats[pos] = h.cpu().numpy()
                     advance(len(pos))
                     if samples:
                         capture["on"] = False
@@ -180,7 +182,7 @@ class TransformerModel:
                             d.train()
                         for k in range(samples):
                             lg = self.model(input_ids=xt, attention_mask=mt).logits
-                            stack[pos, :, k] = torch.softmax(lg.float(), dim=-1).numpy()
+                            stack[pos, :, k] = torch.softmax(lg.float(), dim=-1).cpu().numpy()
                             advance(len(pos))
                         for d in dropouts:
                             d.eval()
@@ -191,9 +193,9 @@ class TransformerModel:
             self.model.eval()
         out = ModelOutputs(probs=probs, prob_samples=stack)
         if layer is not None:
-            w = layer.weight.detach().double().numpy()  # [C, h]
+            w = layer.weight.detach().double().cpu().numpy()  # [C, h]
             b = (
-                layer.bias.detach().double().numpy()
+                layer.bias.detach().double().cpu().numpy()
                 if layer.bias is not None
                 else np.zeros(w.shape[0])
             )
@@ -366,6 +368,7 @@ class TransformerTrainer:
         import math
         import tempfile
 
+        import torch
         import transformers
         from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -382,7 +385,8 @@ class TransformerTrainer:
         with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".hf-trainer-") as tmp:
             args = TrainingArguments(
                 output_dir=tmp,
-                use_cpu=True,
+                # CUDA when the machine has it (Trainer moves the model there); the CPU path is the tested default
+                use_cpu=not torch.cuda.is_available(),
                 report_to="none",
                 save_strategy="no",
                 eval_strategy="no",
