@@ -16,6 +16,7 @@ from prefect import flow
 
 from alft.config import CampaignConfig
 from tasks.campaign import CampaignSummary, holding, next_round, open_campaign, summarize, untracked_rounds
+from tasks._prefect import campaign_run_name
 from tasks.embed import embed_pool
 from tasks.evaluate import evaluate
 from flows.human import wait_until_labeled
@@ -27,7 +28,7 @@ from tasks.track import register_final_model, track_campaign, track_round
 from tasks.train import fine_tune
 
 
-@flow(name="alft-campaign", flow_run_name="{config.name}", persist_result=True, validate_parameters=True)
+@flow(name="alft-campaign", flow_run_name=campaign_run_name, persist_result=True, validate_parameters=True)
 def campaign(config: CampaignConfig) -> CampaignSummary:
     """Run active-learning rounds until a stop rule holds; return the campaign summary."""
     ctx = open_campaign(config)  # refuses while another live process runs this campaign
@@ -39,7 +40,7 @@ def campaign(config: CampaignConfig) -> CampaignSummary:
             embed_pool(ctx, round_no)
             score_pool(ctx, round_no)
             select_batch(ctx, round_no)
-            if config.oracle.kind == "human":
+            if config.oracle.people:
                 wait_until_labeled(ctx, round_no)  # ask, then suspend / pause / poll until labeled
             else:
                 wait_for_labels(ctx, round_no)

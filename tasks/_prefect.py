@@ -10,7 +10,9 @@ state change) is turned into the same kind of line by ``unreachable`` for the CL
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 
 from pydantic import BaseModel
@@ -125,8 +127,45 @@ def crash_orphans(name: str, orphans: dict[str, str], by: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- campaign runs
-#: The campaign flow's name: its runs are named after the campaign (``flow_run_name``).
+#: The campaign flow's name. Its runs are found by their ``config`` parameter (``active_runs``),
+#: never by their name: a caller may name a run (``run_deployment(..., flow_run_name=...)``).
 CAMPAIGN_FLOW = "alft-campaign"
+
+
+@functools.cache
+def _slug_words() -> frozenset[str]:
+    """The words Prefect draws a run's random name from (coolname's word lists)."""
+    import os
+
+    import coolname
+    from coolname.loader import load_config
+
+    conf = load_config(os.path.join(os.path.dirname(coolname.__file__), "data"))
+    return frozenset(w for lst in conf.values() if lst.get("type") == "words" for w in lst["words"])
+
+
+def prefect_made(name: str) -> bool:
+    """Whether ``name`` is a random run name of Prefect's (``generate_slug(2)``: ``crimson-otter``),
+    that is, one no caller gave: two words of its word lists joined by a hyphen."""
+    try:
+        words = _slug_words()
+    except Exception:  # coolname laid out otherwise: its names' shape
+        return re.fullmatch(r"[a-z]+-[a-z]+", name) is not None
+    return any(name[:i] in words and name[i + 1 :] in words for i, c in enumerate(name) if c == "-")
+
+
+def campaign_run_name() -> str:
+    """A campaign flow run's name (the flow's ``flow_run_name``): the campaign's, unless the
+    caller named the run (a deployment run whose name Prefect did not make up)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    config = ctx.parameters["config"]
+    name = config["name"] if isinstance(config, dict) else config.name
+    run = ctx.flow_run
+    if run is not None and run.deployment_id is not None and run.name and not prefect_made(run.name):
+        return run.name
+    return name
 
 
 class ActiveRun(BaseModel):
@@ -137,30 +176,39 @@ class ActiveRun(BaseModel):
     state_name: str
 
 
-def active_runs(name: str) -> list[ActiveRun]:
-    """The unfinished flow runs of campaign ``name`` (flow runs are named after their campaign)."""
+def _campaign_of(parameters: dict) -> str | None:
+    config = (parameters or {}).get("config")
+    name = config.get("name") if isinstance(config, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def active_runs(name: str, page: int = 200) -> list[ActiveRun]:
+    """The unfinished flow runs of campaign ``name``: campaign flow runs whose ``config`` parameter
+    names it, whatever each run is called. The API filters by flow and state; the parameter
+    is matched here (Prefect's flow-run filter has no parameter field), ``page`` runs a request."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
-        FlowRunFilterName,
         FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
 
     live = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+    found = []
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW])),
-            flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=[name]),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)),
-            ),
-        )
-    return [
-        ActiveRun(id=str(r.id), state_type=r.state.type.value, state_name=r.state.name)
-        for r in runs
-        if r.state is not None
-    ]
+        for offset in range(0, 1_000_000, page):
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[CAMPAIGN_FLOW])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live))),
+                sort=FlowRunSort.ID_DESC,
+                limit=page,
+                offset=offset,
+            )
+            found += [r for r in runs if r.state is not None and _campaign_of(r.parameters) == name]
+            if len(runs) < page:
+                break
+    return [ActiveRun(id=str(r.id), state_type=r.state.type.value, state_name=r.state.name) for r in found]

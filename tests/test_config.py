@@ -147,3 +147,84 @@ def test_label_list_checks(tmp_path):
         load_config(write(tmp_path, GOOD), ["data.labels=[a, b, a]"])
     with pytest.raises(ConfigError, match="at least 2 labels"):
         load_config(write(tmp_path, GOOD), ["data.labels=[a]"])
+
+
+# ------------------------------------------------------------------ YAML alias bombs
+def _bomb(levels: int = 9, width: int = 9) -> str:
+    """``levels`` anchored lists, each holding ``width`` aliases of the one before: width^levels nodes."""
+    rows = ["    - &a0 [" + ", ".join(["laughing-out-loud-" * 3] * width) + "]"]
+    rows += [f"    - &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(rows) + "\n"
+
+
+_MEASURE = """
+import json, resource, sys, time
+from alft.config import load_config
+from alft.errors import ConfigError
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+try:
+    load_config(sys.argv[1])
+    message = None
+except ConfigError as exc:
+    message = str(exc)
+seconds = time.perf_counter() - t0
+grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"message": message, "seconds": seconds, "grown_kb": grown_kb}))
+"""
+
+
+@pytest.mark.parametrize(
+    "where, expected",
+    [
+        ("data:\n  pool: {path: pool.jsonl}\n  labels:\n", r"line 6: 'data.labels' expands to 490,329,055 nodes through aliases \(at most 100,000\)"),
+        ("data:\n  pool: {path: pool.jsonl}\nlaughs:\n", r"line 6: unknown key 'laughs' \(and it expands to 490,329,055 YAML nodes"),
+    ],
+    ids=["under data.labels", "under an unknown key"],
+)
+def test_a_yaml_alias_bomb_is_refused_at_once_in_little_memory(tmp_path, where, expected):
+    """1 KB, 9 levels of 9 aliases: refused before anything is expanded (it used to grow without bound)."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    p = write(tmp_path, "name: demo\nbudget: 300\nbatch_size: 50\n" + where + _bomb())
+    assert 900 < p.stat().st_size < 1200
+    # a subprocess: its peak RSS is its own, and a hang ends at the timeout (a failure, not a stuck suite)
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(p)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["message"] is not None and "\n" not in got["message"]
+    assert got["message"].startswith(f"{p} line ") and re.search(expected, got["message"]), got["message"]
+    assert got["seconds"] < 1.0, got
+    assert got["grown_kb"] < 20_000, got  # 20 MB: the refusal builds nothing of the expansion
+
+
+@pytest.mark.timeout(60)  # unguarded, the expansion ran until memory ran out
+def test_an_alias_bomb_in_a_set_value_and_a_recursive_alias_are_refused(tmp_path):
+    inline = "[" + ", ".join(["&a0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)
+    ]) + "]"
+    with pytest.raises(ConfigError, match=r"^--set data\.labels: the YAML expands to 490,329,055 nodes through aliases"):
+        load_config(write(tmp_path, GOOD), [f"data.labels={inline}"])
+    with pytest.raises(ConfigError, match=r"c.yaml line 7: a YAML alias refers to a node that contains it \(recursive\)"):
+        load_config(write(tmp_path, GOOD + "strategy: &s\n  options: {again: *s}\n"))
+    with pytest.raises(ConfigError, match=r"the YAML nests too deeply"):
+        load_config(write(tmp_path, GOOD + "tags: " + "[" * 2000 + "]" * 2000 + "\n"))
+
+
+def test_configs_with_a_few_anchors_and_a_merge_key_still_load(tmp_path):
+    from alft.config.loading import MAX_YAML_NODES
+
+    text = GOOD.replace(
+        "  pool: {path: pool.jsonl}\n  eval: {path: eval.jsonl}\n",
+        "  pool: &split {path: pool.jsonl, format: json}\n  eval:\n    <<: *split\n    path: eval.jsonl\n"
+        "  labels: &labels [l, m, n]\n",
+    ) + "zero_shot:\n  template: 'about {label}'\n"
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.data.eval.path == str((tmp_path / "eval.jsonl").resolve()) and cfg.data.eval.format == "json"
+    assert cfg.data.pool.format == "json" and list(cfg.data.labels) == ["l", "m", "n"]
+    # the limit counts expanded nodes: a wide label list written out in full is far below it
+    many = "[" + ", ".join(f"label{i}" for i in range(5000)) + "]"
+    assert len(load_config(write(tmp_path, GOOD), [f"data.labels={many}"]).data.labels) == 5000 < MAX_YAML_NODES

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import typer
 
-
 app = typer.Typer(
     name="alft",
     help="Active learning that builds fine-tuning datasets with as few human labels as possible.",
@@ -58,6 +57,21 @@ def _console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _print_whole(console, renderable) -> None:
+    """Print a table on ``console``: fitted to a terminal, but whole into a file or a pipe
+    (rich takes 80 columns there, or $COLUMNS, and would squeeze or cut the table to them)."""
+    from rich.measure import Measurement
+
+    width = console.width
+    if not console.is_terminal:
+        need = Measurement.get(console, console.options.update_width(1_000_000), renderable).maximum
+        console.width = max(width, need)
+    try:
+        console.print(renderable)
+    finally:
+        console.width = width
 
 
 def _setup_logging(console, verbose: bool) -> None:

@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from alft.cli.app import _console, _env_defaults, _fail, _open_campaign_ref, _user_errors, app, labels_app
+from alft.cli.app import (
+    _console,
+    _env_defaults,
+    _fail,
+    _open_campaign_ref,
+    _user_errors,
+    app,
+    labels_app,
+)
 
 
 @app.command()
@@ -108,23 +116,13 @@ def _batch_texts(cfg, row, batch) -> list[str]:
     return pool.texts
 
 
-def _batch_probs(cfg, row, batch) -> dict | None:
-    """The round's class probabilities of the batch (for pre-annotations), or None without a model yet."""
-    import numpy as np
-
+def _batch_shown(cfg, row, batch, st) -> dict:
+    """What the labeling page shows with each example of the batch (its proposals)."""
     from alft.campaign.context import CampaignContext
-    from alft.human.labelstudio import probs_for_batch
-    from alft.campaign.rounds import round_files
+    from alft.human.proposals import batch_shown
 
-    files = round_files(CampaignContext(config=cfg, uid=row["uid"]), batch.round)
-    if not (files["probs"].exists() and files["candidates"].exists()):
-        return None
-    try:
-        probs = np.load(files["probs"], allow_pickle=False)
-        candidates = np.load(files["candidates"], allow_pickle=False)
-    except (OSError, ValueError):
-        return None  # pre-annotations are a convenience: a damaged file only loses them
-    return probs_for_batch(batch, candidates, probs)
+    shown, _ = batch_shown(CampaignContext(config=cfg, uid=row["uid"]), batch.round, batch.items, store=st)
+    return shown
 
 
 @labels_app.command("export")
@@ -164,10 +162,9 @@ def labels_export(
             from alft.fsutil import atomic_write_text
             from alft.human.labelstudio import labeling_config, to_tasks
 
-            probs = _batch_probs(cfg, row, batch)
             tasks = to_tasks(
-                batch, texts, row["labels"], probs, model_version=f"{name}/round-{batch.round}",
-                only_remaining=not all_, campaign=name,
+                batch, texts, row["labels"], model_version=f"{name}/round-{batch.round}",
+                only_remaining=not all_, campaign=name, shown_by_example=_batch_shown(cfg, row, batch, st),
             )
             xml = labeling_config(row["labels"])
             atomic_write_text(out, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
@@ -177,7 +174,10 @@ def labels_export(
         else:
             from alft.human.files import write_pending
 
-            n = write_pending(batch, texts, out, kind, only_remaining=not all_, campaign=name)
+            n = write_pending(
+                # proposal columns only when something is proposed (a round-0 batch has no model yet)
+                batch, texts, out, kind, only_remaining=not all_, campaign=name, shown=_batch_shown(cfg, row, batch, st) or None
+            )
     except _user_errors() as exc:
         _fail(console, exc)
     what = "examples" if all_ else "examples still to label"
@@ -206,12 +206,22 @@ def labels_import(
     console = _console()
     try:
         from alft.errors import LabelError
-        from alft.human.files import check_campaign, check_regular_file, file_round, group_by_annotator, load_label_file
-        from alft.human.labeling import LabelItem, submit_many
-        from alft.human.labelstudio import from_export
+        from alft.human.files import (
+            check_campaign,
+            check_regular_file,
+            file_round,
+            group_by_annotator,
+            load_label_file,
+        )
+        import dataclasses
+
+        from alft.human.labeling import submit_many
+        from alft.human.labelstudio import from_export, refuse_csv_export
 
         check_regular_file(file)  # before anything else: a directory, FIFO or device is never read
         kind = _labels_format(file, fmt)
+        if kind in ("csv", "label-studio"):
+            refuse_csv_export(file)  # its `id` is Label Studio's task number: every row would be "not pending"
         if kind == "label-studio":
             rows, blank, source = from_export(file), [], "labelstudio"
             if not rows:
@@ -222,10 +232,20 @@ def labels_import(
         st, name, cfg, row = _open_campaign_ref(campaign, store)
         check_campaign(rows, name)  # a file exported from another campaign (one pool: the same ids)
         groups = group_by_annotator(rows, annotator)
+        generation = cfg.task == "generation"
+        items = {id(r): r.item(generation) for r in rows}
+        if kind == "label-studio":
+            # JSON_MIN exports carry no predictions: the tasks pre-selected the stored proposal
+            batch = _pending_or_fail(st, name, cfg)
+            stored = _batch_shown(cfg, row, batch, st)
+            items = {
+                i: it if it.shown is not None or it.kind != "label" else dataclasses.replace(it, shown=stored.get(it.example_id))
+                for i, it in items.items()
+            }
         result = submit_many(
             st,
             name,
-            [(ann, [LabelItem(r.example_id, r.label, r.kind) for r in rs]) for ann, rs in groups.items()],
+            [(ann, [items[id(r)] for r in rs]) for ann, rs in groups.items()],
             source=source,
             label_set=row["labels"],
             overlap=cfg.oracle.policy(),

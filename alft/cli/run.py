@@ -14,6 +14,7 @@ from alft.cli.app import (
     _env_defaults,
     _fail,
     _orchestrator_failure,
+    _print_whole,
     _quiet_prefect,
     _setup_logging,
     _user_errors,
@@ -45,6 +46,9 @@ def run(
         from alft.campaign.sharded import task_runner_for
 
         runner = task_runner_for(cfg)  # model.task_runner: None keeps the flow's thread pool
+        from alft.cli.prefect_server import start_temporary_server
+
+        start_temporary_server()  # without PREFECT_API_URL: a server that dies with this process
     except _user_errors() as exc:
         _fail(console, exc)
     if progress.is_terminal():
@@ -81,11 +85,15 @@ def _preflight(cfg, console) -> None:
     data = campaign_data(cfg)
     model = resolve_model(cfg)
     ev = f", eval {len(data.eval)}" if data.eval is not None else ""
+    trainer = cfg.trainer.kind
+    if trainer == "head":  # balanced weights change what a round's accuracy means: say so up front
+        trainer += f" (class weights {cfg.trainer.head.class_weight or 'none'})"
     console.print(
         f"[bold]campaign {cfg.name}[/]: pool {len(data.pool)}{ev}, {len(data.labels)} labels; "
         f"budget {cfg.budget} ({cfg.first_batch} by {cfg.cold_start.name}, then {cfg.batch_size} per round "
-        f"by {cfg.strategy.name}); trainer {cfg.trainer.kind}; model {cfg.model.path}",
+        f"by {cfg.strategy.name}); trainer {trainer}; model {cfg.model.path}",
         highlight=False,
+        soft_wrap=True,  # one line in a log file too
     )
     console.print(f"  model folder {model}\n  campaign folder {cfg.workdir_path()}", highlight=False, style="dim")
 
@@ -112,7 +120,7 @@ def _print_summary(summary, console) -> None:
     from rich.console import Console
 
     out = Console()
-    out.print(_summary_table(summary))
+    _print_whole(out, _summary_table(summary))
     out.print(f"stopped: {summary.stop_reason or 'not yet (waiting or interrupted)'}", highlight=False)
     out.print("\nopen the MLflow UI on this campaign:", style="bold")
     if summary.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in summary.tracking_uri:

@@ -7,7 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from alft.cli.app import _console, _env_defaults, _fail, _open_campaign_ref, _user_errors, app
+from alft.cli.app import (
+    _console,
+    _env_defaults,
+    _fail,
+    _open_campaign_ref,
+    _print_whole,
+    _user_errors,
+    app,
+)
 
 
 @app.command()
@@ -80,19 +88,34 @@ def status(
             "all" if len(done) == len(STEP_ORDER) else (", ".join(done) or "none"),
             "logged" if r["tracked_at"] else "-",
         )
-    out.print(table)
+    _print_whole(out, table)
     if control:
         out.print(
             f"control arm: {cfg.strategy.control_share:g} of each batch after round 0 drawn at random "
             "(random-control); its labels measure the previous round's model on the unlabeled pool",
             highlight=False,
+            soft_wrap=True,
         )
     labels = st.current_labels(name, overlap=cfg.oracle.policy())
     out.print(f"labels: {len(labels)} of budget {cfg.budget}; pool {row['pool_size']}", highlight=False)
     out.print(f"stop: {row['stop_reason'] or 'not stopped'}", highlight=False)
+    target_line = _target_headline(st, name, cfg)
+    if target_line:
+        out.print(target_line, highlight=False)
     from alft.store.leases import describe
 
     out.print(describe(st, name), highlight=False)
+
+
+def _target_headline(st, name: str, cfg) -> str | None:
+    """The latest target comparison's headline (``alft target``), if the campaign has one."""
+    from alft.campaign.target import headline, primary_metric, summarize
+    from alft.store import target_runs
+
+    specs = target_runs.specs(st, name)
+    if not specs:
+        return None
+    return headline(summarize(target_runs.finished(st, name, specs[-1]), primary_metric(cfg.task)))
 
 
 def _campaign_folder(st, cfg) -> Path:
@@ -150,7 +173,7 @@ def compare(
         table.add_column(h)
     for row in cells:
         table.add_row(*row)
-    con.print(table)
+    _print_whole(con, table)
     for note in result["notes"]:
         con.print(f"- {note}", highlight=False, soft_wrap=True)
     con.print(f"figure: {paths['figure']}; table: {paths['json']}, {paths['markdown']}", highlight=False, soft_wrap=True)

@@ -21,6 +21,11 @@ from alft.errors import ConfigError
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
+#: The most YAML nodes a config (or one ``--set`` value) may expand to, an alias counted at each
+#: use. A shipped config has a few hundred; 1 KB of nested aliases (9 levels of 9) expands to
+#: 9^9, which PyYAML builds as shared references in no time but every later walk copies.
+MAX_YAML_NODES = 100_000
+
 
 class _UnsetVariable(Exception):
     def __init__(self, key: tuple[str, ...], name: str) -> None:
@@ -95,7 +100,7 @@ def parse_overrides(items: list[str]) -> dict[tuple[str, ...], Any]:
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {item!r}: empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _safe_load(raw, f"--set {key}") if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
         out[tuple(key.split("."))] = value
@@ -171,6 +176,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     def fix(value: str | None) -> str | None:
         if not value or "://" in value or value.startswith("packaged:"):
             return value
+        if value.startswith("gguf:") and value.removeprefix("gguf:").strip():  # a local file, never a hub id
+            g = Path(value.removeprefix("gguf:")).expanduser()
+            return f"gguf:{g if g.is_absolute() else (base / g).resolve()}"
         p = Path(value).expanduser()
         if p.is_absolute():
             return str(p)
@@ -193,11 +201,101 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             if isinstance(m.get(key), str):
                 m[key] = fix(m[key])
     z = data.get("zero_shot")
-    if isinstance(z, dict) and isinstance(z.get("descriptions"), str):
-        z["descriptions"] = fix(z["descriptions"])
+    if isinstance(z, dict):
+        for key in ("descriptions", "model"):  # model: kind llm's causal LM folder
+            if isinstance(z.get(key), str):
+                z[key] = fix(z[key])
     if isinstance(data.get("workdir"), str):
         w = Path(data["workdir"]).expanduser()
         data["workdir"] = str(w if w.is_absolute() else (base / w).resolve())
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expanded_sizes(root: yaml.Node, source: str) -> dict[int, int]:
+    """Node id -> how many nodes it stands for once every alias is expanded.
+
+    The composed graph shares an aliased node instead of copying it, so this is linear in
+    the file, iterative (no recursion limit), and refuses an alias that contains itself.
+    """
+    size: dict[int, int] = {}
+    started: set[int] = set()  # on the current path: begun, children not all counted
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            started.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            continue
+        if key in size:
+            continue
+        if key in started:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{source} line {line}: a YAML alias refers to a node that contains it (recursive)")
+        started.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    return size
+
+
+def _refuse_expansion(root: yaml.Node, source: str, known: frozenset[str] | None) -> None:
+    """ConfigError when the document expands beyond ``MAX_YAML_NODES`` (an alias bomb).
+
+    Names the deepest mapping key that holds the expansion; an unknown top-level key is
+    reported as such (it would be refused anyway, so nothing of it is ever built).
+    """
+    sizes = _expanded_sizes(root, source)
+    total = sizes[id(root)]
+    if total <= MAX_YAML_NODES:
+        return
+    path: list[str] = []
+    line = root.start_mark.line + 1
+    node = root
+    while isinstance(node, yaml.MappingNode):
+        big = [(k, v) for k, v in node.value if sizes[id(v)] > MAX_YAML_NODES]
+        if not big:
+            break
+        k, node = max(big, key=lambda kv: sizes[id(kv[1])])
+        path.append(str(k.value))
+        line = k.start_mark.line + 1
+    n = sizes[id(node)]
+    if known is not None and path and path[0] not in known:
+        raise ConfigError(
+            f"{source} line {line}: unknown key '{path[0]}' (and it expands to {n:,} YAML nodes through aliases)"
+        )
+    what = f"{source} line {line}: '{'.'.join(path)}'" if path else f"{source}: the YAML"
+    raise ConfigError(
+        f"{what} expands to {n:,} nodes through aliases (at most {MAX_YAML_NODES:,}); refused as an "
+        "alias bomb: write the values out, or name a file"
+    )
+
+
+def _safe_load(text: str, source: str, known: frozenset[str] | None = None):
+    """``yaml.safe_load``, but the composed document is measured before anything is built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _refuse_expansion(root, source, known)
+        return loader.construct_document(root)
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise ConfigError(f"{source}: the YAML nests too deeply (more than ~300 levels)") from None
+    finally:
+        loader.dispose()
+
+
+def _top_level_keys() -> frozenset[str]:
+    """The keys a config file may have at its top level (fields and their aliases)."""
+    fields = CampaignConfig.model_fields
+    return frozenset(fields) | frozenset(f.alias for f in fields.values() if f.alias)
 
 
 def read_text_file(path: Path, where: str, encoding: str = "utf-8") -> str:
@@ -224,7 +322,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Campaig
         raise ConfigError(f"config path is a folder, not a YAML file: {path}")
     text = read_text_file(path, source)
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text, source, known=_top_level_keys())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""

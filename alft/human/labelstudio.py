@@ -2,14 +2,17 @@
 
 Export side (Label Studio's "Basic Label Studio JSON format" for import): one task per
 example, ``{"data": {"text", "alft_id", "alft_round"}, "predictions": [...]}``; the
-prediction, when the round has class probabilities, pre-selects the model's top label
-(``score`` = its probability) so annotators correct rather than start from nothing. The
-matching labeling config is a ``Text`` object and a single-choice ``Choices`` control.
+prediction, where the round has a proposal (``oracle.prelabel``), pre-selects the proposed
+label (``score`` = its confidence, which Label Studio shows) so annotators correct rather
+than start from nothing. The matching labeling config is a ``Text`` object and a
+single-choice ``Choices`` control.
 
 Import side: Label Studio's JSON export (a list of tasks, each with its ``annotations``),
 or its JSON_MIN export (one flat record per annotation). Every non-cancelled annotation
-becomes one ``LabelRow`` by annotator ``labelstudio:<email or user id>``; predictions in
-the export are the model's, never labels, and are ignored.
+becomes one ``LabelRow`` by annotator ``labelstudio:<email or user id>``; predictions are
+never labels: a task's prediction is what its annotators were shown, so each row carries
+it (``proposal``, ``proposal_confidence``) and the label is recorded as accepted (equal)
+or corrected. JSON_MIN carries no predictions (the CLI takes the stored proposals then).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 from alft.errors import LabelError
 from alft.human.files import MAX_BYTES, LabelRow, decode_utf8, read_bytes_capped
+from alft.store.batches import Shown
 
 # Characters XML 1.0 cannot hold even escaped (a label with one cannot be a Choice value).
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -76,6 +80,19 @@ def prediction(
     }
 
 
+def proposal_prediction(shown: Shown, from_name: str, to_name: str, model_version: str) -> dict[str, Any]:
+    """A Label Studio prediction choosing a proposed label (``score``: its confidence, if any)."""
+    pred: dict[str, Any] = {
+        "model_version": model_version,
+        "result": [
+            {"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [shown.label]}}
+        ],
+    }
+    if shown.confidence is not None:
+        pred["score"] = float(shown.confidence)
+    return pred
+
+
 def to_tasks(
     batch,
     pool_texts: Sequence[str],
@@ -86,8 +103,11 @@ def to_tasks(
     model_version: str = "alft",
     only_remaining: bool = True,
     campaign: str | None = None,
+    shown_by_example: Mapping[str, Shown] | None = None,
 ) -> list[dict[str, Any]]:
-    """Label Studio tasks for the pending batch, with pre-annotations where probs exist.
+    """Label Studio tasks for the pending batch, with pre-annotations: the proposals in
+    ``shown_by_example`` (example id -> what the page shows with it), else the top label of
+    ``probs_by_example``.
 
     ``campaign`` (the CLI passes it) is written as ``data.alft_campaign`` and checked on import.
     """
@@ -102,7 +122,10 @@ def to_tasks(
         }
         if campaign is not None:
             task["data"]["alft_campaign"] = campaign
-        if probs_by_example is not None and ex in probs_by_example:
+        sh = (shown_by_example or {}).get(ex)
+        if sh is not None and sh.kind == "label":
+            task["predictions"] = [proposal_prediction(sh, from_name, to_name, model_version)]
+        elif shown_by_example is None and probs_by_example is not None and ex in probs_by_example:
             pred = prediction(probs_by_example[ex], labels, from_name, to_name, model_version)
             if pred is not None:
                 task["predictions"] = [pred]
@@ -206,6 +229,30 @@ def _annotation_label(ann: Mapping[str, Any], from_name: str, where: str) -> str
     return _one_label(value.get("choices"), where)
 
 
+def _prediction(task: Mapping[str, Any], from_name: str, where: str) -> tuple[str | None, float | None]:
+    """The label (and score) the task's prediction pre-selected, or (None, None) without one."""
+    import math
+
+    preds = task.get("predictions") or []
+    if not isinstance(preds, list):
+        raise LabelError(f"{where}: 'predictions' must be a list")
+    for pred in preds:
+        if not isinstance(pred, Mapping):
+            continue  # a prediction id (some exports): nothing to compare with
+        for r in pred.get("result") or []:
+            if isinstance(r, Mapping) and r.get("type") == "choices" and r.get("from_name") == from_name:
+                label = _one_label((r.get("value") or {}).get("choices") if isinstance(r.get("value"), Mapping) else None,
+                                   f"{where} prediction")
+                score = pred.get("score")
+                if score is not None and (
+                    isinstance(score, bool) or not isinstance(score, (int, float))
+                    or not math.isfinite(score) or not 0 <= score <= 1
+                ):
+                    raise LabelError(f"{where}: the prediction's score {json.dumps(score)[:40]} is not a probability")
+                return label, None if score is None else float(score)
+    return None, None
+
+
 def _from_task(task: Mapping[str, Any], where: str, from_name: str) -> list[LabelRow]:
     """Rows of one task of the full JSON export."""
     data = task.get("data")
@@ -213,6 +260,7 @@ def _from_task(task: Mapping[str, Any], where: str, from_name: str) -> list[Labe
     where = f"{where} (id {ex!r})"
     rnd = _round(data, where)
     camp = _campaign(data, where)
+    proposal, score = _prediction(task, from_name, where)
     anns = task.get("annotations") or []  # a task nobody labeled: nothing to import
     if not isinstance(anns, list):
         raise LabelError(f"{where}: 'annotations' must be a list")
@@ -224,7 +272,9 @@ def _from_task(task: Mapping[str, Any], where: str, from_name: str) -> list[Labe
         if ann.get("was_cancelled") or ann.get("skipped"):
             continue  # skipped in Label Studio: the annotator chose not to label it
         label = _annotation_label(ann, from_name, at)
-        rows.append(LabelRow(ex, label, _annotator(ann.get("completed_by"), at), "label", rnd, at, camp))
+        rows.append(
+            LabelRow(ex, label, _annotator(ann.get("completed_by"), at), "label", rnd, at, camp, proposal, score)
+        )
     return rows
 
 
@@ -248,6 +298,37 @@ def _from_min_record(rec: Mapping[str, Any], where: str, from_name: str) -> list
     else:
         raise LabelError(f"{where}: the chosen label must be a string, got {type(value).__name__}")
     return [LabelRow(ex, label, _annotator(rec.get("annotator"), where), "label", rnd, where, camp)]
+
+
+#: Columns of Label Studio's CSV (and TSV) export that an alft label file never has; with the
+#: task data flattened into columns, alft's tasks also bring ``alft_id``.
+_CSV_EXPORT_COLUMNS = frozenset({"annotation_id", "lead_time"})
+
+
+def refuse_csv_export(path: str | Path) -> None:
+    """LabelError when ``path`` is a Label Studio CSV export, judged by its header row.
+
+    Its ``id`` column is Label Studio's task number, not alft's example id, so read as an
+    alft label file it would fail as "not in the pending batch"; alft reads the JSON exports.
+    """
+    import csv
+    import io
+
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(65536).decode("utf-8", errors="replace").lstrip("\ufeff")
+    first = head.splitlines()[0] if head.strip() else ""
+    for delimiter in (",", "\t"):
+        try:
+            header = {c.strip() for c in next(csv.reader(io.StringIO(first), delimiter=delimiter), [])}
+        except csv.Error:
+            continue
+        if "alft_id" in header or _CSV_EXPORT_COLUMNS <= header:
+            ours = sorted(header & (_CSV_EXPORT_COLUMNS | {"alft_id", "annotator", "id"}))
+            raise LabelError(
+                f"{path} is a Label Studio CSV export (columns {', '.join(ours)}, ...), which alft does not "
+                "read: export the project from Label Studio as JSON (or JSON-MIN) and import that file"
+            )
 
 
 def from_export(path_or_obj: Any, from_name: str = "label") -> list[LabelRow]:

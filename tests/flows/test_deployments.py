@@ -255,6 +255,50 @@ def test_each_trigger_runs_the_campaign_and_its_result_reads_back(triggered):
 
 
 @slow
+def test_a_name_the_caller_gives_is_kept_and_the_run_still_counts_for_its_campaign(served, banking_subset, tiny_model, tmp_path):
+    """Runs are the campaign's by their config parameter, not their name: a caller may name them."""
+    import datetime as dt
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from tasks._prefect import active_runs, prefect_made
+    from tasks.scheduling import decide
+
+    cfg = load_config(_config(tmp_path, banking_subset, tiny_model, "caller-named"))
+    params = {"config": cfg.model_dump(mode="json")}
+    out = subprocess.run(  # the Prefect CLI's --flow-run-name
+        [str(Path(sys.executable).parent / "prefect"), "deployment", "run", CAMPAIGN, "--params", json.dumps(params),
+         "--flow-run-name", "relabel after the audit"],
+        cwd=ROOT, env=served["env"], capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    fr = _final(next(line.split("UUID:")[1].strip() for line in out.stdout.splitlines() if "UUID:" in line))
+    assert fr.state.is_completed(), fr.state
+    assert fr.name == "relabel after the audit"  # it used to be renamed to the campaign
+    assert fr.state.result().name == cfg.name
+
+    # one that has not started yet, named by run_deployment's caller: the campaign's run all the same
+    later = run_deployment(CAMPAIGN, parameters=params, flow_run_name="tomorrow's relabel", timeout=0,
+                           scheduled_time=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1))
+    try:
+        runs = active_runs(cfg.name)
+        assert [(r.id, r.state_type) for r in runs] == [(str(later.id), "SCHEDULED")]
+        plan = decide(cfg, runs)
+        assert (plan.action, plan.reason) == (
+            "nothing", f"flow run {later.id} of campaign {cfg.name} is Scheduled: it carries the campaign on"
+        )
+        assert active_runs("no-such-campaign") == []
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_flow_run(later.id)
+    # Prefect's own random names are still replaced by the campaign's (the triggers above);
+    # a name of that shape is the only one not kept
+    assert prefect_made("crimson-otter") and not prefect_made("relabel after the audit")
+    assert not prefect_made("nightly-relabel") and not prefect_made(cfg.name)
+
+
+@slow
 def test_parallel_campaigns_keep_their_own_state(triggered, prefect_server, banking_subset, tiny_model):
     """The three ran at the same time, into one embedding cache; each store equals a sequential run's."""
     import numpy as np
