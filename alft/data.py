@@ -436,7 +436,7 @@ def load_campaign_data(cfg: CampaignConfig) -> CampaignData:
     Task generation has no label set (``labels == []``): the gold column holds reference
     responses, and a label is whatever response the expert writes.
     """
-    need_pool_gold = cfg.oracle.kind == "simulated"
+    need_pool_gold = cfg.oracle.gold
     generation = cfg.task == "generation"
     pool = load_split(cfg.data.pool, cfg.data, "pool", need_pool_gold, cfg.task)
     labels = [] if generation else resolve_labels(cfg.data, pool)

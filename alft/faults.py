@@ -8,6 +8,7 @@ The pattern is an ``fnmatch`` pattern (``r*.track.start``). Unset (always, outsi
 Named points: ``r{round}.{step}.start`` (a step about to compute) and ``r{round}.{step}.commit``
 (inside the transaction that records it) for the seven steps (``alft.campaign.run_step``);
 ``r{round}.labels.submit`` (inside the transaction of a human submission, ``alft.labeling``);
+``r{round}.prelabel.commit`` (inside the transaction storing a batch's proposals, ``alft.campaign.prelabel``);
 ``embed.flush`` (vectors committed to the cache); ``r{round}.track.start`` and ``r{round}.track``
 (MLflow round logging begins; everything logged, the store not yet told).
 

@@ -26,7 +26,8 @@ def await_labels(ctx: CampaignContext, status: LabelStatus) -> tuple[dict[str, A
         got = pause_flow_run(wait_for_input=LabelsInput, timeout=oracle.timeout_s, key=key, poll_interval=2)
     else:
         got = suspend_flow_run(wait_for_input=LabelsInput, timeout=oracle.timeout_s, key=key)
-    return ({"annotator": got.annotator, "labels": dict(got.labels)} if got is not None else None), key
+    given = {"annotator": got.annotator, "labels": dict(got.labels), "shown": dict(got.shown)} if got is not None else None
+    return given, key
 
 
 def wait_until_labeled(ctx: CampaignContext, round_no: int) -> None:

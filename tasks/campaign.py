@@ -235,6 +235,40 @@ def build_summary(ctx: CampaignContext) -> CampaignSummary:
     )
 
 
+#: The round table's metric columns: (RoundSummary field, header, format); a column shows when
+#: some round has the metric.
+_TABLE_METRICS = (
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("macro_f1", "macro-F1", "{:.4f}"),
+    ("rouge_l", "ROUGE-L", "{:.4f}"),
+    ("perplexity", "perplexity", "{:.2f}"),
+)
+
+
+def rounds_markdown(summary: CampaignSummary, curve: str | None) -> str:
+    """The campaign's rounds as a Markdown table with its stop state and a link to the learning
+    curve (``curve``: the image's URL or path); the Prefect artifact each round ends with."""
+    cols = [(f, h, fmt) for f, h, fmt in _TABLE_METRICS if any(getattr(r, f) is not None for r in summary.rounds)]
+    head = ["round", "strategy", "labels", *(h for _, h, _ in cols), "seconds"]
+    lines = [
+        f"### {summary.name}: {len(summary.rounds)} rounds, "
+        f"{summary.rounds[-1].n_labels if summary.rounds else 0} labels",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" if h == "strategy" else "---:" for h in head) + "|",
+    ]
+    for r in summary.rounds:
+        cells = [str(r.round), r.strategy, str(r.n_labels)]
+        cells += ["-" if getattr(r, f) is None else fmt.format(getattr(r, f)) for f, _, fmt in cols]
+        lines.append("| " + " | ".join([*cells, f"{r.seconds:.1f}"]) + " |")
+    lines += ["", f"**Stop:** {summary.stop_reason or 'not stopped: the next round follows'}", ""]
+    if curve is not None:
+        lines.append(f"**Learning curve:** [learning_curve.png]({curve})")
+    if summary.mlflow_run_id:
+        lines.append(f"MLflow: run `{summary.mlflow_run_id}` of experiment `{summary.experiment}` at `{summary.tracking_uri}`")
+    return "\n".join(lines) + "\n"
+
+
 @task(name="summarize", cache_policy=NO_CACHE)
 def summarize(ctx: CampaignContext) -> CampaignSummary:
     """The campaign's rounds, labels, metrics and stop reason, read from the store."""

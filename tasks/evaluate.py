@@ -26,6 +26,12 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
             model = round_model(ctx, round_no)
             metrics = {k: float(v) for k, v in model.evaluate(data.eval.examples(), data.eval.gold).items()}
             result.update({k: metrics[k] for k in ("loss", "perplexity", "rouge_l") if k in metrics})
+            if round_no == 0:
+                # the learning curve's point at 0 labels: the pretrained model before any label
+                base = prior_model(ctx).evaluate(data.eval.examples(), data.eval.gold)
+                for key in ("loss", "perplexity", "rouge_l"):
+                    metrics[f"base.{key}"] = float(base[key])
+                result["base"] = {key: float(base[key]) for key in ("loss", "perplexity", "rouge_l")}
         elif data.eval is not None:
             model = round_model(ctx, round_no)
             probs = model.predict_proba(data.eval.texts, eval_embeddings(ctx) if model.kind == "head" else None)
@@ -69,6 +75,13 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
     result = run_step(ctx, round_no, "evaluate", compute)
     if "zero_shot_accuracy" in result:
         say("round %d · evaluate: zero-shot accuracy %.4f before any label", round_no, result["zero_shot_accuracy"])
+    if "base" in result:
+        say(
+            "round %d · evaluate: base model before any label: ROUGE-L %.4f, perplexity %.2f",
+            round_no,
+            result["base"]["rouge_l"],
+            result["base"]["perplexity"],
+        )
     if "rouge_l" in result:
         say(
             "round %d · evaluate: %d labels, ROUGE-L %.4f, perplexity %.2f",

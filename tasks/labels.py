@@ -32,6 +32,11 @@ class LabelsInput(RunInput):
 
     annotator: str = Field("prefect-ui", description="who is labeling")
     labels: dict[str, str] = Field(default_factory=dict, description="example id -> label")
+    shown: dict[str, str] = Field(
+        default_factory=dict,
+        description="example id -> the proposal the labeler was shown with it (a label, or a generation "
+        "draft), so the label is recorded as accepted or corrected; ids not here were typed",
+    )
 
 
 class LabelStatus(BaseModel):
@@ -134,6 +139,34 @@ def _publish(ctx: CampaignContext, status: LabelStatus) -> None:
         create_markdown_artifact(markdown=text, key=key, description=f"where to label round {status.round}")
 
 
+def _say_proposals(round_no: int, marker: dict[str, Any]) -> None:
+    info = marker["info"]
+    if marker["source"] == "none":
+        return
+    auto = f"; {info['auto']} accepted without a human, {info['audit']} audited" if "auto" in info else ""
+    th = info.get("threshold")
+    cal = (f" (threshold {th:.4f} from {info['calibration_n']} calibration labels)" if th is not None
+           else f" (no threshold yet: {info['calibration_n']} calibration labels)") if "calibration_n" in info else ""
+    say("round %d · labels: proposals by %s%s%s", round_no, marker["source"], auto, cal)
+
+
+def _shown_from_input(ctx: CampaignContext, round_no: int, shown: dict[str, str]) -> dict:
+    """The Prefect input's ``shown`` as ``Shown`` per example (confidence from the stored proposal)."""
+    from alft.store.batches import Shown
+
+    if not shown:
+        return {}
+    stored = {p["example_id"]: p for p in ctx.store.proposals(ctx.name, round_no)}
+    if ctx.config.task == "generation":
+        return {str(ex): Shown("draft", draft=str(text)) for ex, text in shown.items()}
+    out = {}
+    for ex, lab in shown.items():
+        p = stored.get(str(ex))
+        conf = p["confidence"] if p is not None and p["label"] == lab else None
+        out[str(ex)] = Shown("label", str(lab), conf)
+    return out
+
+
 def _control(name: str, label: str):
     from prefect import task
 
@@ -142,8 +175,12 @@ def _control(name: str, label: str):
 
 @_control("request-labels", "ask for labels")
 def request_labels(ctx: CampaignContext, round_no: int) -> LabelStatus:
-    """Record the wait, publish where to label the batch, and report where it stands."""
+    """Propose labels once, record the wait, publish where to label the batch, and report it."""
+    from alft.campaign.prelabel import ensure_proposals
+
     mode = wait_mode(ctx.config.oracle.wait)
+    if ctx.store.step_result(ctx.name, round_no, "labels") is None:
+        _say_proposals(round_no, ensure_proposals(ctx, round_no))
     status = _status(ctx, round_no, mode)
     if not status.ready:
         _arm(ctx, round_no, mode)
@@ -161,10 +198,11 @@ def collect_labels(
     mode = wait_mode(ctx.config.oracle.wait)
     if given and given.get("labels"):
         data = ctx.data
+        shown = _shown_from_input(ctx, round_no, given.get("shown") or {})
         result = submit(
             ctx.store,
             ctx.name,
-            [LabelItem(str(ex), str(lab)) for ex, lab in given["labels"].items()],
+            [LabelItem(str(ex), str(lab), shown=shown.get(str(ex))) for ex, lab in given["labels"].items()],
             annotator=str(given.get("annotator") or "prefect-ui"),
             source="prefect",
             label_set=data.labels,
@@ -192,20 +230,33 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
     oracle = ctx.config.oracle
 
     def simulated():
+        from alft.campaign.prelabel import ensure_proposals
+        from alft.human.proposals import batch_shown
+
         batch = store.selections(ctx.name, round_no)
         if not batch:
             raise LabelError(f"round {round_no} has no selected batch to label")
+        marker = ensure_proposals(ctx, round_no)
+        _say_proposals(round_no, marker)
         have = store.current_labels(ctx.name, overlap=oracle.policy())
         pool = ctx.data.pool
         if pool.gold is None:
             raise LabelError("the simulated oracle needs the pool's gold label column")
         todo = [(s["example_id"], pool.gold[s["pool_id"]]) for s in batch if s["example_id"] not in have]
+        # the gold oracle "sees" what a person would: its labels are accepted or corrected proposals
+        shown, _ = batch_shown(ctx, round_no, batch)
 
         def commit(conn):
             if todo:
-                store.add_label_events(conn, ctx.name, round_no, todo, oracle.annotator, "simulated")
+                store.add_label_events(
+                    conn, ctx.name, round_no, todo, oracle.annotator, "simulated",
+                    shown=[shown.get(ex) for ex, _ in todo],
+                )
 
-        return {"n_requested": len(batch), "n_labeled": len(todo), "annotator": oracle.annotator}, commit
+        result = {"n_requested": len(batch), "n_labeled": len(todo), "annotator": oracle.annotator}
+        if "auto" in marker["info"]:
+            result.update(auto=marker["info"]["auto"], audit=marker["info"]["audit"])
+        return result, commit
 
     def human():
         from collections import Counter
@@ -241,9 +292,10 @@ def wait_for_labels(ctx: CampaignContext, round_no: int) -> dict:
 
         return {**closing(batch, store.batch_label_events(ctx.name, round_no)), "reason": reason}, commit
 
-    result = run_step(ctx, round_no, "labels", simulated if oracle.kind == "simulated" else human)
+    result = run_step(ctx, round_no, "labels", simulated if oracle.gold else human)
     who = result.get("annotator") or ", ".join(sorted(result.get("annotators", {}))) or "-"
-    say("round %d · labels: %d from %s", round_no, result["n_labeled"], who)
+    auto = f" ({result['auto']} more accepted without a human)" if result.get("auto") else ""
+    say("round %d · labels: %d from %s%s", round_no, result["n_labeled"], who, auto)
     if result.get("released"):
         say("round %d · labels: %d unlabeled examples returned to the pool", round_no, len(result["released"]))
     return result

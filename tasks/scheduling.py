@@ -105,7 +105,7 @@ def decide(cfg: CampaignConfig, runs: list[ActiveRun]) -> RoundPlan:
     if unfinished is not None:
         r = int(unfinished)
         batch = pending_batch(store, name, cfg.oracle.policy())
-        if batch is not None and batch.round == r and cfg.oracle.kind == "human":
+        if batch is not None and batch.round == r and cfg.oracle.people:
             total = len(batch.items)
             counts = {"round": r, "resolved": total - len(batch.remaining()), "total": total}
             wait = store.wait_row(name, r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from alft.campaign.context import CampaignContext, run_step
-from alft.campaign.rounds import query_inputs, round_files, round_strategy, save_model_inputs
+from alft.campaign.rounds import decoding_plan, query_inputs, round_files, round_strategy, save_model_inputs
 from alft.fsutil import atomic_save_npy
 from tasks._common import say, step_task
 
@@ -30,8 +30,12 @@ def score_pool(ctx: CampaignContext, round_no: int) -> dict:
         }
         if scores is not None and scores.size:
             result.update(score_min=float(scores.min()), score_max=float(scores.max()), score_mean=float(scores.mean()))
+        if inputs.generation is not None:
+            # greedy-decoded candidates (the shortlist); the rest ranked below them by first-token values
+            result["decoded"] = decoding_plan(ctx, round_no, int(inputs.n_candidates))[0]
         return result, None
 
     result = run_step(ctx, round_no, "score", compute)
-    say("round %d · score: %d candidates by %s", round_no, result["n_candidates"], result["strategy"])
+    decoded = f" ({result['decoded']} greedy-decoded)" if "decoded" in result else ""
+    say("round %d · score: %d candidates by %s%s", round_no, result["n_candidates"], result["strategy"], decoded)
     return result

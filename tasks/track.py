@@ -240,6 +240,16 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
             ],
             "selected.json",
         )
+    # the human side: who labeled what, accepted / corrected / typed / auto, audits, waiting
+    from alft.campaign.provenance import human_side
+
+    human_metrics, human = human_side(store, ctx.name, round_no, ctx.config.task == "generation")
+    tracker.log_metrics(run_id, human_metrics, n_labels, ts)
+    if human["labels"]:
+        tracker.log_table(run_id, human["labels"], "labels.json")
+    tracker.log_dict(run_id, human["annotators"], "annotators.json")
+    if human["prelabel"]["source"] is not None:
+        tracker.log_dict(run_id, human["prelabel"], "prelabel.json")
     sel_info = (steps.get("select", {}).get("result") or {}).get("info")
     if sel_info:
         # adaptive strategies' decisions (arm, probabilities, reward, switch reason)
@@ -272,17 +282,7 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     tracker.set_tags(run_id, {**run_tags(ctx), "alft.n_labels": str(n_labels), "alft.strategy": rr["strategy"]})
 
     # learning curve of the campaign so far, on the parent run (overwritten each round)
-    history = store.history(ctx.name)
-    nan = float("nan")
-    if ctx.config.task == "generation":
-        pts = [(h.n_labels, h.metrics.get("rouge_l", nan)) for h in history]
-        names: tuple = ("ROUGE-L",)
-    else:
-        pts = [(h.n_labels, h.metrics.get("accuracy", nan), h.metrics.get("macro_f1", nan)) for h in history]
-        zs = history[0].metrics if history else {}
-        if "zero_shot.accuracy" in zs:  # the pretrained model before any label
-            pts.insert(0, (0, zs["zero_shot.accuracy"], zs.get("zero_shot.macro_f1", nan)))
-        names = ("accuracy", "macro-F1")
+    pts, names = learning_curve_points(ctx.config.task, store.history(ctx.name))
     fig = learning_curve_figure({ctx.name: pts}, f"{ctx.name}: learning curve", names)
     tracker.log_figure(parent, fig, "learning_curve.png")
     stop = steps.get("stop", {}).get("result", {})
@@ -301,7 +301,68 @@ def track_round(ctx: CampaignContext, round_no: int) -> str | None:
     faults.point(f"r{round_no}.track")
     store.mark_tracked(ctx.name, round_no)
     say("round %d · track: MLflow run %s", round_no, run_id)
+    publish_rounds(ctx, tracker, parent)
     return run_id
+
+
+def _curve_link(ctx: CampaignContext, tracker: Tracker, parent: str) -> str:
+    """Where a reader finds the parent run's learning curve: a path on this machine for a local
+    artifact store, the run's page for a tracking server, else the artifact URI."""
+    from urllib.parse import unquote, urlsplit
+
+    run = tracker.client.get_run(parent).info
+    uri = run.artifact_uri.rstrip("/") + "/learning_curve.png"
+    if uri.startswith("file:"):
+        path = unquote(urlsplit(uri).path)
+        return f"<{path}>" if " " in path else path
+    server = _public_uri(ctx.config.tracking_uri()).rstrip("/")
+    if server.startswith(("http://", "https://")):
+        return f"{server}/#/experiments/{run.experiment_id}/runs/{parent}"
+    return uri
+
+
+def publish_rounds(ctx: CampaignContext, tracker: Tracker, parent: str) -> None:
+    """The Prefect markdown artifact ``<campaign>-rounds``: the round table so far, the stop
+    state and the learning curve's link. One key per campaign: each round adds its newest version.
+
+    After the store's tracked mark: should the Prefect API fail here, the next round's table
+    (or a re-run's) holds this round too.
+    """
+    import re
+
+    from tasks._common import in_prefect_run
+    from tasks.campaign import build_summary, rounds_markdown
+
+    if not in_prefect_run():
+        return
+    from prefect.artifacts import create_markdown_artifact
+
+    summary = build_summary(ctx)
+    summary = summary.model_copy(update={"tracking_uri": _public_uri(summary.tracking_uri)})
+    curve = _curve_link(ctx, tracker, parent)
+    last = summary.rounds[-1] if summary.rounds else None
+    create_markdown_artifact(
+        markdown=rounds_markdown(summary, curve),
+        key=re.sub(r"[^a-z0-9-]", "-", f"{ctx.name}-rounds"),
+        description=f"campaign {ctx.name} after round {last.round if last else '-'}: "
+        + (summary.stop_reason or "not stopped"),
+    )
+
+
+def learning_curve_points(task: str, history) -> tuple[list[tuple], tuple[str, ...]]:
+    """(labels, metric...) points of the parent run's learning curve, and the metric names; the
+    pretrained model's round-0 point (zero-shot accuracy, or the base causal LM's ROUGE-L) at 0 labels."""
+    nan = float("nan")
+    first = history[0].metrics if history else {}
+    if task == "generation":
+        pts = [(h.n_labels, h.metrics.get("rouge_l", nan)) for h in history]
+        if "base.rouge_l" in first:
+            pts.insert(0, (0, first["base.rouge_l"]))
+        return pts, ("ROUGE-L",)
+    pts = [(h.n_labels, h.metrics.get("accuracy", nan), h.metrics.get("macro_f1", nan)) for h in history]
+    if "zero_shot.accuracy" in first:
+        pts.insert(0, (0, first["zero_shot.accuracy"], first.get("zero_shot.macro_f1", nan)))
+    return pts, ("accuracy", "macro-F1")
 
 
 @task(

@@ -12,17 +12,10 @@ from tasks._common import say, step_task
 
 
 def make_trainer(ctx: CampaignContext):
-    from alft.models.head import HeadTrainer
-    from alft.models.transformer import TransformerTrainer
+    """The campaign's round trainer (``trainer`` section) over its model."""
+    from alft.models.loading import make_trainer as trainer_for
 
-    tc = ctx.config.trainer
-    if tc.kind == "head":
-        return HeadTrainer(tc.head)
-    if tc.kind == "sft":
-        from alft.models.sft import SFTTrainer
-
-        return SFTTrainer(tc.sft, resolve_model(ctx.config), ctx.workdir)
-    return TransformerTrainer(tc.transformer, resolve_model(ctx.config), ctx.workdir)
+    return trainer_for(ctx.config.trainer, resolve_model(ctx.config), ctx.workdir, ctx.config.model.device)
 
 
 def previous_model_dir(ctx: CampaignContext, round_no: int) -> Path | None:

@@ -36,6 +36,7 @@ RNG_TRAIN = 2
 RNG_MC = 3
 RNG_STOP = 4  # the fixed stop set of the stabilizing-predictions rule (drawn with round 0)
 RNG_CONTROL = 5  # the random control arm's draw (strategy.control_share); never touches RNG_SELECT
+RNG_AUDIT = 6  # oracle.kind mixed: which would-be-auto examples go to people instead (the audit)
 
 
 class CampaignContext(BaseModel):
@@ -120,7 +121,7 @@ def campaign_data(cfg: CampaignConfig) -> CampaignData:
 def resolve_model(cfg: CampaignConfig) -> str:
     from alft.models.encoder import resolve_model_path
 
-    return resolve_model_path(cfg.model.path)
+    return resolve_model_path(cfg.model.path, cfg.cache_dir())
 
 
 def set_threads(cfg: CampaignConfig) -> None:

@@ -15,11 +15,16 @@ from alft.fsutil import atomic_dir
 from alft.store.campaign_store import CampaignStore
 
 
-def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[dict[str, Any]]:
+def labeled_rows(
+    store: CampaignStore, name: str, cfg: CampaignConfig, include_auto: bool = True
+) -> list[dict[str, Any]]:
     """One row per example with a resolved label, with provenance, in selection order.
 
     ``annotator`` names everyone whose current vote is the resolved label; ``labeled_at``
-    is the newest of their events.
+    is the newest of their events; ``provenance`` says, per annotator in that order, how the
+    label came about: accepted (the proposal shown), corrected (another label than the
+    proposal), typed (no proposal shown), auto (accepted without a human), unknown (stored
+    before schema v4). ``include_auto=False`` leaves out the labels nobody looked at.
     """
     from alft.resolve import resolve
 
@@ -27,9 +32,11 @@ def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[d
     events = store.label_events(name)
     states = resolve(events, cfg.oracle.policy())
     when: dict[tuple[str, str], Any] = {}
+    how: dict[tuple[str, str], str] = {}
     last_labeler: dict[str, str] = {}
     for e in events:  # oldest first: the last one per (example, annotator) wins
         when[(e["example_id"], e["annotator"])] = e["created_at"]
+        how[(e["example_id"], e["annotator"])] = e.get("provenance") or "unknown"
         if (e.get("kind") or "label") == "label":
             last_labeler[e["example_id"]] = e["annotator"]
     rows = []
@@ -41,6 +48,9 @@ def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[d
         if cfg.oracle.overlap == 1:  # the latest labeler decided
             voters = [last_labeler[s["example_id"]]]
         stamp = max((when[(s["example_id"], a)] for a in voters if (s["example_id"], a) in when), default=None)
+        prov = ",".join(how.get((s["example_id"], a), "unknown") for a in voters)
+        if not include_auto and prov == "auto":
+            continue
         pid = s["pool_id"]
         if cfg.task == "generation":
             head = {
@@ -58,10 +68,22 @@ def labeled_rows(store: CampaignStore, name: str, cfg: CampaignConfig) -> list[d
                 "strategy": s["strategy"],
                 "score": s["score"],
                 "annotator": ",".join(voters),
+                "provenance": prov,
                 "labeled_at": stamp.isoformat() if stamp else None,
             }
         )
     return rows
+
+
+def provenance_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The data card's account of how the labels came about."""
+    counts = Counter(p for r in rows for p in r["provenance"].split(","))
+    shown = ", ".join(f"{k} {counts[k]}" for k in ("accepted", "corrected", "typed", "auto", "unknown") if counts.get(k))
+    return [
+        f"- label provenance (per vote): {shown or 'none'} (accepted: the proposal shown was kept; "
+        "corrected: another label than the proposal; typed: no proposal shown; auto: accepted "
+        "without a human, oracle.kind mixed)",
+    ]
 
 
 def data_card(name: str, cfg: CampaignConfig, rows: list[dict[str, Any]], camp: dict[str, Any], labels: list[str]) -> str:
@@ -84,6 +106,7 @@ def data_card(name: str, cfg: CampaignConfig, rows: list[dict[str, Any]], camp: 
         f"- labeled examples: {len(rows)} of budget {cfg.budget}",
         f"- rounds: {len(per_round)} ({', '.join(f'round {k}: {v}' for k, v in sorted(per_round.items()))})",
         f"- labels used: {len(counts)} of {len(labels)}",
+        *provenance_lines(rows),
         "",
         "| label | examples |",
         "|---|---|",
@@ -92,7 +115,7 @@ def data_card(name: str, cfg: CampaignConfig, rows: list[dict[str, Any]], camp: 
     lines += [
         "",
         "## Files",
-        "- `labeled.jsonl`: id, text, label, round, strategy, score, annotator, labeled_at",
+        "- `labeled.jsonl`: id, text, label, round, strategy, score, annotator, provenance, labeled_at",
         "- `dataset/`: the same rows as a Hugging Face `datasets` folder (`datasets.load_from_disk`)",
         "",
         f"Stop: {camp.get('stop_reason') or 'campaign not stopped at export time'}",
@@ -129,11 +152,12 @@ def generation_card(name: str, cfg: CampaignConfig, rows: list[dict[str, Any]], 
         f"- responses: {len(rows)} of budget {cfg.budget}",
         f"- rounds: {len(per_round)} ({', '.join(f'round {k}: {v}' for k, v in sorted(per_round.items()))})",
         f"- response length (characters): median {lengths[len(lengths) // 2]}, max {lengths[-1]}",
+        *provenance_lines(rows),
         "",
         "## Files",
         "- `messages.jsonl`: `{id, messages: [{role: user, ...}, {role: assistant, ...}]}` (chat SFT format)",
         "- `instructions.jsonl`: id, instruction, input, response",
-        "- `labeled.jsonl`: the same with round, strategy, score, annotator, labeled_at",
+        "- `labeled.jsonl`: the same with round, strategy, score, annotator, provenance, labeled_at",
         "- `dataset/`: labeled.jsonl as a Hugging Face `datasets` folder (`datasets.load_from_disk`)",
         "",
         f"Stop: {camp.get('stop_reason') or 'campaign not stopped at export time'}",
@@ -148,11 +172,14 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: Path) -> dict[str, int]:
+def export_campaign(
+    store: CampaignStore, name: str, cfg: CampaignConfig, out: Path, include_auto: bool | None = None
+) -> dict[str, int]:
     """Write ``out/labeled.jsonl``, ``out/dataset/`` and ``out/README.md`` (all or nothing).
 
     A generation campaign also writes ``messages.jsonl`` (chat format) and
-    ``instructions.jsonl`` (instruction, input, response).
+    ``instructions.jsonl`` (instruction, input, response). ``include_auto``: keep the labels
+    accepted without a human (default: ``oracle.mixed.export_auto``).
     """
     import datasets
 
@@ -160,7 +187,9 @@ def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: P
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AlftError(f"export folder {out} exists and is not empty; choose a new --out")
     camp = store.campaign(name)
-    rows = labeled_rows(store, name, cfg)
+    if include_auto is None:
+        include_auto = cfg.oracle.mixed.export_auto
+    rows = labeled_rows(store, name, cfg, include_auto=include_auto)
     if not rows:
         raise AlftError(f"campaign '{name}' has no labeled examples to export")
     labels = load_campaign_data(cfg).labels
@@ -178,7 +207,7 @@ def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: P
         if out.exists():
             out.rmdir()
         atomic_dir(out, write_gen)
-        return {"n": len(rows), "n_labels_used": len(rows)}
+        return {"n": len(rows), "n_labels_used": len(rows), "n_auto": _n_auto(rows)}
 
     def write(tmp: Path) -> None:
         with open(tmp / "labeled.jsonl", "w", encoding="utf-8") as fh:
@@ -193,6 +222,7 @@ def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: P
                 "strategy": datasets.Value("string"),
                 "score": datasets.Value("float64"),
                 "annotator": datasets.Value("string"),
+                "provenance": datasets.Value("string"),
                 "labeled_at": datasets.Value("string"),
             }
         )
@@ -203,4 +233,8 @@ def export_campaign(store: CampaignStore, name: str, cfg: CampaignConfig, out: P
     if out.exists():
         out.rmdir()
     atomic_dir(out, write)
-    return {"n": len(rows), "n_labels_used": len({r["label"] for r in rows})}
+    return {"n": len(rows), "n_labels_used": len({r["label"] for r in rows}), "n_auto": _n_auto(rows)}
+
+
+def _n_auto(rows: list[dict[str, Any]]) -> int:
+    return sum(1 for r in rows if r["provenance"] == "auto")

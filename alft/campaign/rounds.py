@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -58,10 +59,10 @@ def eval_embeddings(ctx: CampaignContext) -> np.ndarray | None:
 
 
 @lru_cache(maxsize=2)
-def _load_model(path: str, stamp: float):
+def _load_model(path: str, stamp: float, device: str):
     from alft.models.loading import load_model
 
-    return load_model(Path(path))
+    return load_model(Path(path), device=device)
 
 
 @lru_cache(maxsize=2)
@@ -73,7 +74,11 @@ def _prior_model(cfg_json: str):
     if cfg.task == "generation":
         from alft.models.causal_lm import GenerativeModel
 
-        return GenerativeModel.from_base(resolve_model(cfg), cfg.trainer.sft)
+        return GenerativeModel.from_base(resolve_model(cfg), cfg.trainer.sft, device=cfg.model.device)
+    if cfg.zero_shot is not None and cfg.zero_shot.kind == "llm":
+        from alft.models.llm_classifier import LLMLabeler
+
+        return LLMLabeler.from_config(cfg.zero_shot, campaign_data(cfg).labels, device=cfg.model.device)
     if cfg.zero_shot is not None:
         from alft.models.zeroshot import build_zero_shot
 
@@ -83,7 +88,8 @@ def _prior_model(cfg_json: str):
 
 def prior_model(ctx: CampaignContext):
     """The model before any label: the pretrained causal LM (generation) or the zero-shot
-    classifier (classification with ``zero_shot``); None when the campaign has neither."""
+    classifier (classification with ``zero_shot``: similarity, or the LLM labeler for kind llm);
+    None when the campaign has neither."""
     return _prior_model(ctx.config.model_dump_json())
 
 
@@ -95,7 +101,7 @@ def round_model(ctx: CampaignContext, round_no: int):
     path = ctx.workdir / res["model_dir"]
     if not path.exists():
         raise StoreError(f"the model of round {round_no} is missing from {path}")
-    return _load_model(str(path), path.stat().st_mtime)
+    return _load_model(str(path), path.stat().st_mtime, ctx.config.model.device)
 
 
 def model_inputs(
@@ -116,7 +122,8 @@ def model_inputs(
     pool = ctx.data.pool
     if model.kind == "sft":
         cands = [pool.candidates[int(i)] for i in pool_ids] if pool.candidates is not None else None
-        return {"generation": model.stats(pool.examples(pool_ids), cands)}
+        decode, rank_by = decoding_plan(ctx, round_no, len(pool_ids))
+        return {"generation": model.stats(pool.examples(pool_ids), cands, decode=decode, rank_by=rank_by)}
     emb = pool_embeddings(ctx)[pool_ids] if model.kind in ("head", "zero_shot") else None
     texts = [pool.texts[int(i)] for i in pool_ids]
     out = model.outputs(
@@ -134,6 +141,40 @@ def model_inputs(
     if out.prob_samples is not None:
         kwargs["prob_samples"] = out.prob_samples
     return kwargs
+
+
+#: generation scorers that read the model's own greedy response, and the first-token value that
+#: picks their shortlist; ``ifd`` is teacher-forced over the draft and needs no decoding.
+DECODING_SCORERS = {"token_entropy": "entropy", "sequence_nll": "nll"}
+
+
+def _strings(value) -> set[str]:
+    """Every string in a strategy config value (options nest: two_stage's score, fusion's weights)."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        return set().union(*(_strings(k) | _strings(v) for k, v in value.items())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_strings(v) for v in value)) if value else set()
+    return set()
+
+
+def decoding_plan(ctx: CampaignContext, round_no: int, n_candidates: int) -> tuple[int, str]:
+    """(candidates to greedy-decode, first-token measure that picks them) for a generation round.
+
+    Decoding is what a round's scoring costs (rows x ``max_new_tokens`` forward steps), so only
+    a shortlist of ``trainer.sft.decode_shortlist`` x the round's batch is decoded; 0 when the
+    strategy names no decoding scorer but ``ifd``. A composite whose parts cannot be told from
+    its options decodes the shortlist too (never wrong, only slower).
+    """
+    sc = ctx.strategy_config(round_no)
+    names = _strings(sc.name) | _strings(sc.options)
+    used = {measure for scorer, measure in DECODING_SCORERS.items() if scorer in names}
+    if not used and "ifd" in names:
+        return 0, "entropy"
+    k = max(1, batch_size_for(ctx, round_no, n_candidates))
+    n = min(n_candidates, math.ceil(ctx.config.trainer.sft.decode_shortlist * k))
+    return n, "nll" if used == {"nll"} else "entropy"
 
 
 def save_model_inputs(ctx: CampaignContext, round_no: int, inputs: QueryInputs) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,34 @@ _BAD_KEY = re.compile(r"[^0-9A-Za-z_\-. /]")
 def metric_key(name: str) -> str:
     """MLflow accepts only ``[0-9A-Za-z_-. /]`` in keys; BANKING77 has ``reverted_card_payment?``."""
     return _BAD_KEY.sub("_", name)
+
+
+def _hashed_key(name: str, digits: int = 8) -> str:
+    import hashlib
+
+    return f"{metric_key(name)}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:digits]}"
+
+
+def metric_keys(names: Iterable[str]) -> dict[str, str]:
+    """The MLflow key of each name, distinct for distinct names.
+
+    An ASCII name keeps ``metric_key`` (``f1/reverted_card_payment_`` as before, so existing
+    dashboards go on). A name with other characters loses them there (``f1/返金`` and
+    ``f1/送金`` would both be ``f1/__``, the last value winning), so it gets a short hash of
+    the whole name: ``f1/__-7f71508a``; so does an ASCII name whose key another name has too.
+    ``Tracker.log_metrics`` logs the renamed ones' table as ``metric_names.json``.
+    """
+    from collections import Counter
+
+    names = list(dict.fromkeys(names))
+    shared = Counter(metric_key(n) for n in names)
+    hashed = [n for n in names if not n.isascii() or (metric_key(n) != n and shared[metric_key(n)] > 1)]
+    keys = {n: metric_key(n) for n in names}
+    for digits in (8, 16, 64):  # a longer hash if two of 8 hex digits meet (2^-32 per pair)
+        keys.update({n: _hashed_key(n, digits) for n in hashed})
+        if len(set(keys.values())) == len(keys):
+            break
+    return keys
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -118,6 +146,20 @@ class Tracker:
         )
         return run.info.run_id
 
+    def target_run(self, name: str, uid: str, spec: str, tags: Mapping[str, str]) -> str:
+        """Get or create the run of one target comparison (``alft target``): one per campaign and spec."""
+        found = self._find(
+            f"tags.`alft.campaign_uid` = '{uid}' and tags.`alft.kind` = 'target' and tags.`alft.target_spec` = '{spec}'"
+        )
+        if found:
+            return found
+        run = self.client.create_run(
+            self.experiment_id(),
+            run_name=f"target · {name}",
+            tags={"alft.kind": "target", "alft.campaign": name, "alft.campaign_uid": uid, "alft.target_spec": spec, **tags},
+        )
+        return run.info.run_id
+
     def comparison_run(self, name: str, tags: Mapping[str, str]) -> str:
         """A new top-level run comparing campaigns (``alft compare``); one per invocation."""
         run = self.client.create_run(self.experiment_id(), run_name=name, tags={"alft.kind": "comparison", **tags})
@@ -141,11 +183,36 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, run_id: str, values: Mapping[str, float], step: int, timestamp_ms: int) -> None:
+        """Log ``values`` under their MLflow keys (``metric_keys``); keys that differ from their
+        names are listed in the run's ``metric_names.json`` (key -> name), merged over batches."""
         from mlflow.entities import Metric
 
-        ms = [Metric(metric_key(k), float(v), int(timestamp_ms), int(step)) for k, v in values.items()]
+        keys = metric_keys(values)
+        ms = [Metric(keys[k], float(v), int(timestamp_ms), int(step)) for k, v in values.items()]
         for i in range(0, len(ms), 1000):
             self.client.log_batch(run_id, metrics=ms[i : i + 1000])
+        renamed = {key: name for name, key in keys.items() if key != name}
+        if renamed:
+            self._log_metric_names(run_id, renamed)
+
+    def _log_metric_names(self, run_id: str, renamed: Mapping[str, str]) -> None:
+        """Add ``renamed`` (MLflow key -> metric name) to the run's ``metric_names.json``."""
+        import json
+        import tempfile
+
+        from mlflow.exceptions import MlflowException
+
+        table: dict[str, str] = {}
+        if any(a.path == "metric_names.json" for a in self.client.list_artifacts(run_id)):
+            with tempfile.TemporaryDirectory(prefix="alft-mlflow-") as tmp:
+                try:
+                    local = self.client.download_artifacts(run_id, "metric_names.json", tmp)
+                    table = json.loads(Path(local).read_text(encoding="utf-8"))
+                except (MlflowException, OSError, ValueError):
+                    table = {}  # unreadable: written again whole below
+        if all(table.get(k) == v for k, v in renamed.items()):
+            return  # a re-log (resumed campaign): nothing new
+        self.client.log_dict(run_id, {**table, **renamed}, "metric_names.json")
 
     def has_metric(self, run_id: str, key: str) -> bool:
         return key in self.client.get_run(run_id).data.metrics

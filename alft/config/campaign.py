@@ -182,7 +182,10 @@ class CampaignConfig(Strict):
         return self.tracking.experiment or f"alft/{self.name}"
 
     def cache_dir(self) -> Path:
-        if self.model.cache_dir:
-            return Path(self.model.cache_dir)
-        env = os.environ.get("ALFT_CACHE_DIR")
-        return Path(env) if env else Path.home() / ".cache" / "alft"
+        return Path(self.model.cache_dir) if self.model.cache_dir else default_cache_dir()
+
+
+def default_cache_dir() -> Path:
+    """The alft cache without a ``model.cache_dir``: ``$ALFT_CACHE_DIR`` or ``~/.cache/alft``."""
+    env = os.environ.get("ALFT_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "alft"

@@ -63,12 +63,26 @@ class DataConfig(Strict):
         return v
 
 
+#: ``packaged:<name>`` models that install with the project (``alft.models.packaged``): the
+#: encoder, and two causal LMs shipped as GGUF files.
+PACKAGED_MODELS = ("all-MiniLM-L6-v2", "smollm2-135m-instruct", "gemma3-270m")
+
+
 class ModelConfig(Strict):
     """The encoder whose embeddings are the features (and the base for the transformer trainer)."""
 
     path: str = Field(
         "packaged:all-MiniLM-L6-v2",
-        description="model folder, hub id, or packaged:all-MiniLM-L6-v2 (shipped on PyPI)",
+        description="model folder, hub id, packaged:all-MiniLM-L6-v2 (the encoder shipped on PyPI), "
+        "packaged:smollm2-135m-instruct or packaged:gemma3-270m (causal LMs shipped as GGUF files), or "
+        "gguf:/path/to/file.gguf (any GGUF file transformers reads); a GGUF model is dequantized once "
+        "into a transformers folder in the alft cache (model.cache_dir)",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where the causal LM of a generation campaign runs (scoring, fine-tuning, "
+        "evaluation): auto = CUDA when torch sees a GPU, else CPU; CUDA runs in bfloat16 where the GPU "
+        "supports it (fine-tuning in float32 weights with bf16 autocast), CPU in float32",
     )
     max_length: int = Field(128, ge=8, le=8192, description="tokens per text; longer ones are truncated")
     batch_size: int = Field(
@@ -106,6 +120,16 @@ class ModelConfig(Strict):
         "default: a LocalCluster of min(shards, cores) single-threaded worker processes for the run",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _known_packaged(cls, v: str) -> str:
+        if v.startswith("packaged:") and v.removeprefix("packaged:") not in PACKAGED_MODELS:
+            known = ", ".join(f"packaged:{n}" for n in PACKAGED_MODELS)
+            raise ValueError(f"unknown packaged model '{v}'; known: {known}")
+        if v.startswith("gguf:") and not v.removeprefix("gguf:").strip():
+            raise ValueError("gguf: needs a file path, e.g. gguf:/models/model.Q4_K_M.gguf")
+        return v
+
     @model_validator(mode="after")
     def _dask_address_needs_dask(self) -> ModelConfig:
         if self.dask_address is not None and self.task_runner != "dask":
@@ -136,8 +160,43 @@ class StrategyConfig(Strict):
     )
 
 
+class MixedConfig(Strict):
+    """``oracle.kind: mixed``: which proposals are accepted without a human, and how that is checked.
+
+    Each round, the threshold is the smallest confidence ``t`` such that, over the campaign's
+    human-labeled examples whose proposal had confidence >= t and agreed with the classifier,
+    the one-sided Clopper-Pearson upper bound (level ``confidence``) of the proposal's error
+    rate is at most ``max_error``, with at least ``min_calibration`` such examples; without
+    one, nothing is accepted (``alft/campaign/mixed.py``).
+    """
+
+    max_error: float = Field(
+        0.02, gt=0, lt=1, description="largest tolerated error rate of auto-accepted labels (upper bound)"
+    )
+    confidence: float = Field(
+        0.95, ge=0.5, lt=1, description="level of the one-sided Clopper-Pearson upper bound on that error rate"
+    )
+    min_calibration: int = Field(
+        50,
+        ge=1,
+        description="fewest human-labeled calibration examples at or above a threshold before it may be used",
+    )
+    audit_share: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share (rounded up) of each round's would-be-auto examples sent to people instead, "
+        "without their proposal; their error is logged as auto.audit_error",
+    )
+    annotator: str = Field("llm-auto", min_length=1, max_length=128, description="annotator of auto-accepted labels")
+    export_auto: bool = Field(
+        True, description="`alft export` includes auto-accepted labels (marked provenance auto); --no-auto leaves them out"
+    )
+
+
 class OracleConfig(Strict):
-    """Who answers the label requests: ``simulated`` reads the gold column, ``human`` waits.
+    """Who answers the label requests: ``simulated`` reads the gold column, ``human`` waits,
+    ``mixed`` accepts confident proposals by itself and asks ``human`` (people or gold) for the rest.
 
     A human round persists its batch, says where to label it, then waits without holding
     a worker: ``suspend`` (the flow run ends and re-runs from the top on resume; needs a
@@ -146,7 +205,39 @@ class OracleConfig(Strict):
     ``auto``: suspend in a deployment, pause against a Prefect server, poll otherwise.
     """
 
-    kind: Literal["simulated", "human"] = "simulated"
+    kind: Literal["simulated", "human", "mixed"] = "simulated"
+    human: Literal["human", "simulated"] = Field(
+        "human",
+        description="kind mixed: who labels what is not auto-accepted: human = people (page, files, Label "
+        "Studio, Prefect input), simulated = the gold column (benchmarks, tests)",
+    )
+    prelabel: Literal["none", "model", "llm"] = Field(
+        "model",
+        description="what annotators are shown with each example: model = the previous round's classifier's "
+        "label (generation: the data's candidate response), llm = the LLM labeler's label (generation: "
+        "a draft the current causal LM writes), none = nothing",
+    )
+    prelabel_model: str | None = Field(
+        None,
+        description="prelabel llm: the LLM labeler's causal LM (folder, hub id, packaged: or gguf: name; "
+        "default packaged:smollm2-135m-instruct); generation: the causal LM writing drafts (default: the "
+        "campaign's current model)",
+    )
+    prelabel_shots: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="prelabel llm: demonstrations per text, its nearest labeled examples by inner product "
+        "of the campaign's embeddings (0: zero-shot)",
+    )
+    preselect_min_confidence: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="the page pre-selects a proposal (Enter accepts it) only at or above this confidence; "
+        "below, it is shown with its confidence and nothing is selected",
+    )
+    mixed: MixedConfig = Field(default_factory=MixedConfig, description="kind mixed: the auto-accept rule")
     annotator: str = "oracle:gold"
     wait: Literal["auto", "suspend", "pause", "poll"] = "auto"
     timeout_s: int = Field(7 * 24 * 3600, ge=1, description="longest wait for one batch")
@@ -170,6 +261,30 @@ class OracleConfig(Strict):
         "http://127.0.0.1:8765", description="where `alft label` serves the labeling page (shown in the artifact)"
     )
 
+    @model_validator(mode="after")
+    def _check_mixed(self) -> OracleConfig:
+        if self.kind != "mixed":
+            # compared with the defaults, not "was it given": a stored config lists every key
+            if self.human != "human" or self.mixed != MixedConfig():
+                key = "human" if self.human != "human" else "mixed"
+                raise ValueError(f"oracle.{key} applies to oracle.kind mixed only (kind is {self.kind!r})")
+            return self
+        if self.prelabel == "none":
+            raise ValueError("oracle.kind mixed accepts proposals: set oracle.prelabel to model or llm")
+        if self.overlap != 1:
+            raise ValueError(f"oracle.kind mixed needs oracle.overlap 1 (an auto label is the example's one vote), got {self.overlap}")
+        return self
+
+    @property
+    def people(self) -> bool:
+        """Whether the round waits for people (kind human, or mixed with human: human)."""
+        return self.kind == "human" or (self.kind == "mixed" and self.human == "human")
+
+    @property
+    def gold(self) -> bool:
+        """Whether the gold column answers (kind simulated, or mixed with human: simulated)."""
+        return not self.people
+
     def policy(self):
         """How label events resolve into labels (``alft.labeling.ResolvePolicy``)."""
         from alft.resolve import ResolvePolicy
@@ -177,25 +292,89 @@ class OracleConfig(Strict):
         return ResolvePolicy(overlap=self.overlap, rule=self.resolve, adjudicator=self.adjudicator)
 
 
-class ZeroShotConfig(Strict):
-    """Cold start from the pretrained encoder: class probabilities from text-label similarity."""
+#: kind llm's prompt when the config gives none (``benchmarks/llm_zero_shot.py`` compared it with
+#: others); {labels} is the label list, {text} the text to classify.
+LLM_ZERO_SHOT_TEMPLATE = "Classify the following text.\n\nText: {text}\n\nAnswer with its category only."
+#: kind llm's temperature when the config gives none: fitted on training-split labels, never on eval
+LLM_ZERO_SHOT_TEMPERATURE = 1.0
+#: kind llm's settings, which kind similarity must leave at their defaults
+_LLM_ONLY = ("model", "calibrate", "batch_size", "max_text_tokens")
 
+
+class ZeroShotConfig(Strict):
+    """Cold start before any label: class probabilities from the pretrained encoder's text-label
+    similarity (kind similarity) or from a causal LM's likelihood of each label (kind llm)."""
+
+    kind: Literal["similarity", "llm"] = Field(
+        "similarity",
+        description="similarity: softmax of cosine(text, label sentence) in the campaign encoder's space "
+        "(gives features and a head, so BADGE/EGL work in round 0); llm: softmax of a causal LM's "
+        "log-likelihood of each label's name after a prompt (probabilities only; costs a prompt pass "
+        "plus the label tokens per text)",
+    )
+    model: str = Field(
+        "packaged:smollm2-135m-instruct",
+        description="kind llm: the causal LM (a folder, hub id, packaged:smollm2-135m-instruct, "
+        "packaged:gemma3-270m or gguf:<file>)",
+    )
     template: str = Field(
         "{label}",
-        description="how a label becomes a sentence to embed; {label} is the label name with _ and - "
-        "as spaces",
+        description="kind similarity: how a label becomes a sentence to embed; {label} is the label name "
+        "with _ and - as spaces. kind llm: the prompt (default " + repr(LLM_ZERO_SHOT_TEMPLATE) + "); must "
+        "contain {text}, may contain {labels} (the label names, comma separated); sent as the user message of the model's "
+        "chat template when it has one, else followed by 'Answer:'",
     )
     descriptions: dict[str, str] | str | None = Field(
-        None, description="label -> description (or a JSON file of one); used instead of the template"
+        None,
+        description="label -> description (or a JSON file of one); used instead of the template "
+        "(kind llm: instead of the label name, as the answer scored and in {labels})",
     )
-    temperature: float = Field(0.05, gt=0, le=10, description="softmax temperature over cosine similarities")
+    temperature: float = Field(
+        0.05,
+        gt=0,
+        le=100,
+        description="softmax temperature: over cosine similarities (similarity, default 0.05), over summed "
+        f"label log-likelihoods in nats (llm, default {LLM_ZERO_SHOT_TEMPERATURE})",
+    )
+    calibrate: bool = Field(
+        True,
+        description="kind llm: subtract each label's mean log-likelihood after content-free texts "
+        "('N/A', '', '[MASK]'; Zhao et al. 2021) before the softmax, so a label the model says whatever "
+        "the text does not win every row",
+    )
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="kind llm: texts per forward pass (the logits take batch x label tokens x vocabulary "
+        "x 4 bytes)",
+    )
+    max_text_tokens: int = Field(
+        256, ge=8, le=32768, description="kind llm: a text's first tokens kept in its prompt (the rest is cut)"
+    )
 
-    @field_validator("template")
+    @model_validator(mode="before")
     @classmethod
-    def _has_label(cls, v: str) -> str:
-        if "{label}" not in v:
-            raise ValueError("template must contain {label}")
-        return v
+    def _llm_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "llm":
+            data = {"template": LLM_ZERO_SHOT_TEMPLATE, "temperature": LLM_ZERO_SHOT_TEMPERATURE, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ZeroShotConfig:
+        if self.kind == "similarity":
+            if "{label}" not in self.template:
+                raise ValueError("template must contain {label}")
+            # compared with the defaults, not with the keys given: a dumped config re-validates
+            changed = [k for k in _LLM_ONLY if getattr(self, k) != type(self).model_fields[k].default]
+            if changed:
+                raise ValueError(f"{', '.join(changed)} apply to kind llm only; set kind: llm or remove them")
+        elif "{text}" not in self.template:
+            raise ValueError(
+                f"template {self.template!r} must contain {{text}} for kind llm (where the text goes); "
+                "{labels} is optional"
+            )
+        return self
 
 
 class TrackingConfig(Strict):

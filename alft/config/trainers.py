@@ -74,6 +74,15 @@ class SFTTrainerConfig(Strict):
         64, ge=1, le=4096, description="greedy continuation length for uncertainty and evaluation"
     )
     gen_batch_size: int = Field(8, ge=1, le=1024, description="prompts per generation batch")
+    decode_shortlist: float = Field(
+        4.0,
+        ge=1,
+        le=1000,
+        description="score step, strategies that read the model's own greedy response (token_entropy, "
+        "sequence_nll, or composites using them): only the decode_shortlist x batch_size candidates with "
+        "the highest first-token entropy (one teacher-forced pass over every prompt) are decoded; the rest "
+        "keep their first-token value, shifted to rank below every decoded candidate. ifd needs no decoding",
+    )
 
 
 class TrainerConfig(Strict):

@@ -4,8 +4,11 @@ A label file has one row per judgement: ``id`` and ``label``, optionally ``annot
 ``kind`` (label, retract or unsure), ``round`` (the round the batch was exported for,
 so a file labeled against a closed batch is refused as stale) and ``campaign`` (the
 campaign it was exported from: a file imported into another campaign is refused, even
-when the two campaigns share a pool and so example ids). Other columns (``text``,
-``position``, ...) are ignored, so a file written by ``write_pending`` comes back as is.
+when the two campaigns share a pool and so example ids), ``proposal`` and
+``proposal_confidence`` (what the export proposed: the label, or a generation draft; a
+label equal to it is recorded as accepted, another as corrected, one without it as typed).
+Other columns (``text``, ``position``, ...) are ignored, so a file written by
+``write_pending`` comes back as is.
 
 Reading never half-succeeds: any problem raises ``LabelError`` naming the file and line,
 and nothing reaches the store, because the CLI hands the rows to one ``submit_many``.
@@ -27,12 +30,14 @@ from typing import Any
 
 from alft.errors import LabelError
 from alft.fsutil import atomic_write_text
+from alft.human.labeling import LabelItem
+from alft.store.batches import Shown
 
 #: The largest label file read (a batch of labels is kilobytes; a bigger file is a mistake).
 MAX_BYTES = 50 * 1024 * 1024
 KINDS = ("label", "retract", "unsure")
 FORMATS = ("jsonl", "csv")
-_FIELDS = ("id", "label", "annotator", "kind", "round", "campaign")
+_FIELDS = ("id", "label", "annotator", "kind", "round", "campaign", "proposal", "proposal_confidence")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,19 @@ class LabelRow:
     round: int | None = None
     where: str = ""
     campaign: str | None = None  # the campaign the file was exported from, when it says
+    proposal: str | None = None  # what was proposed with it (a label or a draft), when it says
+    proposal_confidence: float | None = None
+
+    def item(self, generation: bool) -> LabelItem:
+        """The submission of this row, with what was shown beside it (its provenance)."""
+        shown = None
+        if self.proposal:
+            shown = (
+                Shown("draft", draft=self.proposal)
+                if generation
+                else Shown("label", self.proposal, self.proposal_confidence)
+            )
+        return LabelItem(self.example_id, self.label, self.kind, shown)
 
 
 @dataclass
@@ -190,10 +208,34 @@ def _row(values: dict[str, Any], where: str, blanks: list[str]) -> LabelRow | No
     else:
         rnd = None
     campaign = _text(values.get("campaign"), "campaign", where, optional=True) or None
+    proposal = _text(values.get("proposal"), "proposal", where, optional=True) or None
+    conf = _confidence(values.get("proposal_confidence"), where)
     if kind == "label" and not label:
         blanks.append(where)  # not labeled yet: reported, not imported
         return None
-    return LabelRow(ex, label if kind == "label" else None, annotator, kind, rnd, where, campaign)
+    return LabelRow(ex, label if kind == "label" else None, annotator, kind, rnd, where, campaign, proposal, conf)
+
+
+def _confidence(value: Any, where: str) -> float | None:
+    """``proposal_confidence``: a probability (a number, or its text in a CSV), or empty."""
+    import math
+
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise LabelError(f"{where}: 'proposal_confidence' must be a number, got {_short(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LabelError(f"{where}: 'proposal_confidence' must be a number, got {_short(value)}")
+    try:
+        value = float(value)
+    except OverflowError:
+        value = math.inf
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise LabelError(f"{where}: 'proposal_confidence' must be a probability in [0, 1], got {_short(value)}")
+    return value
 
 
 # ---------------------------------------------------------------- JSONL and CSV
@@ -344,9 +386,14 @@ def check_campaign(rows: Sequence[LabelRow], name: str) -> None:
 
 # ---------------------------------------------------------------- writing the batch
 def pending_rows(
-    batch, pool_texts: Sequence[str], only_remaining: bool = True, campaign: str | None = None
+    batch,
+    pool_texts: Sequence[str],
+    only_remaining: bool = True,
+    campaign: str | None = None,
+    shown: dict[str, Shown] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per example of the pending batch to label (id, text, [campaign,] round, position, label)."""
+    """One row per example of the pending batch to label (id, text, [campaign,] round, position,
+    [proposal, proposal_confidence,] label); ``shown``: example id -> its proposal."""
     todo = set(batch.remaining()) if only_remaining else None
     out = []
     for s in batch.items:
@@ -355,7 +402,12 @@ def pending_rows(
         row: dict[str, Any] = {"id": s["example_id"], "text": pool_texts[s["pool_id"]]}
         if campaign is not None:
             row["campaign"] = campaign
-        row.update({"round": batch.round, "position": s["position"], "label": ""})
+        row.update({"round": batch.round, "position": s["position"]})
+        if shown is not None:
+            sh = shown.get(s["example_id"])
+            row["proposal"] = "" if sh is None else (sh.draft if sh.kind == "draft" else sh.label)
+            row["proposal_confidence"] = "" if sh is None or sh.confidence is None else round(sh.confidence, 4)
+        row["label"] = ""
         out.append(row)
     return out
 
@@ -368,19 +420,22 @@ def write_pending(
     *,
     only_remaining: bool = True,
     campaign: str | None = None,
+    shown: dict[str, Shown] | None = None,
 ) -> int:
     """Write the pending batch as a label file to fill in (atomically); the number of rows.
 
-    ``campaign`` (the CLI passes it) adds a ``campaign`` column, checked on import.
+    ``campaign`` (the CLI passes it) adds a ``campaign`` column, checked on import;
+    ``shown`` (example id -> proposal) adds ``proposal`` and ``proposal_confidence``.
     """
     path = Path(path)
     kind = format_for(path, fmt)
-    rows = pending_rows(batch, pool_texts, only_remaining, campaign)
+    rows = pending_rows(batch, pool_texts, only_remaining, campaign, shown)
     if kind == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     else:
         buf = io.StringIO(newline="")
-        names = ["id", "text"] + (["campaign"] if campaign is not None else []) + ["round", "position", "label"]
+        names = ["id", "text"] + (["campaign"] if campaign is not None else []) + ["round", "position"]
+        names += (["proposal", "proposal_confidence"] if shown is not None else []) + ["label"]
         w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)

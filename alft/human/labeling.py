@@ -21,7 +21,7 @@ from typing import Any
 from alft import faults
 from alft.errors import LabelError
 from alft.resolve import KINDS, LabelState, ResolvePolicy, as_policy, resolve
-
+from alft.store.batches import Shown
 
 
 class LabelRejected(LabelError):
@@ -43,11 +43,40 @@ class NoPendingBatch(LabelError):
 
 @dataclass(frozen=True)
 class LabelItem:
-    """One submitted judgement: ``label`` for kind ``label``; ignored for the others."""
+    """One submitted judgement: ``label`` for kind ``label``; ignored for the others.
+
+    ``shown``: the proposal (label and confidence) or draft the annotator saw with the
+    example, as the route reports it; None = nothing was shown (the label was typed).
+    """
 
     example_id: str
     label: str | None = None
     kind: str = "label"
+    shown: Shown | None = None
+
+
+def _shown_problem(shown: Shown | None, known: set[str]) -> str | None:
+    """Why the reported proposal cannot be recorded, or None."""
+    import math
+
+    if shown is None:
+        return None
+    if shown.kind not in ("label", "draft"):
+        return f"unknown proposal kind {shown.kind!r} (label or draft)"
+    if shown.confidence is not None and (
+        isinstance(shown.confidence, bool)
+        or not isinstance(shown.confidence, (int, float))
+        or not math.isfinite(shown.confidence)
+        or not 0 <= shown.confidence <= 1
+    ):
+        return f"the proposal's confidence {shown.confidence!r} is not a probability in [0, 1]"
+    if shown.kind == "draft":
+        return None if isinstance(shown.draft, str) else "a shown draft needs its text"
+    if known and shown.label not in known:
+        return f"the proposal shown, {shown.label!r}, is not in the label set"
+    if not known and not isinstance(shown.label, str):
+        return "a shown proposal needs its label"
+    return None
 
 
 # --------------------------------------------------------------------------- batches
@@ -183,6 +212,7 @@ def submit(
         problems: list[tuple[str, str]] = []
         seen: set[str] = set()
         writes: dict[str, list[tuple[str, str]]] = {k: [] for k in KINDS}
+        shown: list[Shown | None] = []  # what was shown with each label write
         unchanged = 0
         for it in items:
             ex = it.example_id
@@ -207,10 +237,15 @@ def submit(
                 elif it.label not in known:
                     problems.append((ex, f"label {it.label!r} is not in the label set"))
                     continue
+                why = _shown_problem(it.shown, known)
+                if why is not None:
+                    problems.append((ex, why))
+                    continue
                 if last_kind == "label" and last["label"] == it.label:
                     unchanged += 1  # the same judgement again (a retried request): no new event
                     continue
                 writes["label"].append((ex, it.label))
+                shown.append(it.shown)
             elif it.kind == "retract":
                 if last_kind != "label":
                     problems.append((ex, f"stale undo: {annotator!r} has no label on it to retract"))
@@ -228,7 +263,9 @@ def submit(
             unchanged = len(items)
         for kind, rows in writes.items():
             if rows:
-                store.add_label_events(conn, name, r, rows, annotator, source, kind=kind)
+                store.add_label_events(
+                    conn, name, r, rows, annotator, source, kind=kind, shown=shown if kind == "label" else None
+                )
         faults.point(f"r{r}.labels.submit")  # inside the transaction: a kill here writes nothing
         # the batch's events plus this submission's, in write order: what a re-read would return
         written = [

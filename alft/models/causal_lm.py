@@ -21,7 +21,7 @@ import numpy as np
 from alft.config import SFTTrainerConfig
 from alft.errors import DataError, ModelError
 from alft.models.base import META
-from alft.models.checkpoints import ensure_pad, load_causal_lm, quiet_peft
+from alft.models.checkpoints import ensure_pad, load_causal_lm, pick_device, quiet_peft
 from alft.models.prompts import IGNORE, PROMPT_TAIL, format_prompt, uses_chat_template
 from alft.models.textmetrics import mean_rouge_l
 from strategies.base import GenerationStats
@@ -51,6 +51,31 @@ def _cache_kwarg(hf_model) -> str:
     except (TypeError, ValueError):  # pragma: no cover - exotic forward
         return "past_key_values"
     return "cache" if "cache" in params else "past_key_values"
+
+
+def _keep_last(hf_model, k: int) -> dict:
+    """``logits_to_keep=k`` when the model takes it: the LM head then runs on the last ``k``
+    columns only (a [b, L, V] logits tensor is ~0.2 GB per 1k tokens at a 49k vocabulary)."""
+    import inspect
+
+    try:
+        params = inspect.signature(hf_model.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic forward
+        return {}
+    return {"logits_to_keep": k} if "logits_to_keep" in params else {}
+
+
+def _below(first: np.ndarray, rows: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+    """``decoded`` at ``rows``; every other row its ``first`` value shifted by one constant so the
+    best of them sits 1 below the lowest decoded value (they rank after every decoded row, in
+    their own order). float64[n]."""
+    out = first.astype(np.float64, copy=True)
+    rest = np.ones(first.size, dtype=bool)
+    rest[rows] = False
+    if rest.any() and rows.size:
+        out[rest] = first[rest] - first[rest].max() + decoded.min() - 1.0
+    out[rows] = decoded
+    return out
 
 
 def _cache_of(out):
@@ -101,12 +126,15 @@ class GenerativeModel:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_base(cls, base_model: str, cfg: SFTTrainerConfig) -> GenerativeModel:
-        """The untrained pretrained model (round 0 can use its uncertainty)."""
+    def from_base(
+        cls, base_model: str, cfg: SFTTrainerConfig, *, device: str = "auto", training: bool = False
+    ) -> GenerativeModel:
+        """The untrained pretrained model (round 0 can use its uncertainty) on ``device``
+        (``model.device``; ``training``: float32 weights even on a GPU)."""
         from alft.models.encoder import resolve_model_path
 
         path = resolve_model_path(base_model)
-        tok, model = load_causal_lm(path, "base model")
+        tok, model = load_causal_lm(path, "base model", device=pick_device(device), training=training)
         return cls(
             model,
             tok,
@@ -119,10 +147,15 @@ class GenerativeModel:
         )
 
     @classmethod
-    def load(cls, path: Path, *, trainable: bool = False) -> GenerativeModel:
-        """Load a folder written by ``save`` (``trainable``: a LoRA adapter keeps training)."""
+    def load(
+        cls, path: Path, *, trainable: bool = False, device: str = "auto", training: bool | None = None
+    ) -> GenerativeModel:
+        """Load a folder written by ``save`` onto ``device`` (``trainable``: a LoRA adapter keeps
+        training; ``training``, default ``trainable``: float32 weights even on a GPU)."""
         path = Path(path)
         meta = _read_meta(path)
+        dev = pick_device(device)
+        training = trainable if training is None else training
         kwargs = dict(
             base_model=meta["base_model"],
             lora=bool(meta["lora"]),
@@ -132,7 +165,7 @@ class GenerativeModel:
             gen_batch_size=int(meta.get("gen_batch_size", 8)),
         )
         if not meta["lora"]:
-            tok, model = load_causal_lm(str(path / "hf"), "saved model")
+            tok, model = load_causal_lm(str(path / "hf"), "saved model", device=dev, training=training)
             return cls(model, tok, **kwargs)
         from peft import PeftModel
         from transformers import AutoTokenizer
@@ -140,7 +173,9 @@ class GenerativeModel:
         adapter = path / "adapter"
         if not (adapter / "adapter_config.json").exists():
             raise ModelError(f"{path}: a LoRA model folder needs {adapter}/adapter_config.json")
-        _, base = load_causal_lm(meta["base_model"], f"base model of the adapter in {path}")
+        _, base = load_causal_lm(
+            meta["base_model"], f"base model of the adapter in {path}", device=dev, training=training
+        )
         try:
             tok = AutoTokenizer.from_pretrained(adapter)
             with quiet_peft():
@@ -188,6 +223,11 @@ class GenerativeModel:
         )
 
     # ------------------------------------------------------------------ token layout
+    @property
+    def device(self):
+        """The torch device the weights are on (inputs go there, results come back as numpy)."""
+        return next(self.model.parameters()).device
+
     def _hf(self):
         """The transformers model underneath a peft wrapper (itself when there is none)."""
         get = getattr(self.model, "get_base_model", None)
@@ -242,10 +282,12 @@ class GenerativeModel:
         tokens: list[list[int]] = [[] for _ in range(n)]
         ent_mean = np.zeros(n, dtype=np.float64)
         nll_mean = np.zeros(n, dtype=np.float64)
-        eos = torch.tensor(sorted(self._eos_ids()), dtype=torch.long)
+        dev = self.device
+        eos = torch.tensor(sorted(self._eos_ids()), dtype=torch.long, device=dev)
         pad = int(self.tokenizer.pad_token_id)
         limit = self._position_limit()
         cache_arg = _cache_kwarg(self._hf())
+        keep = _keep_last(self._hf(), 1)
         lengths = np.array([len(p) for p in prompts], dtype=np.int64)
         self.model.eval()
         with torch.inference_mode(), progress.bar(what, n) as advance:
@@ -256,19 +298,23 @@ class GenerativeModel:
                 for r, p in enumerate(pos):
                     x[r, width - lengths[p] :] = prompts[p]
                     m[r, width - lengths[p] :] = 1
-                mask = torch.from_numpy(m)
+                mask = torch.from_numpy(m).to(dev)
                 position = (mask.cumsum(1) - 1).clamp(min=0)  # [b, W]
                 steps = max_new_tokens if limit is None else max(1, min(max_new_tokens, limit - width))
                 out = self.model(
-                    input_ids=torch.from_numpy(x), attention_mask=mask, position_ids=position, use_cache=True
+                    input_ids=torch.from_numpy(x).to(dev),
+                    attention_mask=mask,
+                    position_ids=position,
+                    use_cache=steps > 1,
+                    **keep,  # left padded: every row's next token is predicted at the last column
                 )
                 logits = out.logits[:, -1].float()  # [b, V]
                 cache = _cache_of(out)
                 next_pos = mask.sum(1, keepdim=True)  # [b, 1] position of the next token
-                alive = torch.ones(len(pos), dtype=torch.bool)  # [b]
-                ent_sum = torch.zeros(len(pos), dtype=torch.float64)  # [b]
-                nll_sum = torch.zeros(len(pos), dtype=torch.float64)  # [b]
-                count = torch.zeros(len(pos), dtype=torch.float64)  # [b]
+                alive = torch.ones(len(pos), dtype=torch.bool, device=dev)  # [b]
+                ent_sum = torch.zeros(len(pos), dtype=torch.float64, device=dev)  # [b]
+                nll_sum = torch.zeros(len(pos), dtype=torch.float64, device=dev)  # [b]
+                count = torch.zeros(len(pos), dtype=torch.float64, device=dev)  # [b]
                 for t in range(steps):
                     logp = torch.log_softmax(logits, dim=-1)  # [b, V]
                     ent = -(logp.exp() * logp).sum(-1)  # [b] nats
@@ -278,13 +324,14 @@ class GenerativeModel:
                     ent_sum += live * ent.double()
                     nll_sum += live * nll.double()
                     count += live
+                    chosen = tok.tolist()
                     for r in torch.nonzero(alive)[:, 0].tolist():
-                        tokens[pos[r]].append(int(tok[r]))
+                        tokens[pos[r]].append(chosen[r])
                     alive &= ~torch.isin(tok, eos)
                     if t == steps - 1 or not bool(alive.any()):
                         break
                     feed = torch.where(alive, tok, torch.full_like(tok, pad))[:, None]  # [b, 1]
-                    mask = torch.cat([mask, torch.ones(len(pos), 1, dtype=mask.dtype)], dim=1)  # [b, W+t+1]
+                    mask = torch.cat([mask, torch.ones(len(pos), 1, dtype=mask.dtype, device=dev)], dim=1)  # [b, W+t+1]
                     out = self.model(
                         input_ids=feed,
                         attention_mask=mask,
@@ -295,8 +342,8 @@ class GenerativeModel:
                     logits = out.logits[:, -1].float()  # [b, V]
                     cache = _cache_of(out)
                     next_pos = next_pos + 1
-                ent_mean[pos] = (ent_sum / count).numpy()
-                nll_mean[pos] = (nll_sum / count).numpy()
+                ent_mean[pos] = (ent_sum / count).cpu().numpy()
+                nll_mean[pos] = (nll_sum / count).cpu().numpy()
                 advance(len(pos))
         return tokens, ent_mean, nll_mean
 
@@ -314,31 +361,38 @@ class GenerativeModel:
         counts = np.array([len(t) for t in targets], dtype=np.int64)
         lengths = np.array([len(c) + len(t) for c, t in zip(contexts, targets, strict=True)], dtype=np.int64)
         pad = int(self.tokenizer.pad_token_id)
+        dev = self.device
         self.model.eval()
         with torch.inference_mode(), progress.bar(what, n) as advance:
             for pos in _batches(lengths, self.gen_batch_size):
                 width = int(lengths[pos].max())
-                x = np.full((len(pos), width), pad, dtype=np.int64)  # [b, L] right padded
+                # left padded, so every row's targets sit in the last columns: the LM head then
+                # runs on the last k columns only (k = longest target + 1), not the prompts
+                x = np.full((len(pos), width), pad, dtype=np.int64)  # [b, L]
                 m = np.zeros((len(pos), width), dtype=np.int64)  # [b, L]
-                y = np.full((len(pos), width), IGNORE, dtype=np.int64)  # [b, L] target at its own position
+                y = np.full((len(pos), width), IGNORE, dtype=np.int64)  # [b, L] target at its own column
                 for r, p in enumerate(pos):
                     c, t = contexts[p], targets[p]
-                    x[r, : len(c) + len(t)] = c + t
-                    m[r, : len(c) + len(t)] = 1
-                    y[r, len(c) : len(c) + len(t)] = t
-                mask = torch.from_numpy(m)
+                    x[r, width - len(c) - len(t) :] = c + t
+                    m[r, width - len(c) - len(t) :] = 1
+                    y[r, width - len(t) :] = t
+                k = min(width, int(counts[pos].max()) + 1)
+                keep = _keep_last(self._hf(), k)
+                if not keep:
+                    k = width  # the model computes every column's logits
+                mask = torch.from_numpy(m).to(dev)
                 position = (mask.cumsum(1) - 1).clamp(min=0)  # [b, L]
                 logits = self.model(
-                    input_ids=torch.from_numpy(x), attention_mask=mask, position_ids=position
-                ).logits  # [b, L, V]
-                # position i predicts token i + 1: shift the targets left by one
-                yt = torch.from_numpy(y[:, 1:])  # [b, L-1]
-                sel = yt != IGNORE  # [b, L-1]
+                    input_ids=torch.from_numpy(x).to(dev), attention_mask=mask, position_ids=position, **keep
+                ).logits  # [b, k, V]: columns L-k .. L-1
+                # column i predicts token i + 1: the targets of columns L-k+1 .. L-1
+                yt = torch.from_numpy(y[:, width - k + 1 :]).to(dev)  # [b, k-1]
+                sel = yt != IGNORE  # [b, k-1]
                 logp = torch.log_softmax(logits[:, :-1][sel].float(), dim=-1)  # [N, V] only scored positions
                 tok_nll = -logp.gather(1, yt[sel][:, None])[:, 0].double()  # [N]
                 row = torch.nonzero(sel)[:, 0]  # [N] batch row of each scored token
-                sums = torch.zeros(len(pos), dtype=torch.float64).index_add_(0, row, tok_nll)  # [b]
-                nll_sum[pos] = sums.numpy()
+                sums = torch.zeros(len(pos), dtype=torch.float64, device=dev).index_add_(0, row, tok_nll)  # [b]
+                nll_sum[pos] = sums.cpu().numpy()
                 advance(len(pos))
         return nll_sum, counts
 
@@ -357,15 +411,26 @@ class GenerativeModel:
         examples: Sequence[Example],
         candidates: Sequence[str] | None = None,
         max_new_tokens: int | None = None,
+        *,
+        decode: int | None = None,
+        rank_by: str = "entropy",
     ) -> GenerationStats:
         """What the generative strategies score, one value per example (float64[n] each).
 
         ``mean_entropy`` and ``mean_nll`` come from greedy decoding (``max_new_tokens``
-        steps at most, the step that emits EOS included). ``ifd`` (only with
+        steps at most, the step that emits EOS included). ``decode`` bounds that cost: None
+        decodes every row; otherwise one pass over every prompt (no decoding) gives each row
+        its first-token entropy and greedy NLL, only the ``decode`` rows highest in ``rank_by``
+        (``entropy`` or ``nll``) are decoded, and the other rows keep their first-token values
+        shifted below every decoded one (``_below``: they rank after the shortlist, in
+        first-token order). ``decode=0``: first-token values for every row. ``ifd`` (only with
         ``candidates``): mean NLL of the candidate's tokens given the prompt over their
         mean NLL after only a BOS token (Li et al., 2024); the same response tokens (cut
-        to fit after the prompt, no EOS, as in the paper) in both passes. Deterministic.
+        to fit after the prompt, no EOS, as in the paper) in both passes, teacher-forced
+        (no decoding). Deterministic.
         """
+        if rank_by not in ("entropy", "nll"):
+            raise ValueError(f"rank_by must be 'entropy' or 'nll', got {rank_by!r}")
         if candidates is not None:  # bad candidates fail before the long decoding pass
             if len(candidates) != len(examples):
                 raise DataError(
@@ -378,7 +443,17 @@ class GenerativeModel:
                         f"candidate response of row {i} is empty; IFD needs a non-empty candidate "
                         "for every example (data.candidate_field)"
                     )
-        _, ent, nll = self._greedy(examples, max_new_tokens or self.max_new_tokens, "generation stats")
+        steps = max_new_tokens or self.max_new_tokens
+        n = len(examples)
+        if decode is None or decode >= n:
+            _, ent, nll = self._greedy(examples, steps, "generation stats")
+        else:
+            _, ent, nll = self._greedy(examples, 1, "first-token stats")
+            if decode > 0:
+                key = ent if rank_by == "entropy" else nll
+                rows = np.lexsort((np.arange(n), -key))[:decode]  # best first; position breaks ties
+                _, ent_s, nll_s = self._greedy([examples[int(i)] for i in rows], steps, "generation stats (shortlist)")
+                ent, nll = _below(ent, rows, ent_s), _below(nll, rows, nll_s)
         ifd = None
         if candidates is not None:
             prompts = self.prompt_ids(examples)
@@ -433,12 +508,13 @@ class GenerativeModel:
                 for r, p in enumerate(pos):
                     x[r, : lengths[p]] = prompts[p]
                     m[r, : lengths[p]] = 1
-                mask = torch.from_numpy(m)
+                mask = torch.from_numpy(m).to(self.device)
                 res = self.model(
-                    input_ids=torch.from_numpy(x),
+                    input_ids=torch.from_numpy(x).to(self.device),
                     attention_mask=mask,
                     position_ids=(mask.cumsum(1) - 1).clamp(min=0),
                     output_hidden_states=True,
+                    **_keep_last(self._hf(), 1),  # the logits are not read: skip the LM head
                 )
                 hidden = res.hidden_states[-1].float()  # [b, L, h]
                 w = mask.unsqueeze(-1).float()  # [b, L, 1]
@@ -446,13 +522,13 @@ class GenerativeModel:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 if out is None:
                     out = np.empty((n, pooled.shape[1]), dtype=np.float32)
-                out[pos] = pooled.numpy()
+                out[pos] = pooled.cpu().numpy()
                 advance(len(pos))
         if out is None:
             out = np.empty((0, int(self._hf().config.hidden_size)), dtype=np.float32)
         return out
 
 
-def load_generative(path: Path) -> GenerativeModel:
+def load_generative(path: Path, device: str = "auto") -> GenerativeModel:
     """Load a generative model folder (``GenerativeModel.load``)."""
-    return GenerativeModel.load(path)
+    return GenerativeModel.load(path, device=device)

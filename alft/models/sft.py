@@ -60,17 +60,20 @@ class SFTTrainer:
     kind = "sft"
     needs_embeddings = False
 
-    def __init__(self, cfg: SFTTrainerConfig, base_model: str, workdir: Path) -> None:
+    def __init__(self, cfg: SFTTrainerConfig, base_model: str, workdir: Path, device: str = "auto") -> None:
         self.cfg = cfg
         self.base_model = base_model
         self.workdir = Path(workdir)
+        self.device = device  # model.device: auto | cpu | cuda
 
     def start_model(self, previous: Path | None) -> GenerativeModel:
         """The model training starts from: the base model, or (``init: previous`` and a
         ``previous`` folder) the last round's; LoRA adapters attached when configured."""
         cfg = self.cfg
         if cfg.init == "previous" and previous is not None:
-            prev = GenerativeModel.load(Path(previous), trainable=cfg.lora is not None)
+            prev = GenerativeModel.load(
+                Path(previous), trainable=cfg.lora is not None, device=self.device, training=True
+            )
             if prev.lora and cfg.lora is None:
                 prev = prev.merged()  # full fine-tuning continues from the merged weights
             model = prev
@@ -78,7 +81,7 @@ class SFTTrainer:
             model.max_length, model.max_new_tokens = cfg.max_length, cfg.max_new_tokens
             model.gen_batch_size = cfg.gen_batch_size
         else:
-            model = GenerativeModel.from_base(self.base_model, cfg)
+            model = GenerativeModel.from_base(self.base_model, cfg, device=self.device, training=True)
         if cfg.lora is not None and not model.lora:
             if cfg.init == "previous" and previous is not None:
                 # new adapters over the previous round's full weights: those are their base
@@ -134,6 +137,7 @@ class SFTTrainer:
     ) -> GenerativeModel:
         import tempfile
 
+        import torch
         import transformers
         from transformers import Trainer, TrainingArguments
 
@@ -156,6 +160,7 @@ class SFTTrainer:
         # LoRA's A matrices are drawn at attach time, before the Trainer seeds anything
         transformers.set_seed(seed)
         model = self.start_model(previous)
+        on_gpu = model.device.type == "cuda"
         ids, labels = self.encode(model, examples, responses)
         data = _SFTDataset(ids, labels)
         model.model.train()
@@ -163,7 +168,9 @@ class SFTTrainer:
         with tempfile.TemporaryDirectory(dir=self.workdir, prefix=".hf-sft-") as tmp:
             args = TrainingArguments(
                 output_dir=tmp,
-                use_cpu=True,
+                use_cpu=not on_gpu,
+                # float32 weights, bf16 matmuls (autocast) where the GPU has them; CPU stays float32
+                bf16=on_gpu and torch.cuda.is_bf16_supported(),
                 report_to="none",
                 save_strategy="no",
                 eval_strategy="no",

@@ -8,6 +8,7 @@ What each round selected, the append-only label events on it, the wait of a huma
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -19,10 +20,44 @@ from alft.store.schema import (
     access_tokens,
     consumed_inputs,
     label_events,
+    prelabel_rounds,
+    proposals,
     selections,
     utcnow,
     waits,
 )
+
+#: The label-event source of labels accepted without a human (``oracle.kind: mixed``).
+AUTO_SOURCE = "auto"
+PROVENANCES = ("accepted", "corrected", "typed", "auto")
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What an annotator was shown with an example: a proposed ``label`` (and its
+    ``confidence``), or a ``draft`` response to edit (``kind`` label | draft)."""
+
+    kind: str
+    label: str | None = None
+    confidence: float | None = None
+    draft: str | None = None
+
+
+def _same_text(a: str, b: str) -> bool:
+    # a browser's textarea turns CR LF into LF, and nobody sees trailing blanks
+    return a.replace("\r\n", "\n").strip() == b.replace("\r\n", "\n").strip()
+
+
+def provenance(label: str, shown: Shown | None, source: str) -> str:
+    """accepted (the label is what was proposed), corrected (a proposal was shown, the label
+    differs), typed (nothing was shown) or auto (accepted without a human)."""
+    if source == AUTO_SOURCE:
+        return "auto"
+    if shown is None:
+        return "typed"
+    if shown.kind == "draft":
+        return "accepted" if _same_text(label, shown.draft or "") else "corrected"
+    return "accepted" if label == shown.label else "corrected"
 
 
 class BatchQueries(StoreBase):
@@ -93,10 +128,19 @@ class BatchQueries(StoreBase):
         annotator: str,
         source: str,
         kind: str = "label",
+        shown: Sequence[Shown | None] | None = None,
     ) -> None:
-        """Append one event per (example id, label); ``kind`` label, retract or unsure."""
+        """Append one event per (example id, label); ``kind`` label, retract or unsure.
+
+        ``shown``: per row, what its annotator was shown (None: nothing); a label's
+        provenance follows from it (``provenance``).
+        """
         if kind not in ("label", "retract", "unsure"):
             raise StoreError(f"unknown label event kind {kind!r}")
+        if shown is None:
+            shown = [None] * len(labels)
+        if len(shown) != len(labels):
+            raise StoreError(f"{len(labels)} label events with {len(shown)} shown proposals")
         # every label write holds the campaign lock: event ids grow in commit order
         self.lock_campaign(conn, name)
         now = utcnow()
@@ -112,8 +156,12 @@ class BatchQueries(StoreBase):
                     "source": source,
                     "created_at": now,
                     "kind": kind,
+                    "shown": sh.kind if sh is not None and kind == "label" else None,
+                    "proposal": sh.label if sh is not None and kind == "label" and sh.kind == "label" else None,
+                    "proposal_confidence": sh.confidence if sh is not None and kind == "label" else None,
+                    "provenance": provenance(label, sh, source) if kind == "label" else None,
                 }
-                for ex, label in labels
+                for (ex, label), sh in zip(labels, shown, strict=True)
             ],
         )
 
@@ -160,6 +208,64 @@ class BatchQueries(StoreBase):
             .order_by(label_events.c.event_id)
         )
         return self._rows(q, conn)
+
+    # ------------------------------------------------------------ proposals
+    def add_proposals(
+        self,
+        conn: Connection,
+        name: str,
+        round_: int,
+        source: str,
+        rows: Sequence[dict[str, Any]],
+        info: dict[str, Any],
+    ) -> bool:
+        """Record a round's proposals and their marker once; False (nothing written) when the
+        round has them already (a re-run, or a second process that computed them too).
+
+        ``rows``: {example_id, label, confidence, agrees, decision} per proposed example.
+        """
+        self.lock_campaign(conn, name)  # check-then-insert: one writer at a time
+        key = (prelabel_rounds.c.campaign == name) & (prelabel_rounds.c.round == round_)
+        if conn.execute(select(prelabel_rounds.c.round).where(key)).first():
+            return False
+        now = utcnow()
+        conn.execute(
+            prelabel_rounds.insert().values(campaign=name, round=round_, source=source, info=info, created_at=now)
+        )
+        if rows:
+            conn.execute(
+                proposals.insert(),
+                [
+                    {
+                        "campaign": name,
+                        "round": round_,
+                        "example_id": r["example_id"],
+                        "label": r["label"],
+                        "confidence": r.get("confidence"),
+                        "source": source,
+                        "agrees": r.get("agrees"),
+                        "decision": r.get("decision"),
+                        "created_at": now,
+                    }
+                    for r in rows
+                ],
+            )
+        return True
+
+    def prelabel_round(self, name: str, round_: int, conn: Connection | None = None) -> dict[str, Any] | None:
+        """The round's proposal marker (source, info), or None while none was computed."""
+        q = select(prelabel_rounds).where((prelabel_rounds.c.campaign == name) & (prelabel_rounds.c.round == round_))
+        rows = self._rows(q, conn)
+        return rows[0] if rows else None
+
+    def proposals(
+        self, name: str, round_: int | None = None, conn: Connection | None = None
+    ) -> list[dict[str, Any]]:
+        """Proposals of one round (or all), in round then example-id order."""
+        q = select(proposals).where(proposals.c.campaign == name)
+        if round_ is not None:
+            q = q.where(proposals.c.round == round_)
+        return self._rows(q.order_by(proposals.c.round, proposals.c.example_id), conn)
 
     # ------------------------------------------------------------ waiting for labels
     def set_wait(self, conn: Connection, name: str, round_: int, mode: str, flow_run_id: str | None) -> None:

@@ -216,9 +216,13 @@ class CampaignStore(BatchQueries):
         ]
         st.sort(key=lambda s: (s["round"], STEPS.index(s["step"]) if s["step"] in STEPS else 99))
         camp = self.campaign(name) or {}
+        props = [
+            {k: v for k, v in r.items() if k not in ("created_at", "campaign")} for r in self.proposals(name)
+        ]
         return {
             "selections": sel,
             "labels": labels,
+            "proposals": props,
             "metrics": self.metrics(name),
             "steps": st,
             "stop": (camp.get("stop_rule"), camp.get("stop_reason"), camp.get("stopped_round")),

@@ -3,7 +3,7 @@
 Every table is keyed by campaign name, so campaigns can share one database. Every
 timestamp is written in UTC (``utcnow``).
 
-Schema (version 3; version 1 and 2 stores are migrated in place on open)::
+Schema (version 4; version 1, 2 and 3 stores are migrated in place on open)::
 
     campaigns(name PK, uid, created_at, config JSON, seed, pool_digest, pool_size,
               eval_digest, labels JSON, model_digest, mlflow_experiment_id, mlflow_run_id,
@@ -18,6 +18,13 @@ Schema (version 3; version 1 and 2 stores are migrated in place on open)::
     label_events(event_id PK, campaign, example_id, round, label, annotator, source,
                  created_at, kind)                       INDEX(campaign, example_id)
                  kind: label | retract (undo of the annotator's last label) | unsure  [v2]
+                 shown, proposal, proposal_confidence, provenance                   [v4]
+                 what the annotator was shown (label | draft | NULL) and the label's
+                 provenance: accepted | corrected | typed | auto
+    proposals(campaign, round, example_id, label, confidence, source, agrees, decision,
+              created_at)                                PK(campaign, round, example_id) [v4]
+                 the proposed label (or draft) of each batch example: source model | llm
+    prelabel_rounds(campaign, round, source, info JSON, created_at)  PK(campaign, round) [v4]
     metrics(campaign, round, name, value, n_labels)      PK(campaign, round, name)
     access_tokens(campaign PK, token_sha256, created_at)                              [v2]
     waits(campaign, round, mode, flow_run_id, started_at, resumed_at)  PK(campaign, round) [v2]
@@ -35,6 +42,7 @@ import datetime as dt
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -54,7 +62,7 @@ from sqlalchemy.engine import Connection
 from alft.errors import StoreError
 from alft.store.engine import safe_url
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STEPS = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
 
 metadata = MetaData()
@@ -135,7 +143,48 @@ label_events = Table(
     Column("source", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("kind", String(16), nullable=False, server_default="label"),
+    # [v4] what the annotator was shown with the example, so every label's provenance is known:
+    # shown label | draft | NULL (nothing); the proposed label (NULL for a draft) and its
+    # confidence; provenance accepted | corrected | typed | auto (NULL: retract, unsure, pre-v4)
+    Column("shown", String(8)),
+    Column("proposal", Text),
+    Column("proposal_confidence", Float),
+    Column("provenance", String(16)),
     Index("ix_label_events_campaign_example", "campaign", "example_id"),
+)
+
+# [v4] What was proposed to the annotators of a round's batch, written once per round (with its
+# ``prelabel_rounds`` marker, in one transaction): a label and its confidence, or a draft
+# response (confidence NULL). ``agrees``: the current classifier predicts the same label (NULL:
+# no classifier to ask). ``decision`` (oracle.kind mixed): auto = accepted without a human,
+# audit = would have been auto, sent to people blind; NULL = shown to people.
+proposals = Table(
+    "proposals",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("example_id", String(512), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("confidence", Float),
+    Column("source", String(16), nullable=False),
+    Column("agrees", Boolean),
+    Column("decision", String(8)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("campaign", "round", "example_id"),
+)
+
+# [v4] One row per round whose proposals were computed (none may exist: round 0 has no model):
+# the done-marker that makes a re-run find them instead of computing them again; ``info``
+# holds the round's decisions (source, shots, the mixed threshold and its calibration counts).
+prelabel_rounds = Table(
+    "prelabel_rounds",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("info", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("campaign", "round"),
 )
 
 access_tokens = Table(
@@ -194,6 +243,25 @@ run_leases = Table(
     PrimaryKeyConstraint("campaign", "flow_run_id"),
 )
 
+# One fine-tune of the target model (``alft target``): arm alft | random, at n_labels, repeat r,
+# under one target spec (digest of the target section and the campaign seed). A row is written
+# once, after the run finished; a killed comparison re-runs only the rows it lacks.
+target_runs = Table(
+    "target_runs",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("spec", String(64), nullable=False),
+    Column("arm", String(16), nullable=False),
+    Column("n_labels", Integer, nullable=False),
+    Column("repeat", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("model_dir", Text),
+    Column("example_ids", JSON, nullable=False),  # what it trained on (example ids)
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("campaign", "spec", "arm", "n_labels", "repeat"),
+)
+
 alft_meta = Table(
     "alft_meta",
     metadata,
@@ -223,6 +291,22 @@ def _migrate_2_to_3(conn: Connection) -> None:
     )
 
 
+def _migrate_3_to_4(conn: Connection) -> None:
+    """v4 adds the provenance columns of ``label_events``; ``proposals`` and
+    ``prelabel_rounds`` come from ``create_all``. Events written before v4 keep NULL there:
+    what their annotators were shown was not recorded."""
+    for column, sql_type in (
+        ("shown", "VARCHAR(8)"),
+        ("proposal", "TEXT"),
+        ("proposal_confidence", "FLOAT"),
+        ("provenance", "VARCHAR(16)"),
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE label_events ADD COLUMN {column} {sql_type}")
+    conn.execute(
+        alft_meta.update().where(alft_meta.c.key == "schema_version").values(value="4")
+    )
+
+
 def ensure_schema(conn: Connection, url: str) -> None:
     """Create the missing tables and migrate an older store, in ``conn``'s transaction.
 
@@ -234,10 +318,12 @@ def ensure_schema(conn: Connection, url: str) -> None:
     ).scalar()
     if row is None:
         conn.execute(alft_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-    elif int(row) in (1, 2):
+    elif int(row) in (1, 2, 3):
         if int(row) == 1:
             _migrate_1_to_2(conn)
-        _migrate_2_to_3(conn)
+        if int(row) <= 2:
+            _migrate_2_to_3(conn)
+        _migrate_3_to_4(conn)
     elif int(row) != SCHEMA_VERSION:
         raise StoreError(
             f"campaign store {safe_url(url)} has schema version {row}, "

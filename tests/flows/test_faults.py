@@ -118,7 +118,8 @@ def reference(prefect_server, banking_subset, tiny_model, tmp_path_factory):
 
 # The kills, in the order a campaign reaches them: a flush of the embedding cache (round 0),
 # the start of every step in round 1 (where every step has a model to work with), inside
-# the commits that write a batch and its labels (labels.commit is inside the transaction
+# the commits that write a batch, its proposals (prelabel.commit: the transaction that stores
+# what annotators are shown) and its labels (labels.commit is inside the transaction
 # that records the labels) and the one that closes the round, the MLflow run of round 1
 # logged but the store not told, and the commit of the stop step that stops the campaign
 # (round 2: the budget is spent). Every other step's commit point is the same code path
@@ -131,6 +132,7 @@ FAULTS = [
     "r1.select.start",
     "r1.select.commit",
     "r1.labels.start",
+    "r1.prelabel.commit",
     "r1.labels.commit",
     "r1.train.start",
     "r1.evaluate.start",

@@ -4,6 +4,7 @@ LoRA SFT, token-entropy selection, real Self-Instruct data, two rounds end to en
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -99,6 +100,38 @@ def test_labels_are_the_reference_responses_and_round_1_used_the_model(finished,
     assert meta["kind"] == "sft" and meta["lora"] is True
 
 
+def test_round_1_decoded_only_a_shortlist_and_ranked_the_rest_below_it(finished):
+    import numpy as np
+
+    cfg, _, _ = finished
+    store = CampaignStore(cfg.store_url())
+    score = store.step_result(cfg.name, 1, "score")
+    # 40 pool rows - 6 labeled = 34 candidates; decode_shortlist 4 x batch 6 = 24 decoded
+    assert score["n_candidates"] == 34 and score["decoded"] == 24
+    with np.load(cfg.workdir_path() / "rounds" / "001" / "generation.npz") as z:
+        ent, nll = z["mean_entropy"], z["mean_nll"]
+    for values in (ent, nll):
+        desc = np.sort(values)[::-1]
+        # the 10 undecoded rows sit exactly 1 below the lowest decoded one, and below every decoded row
+        assert desc[24] == pytest.approx(desc[23] - 1.0)
+
+
+def test_round_0_holds_the_base_model_point_at_0_labels(finished):
+    from tasks.track import learning_curve_points
+
+    cfg, summary, _ = finished
+    store = CampaignStore(cfg.store_url())
+    m0 = store.metrics(cfg.name)[0]
+    assert {"base.loss", "base.perplexity", "base.rouge_l"} <= set(m0)
+    assert m0["base.perplexity"] == pytest.approx(math.exp(m0["base.loss"]))
+    assert 0 <= m0["base.rouge_l"] <= 1
+    assert m0["base.loss"] != pytest.approx(m0["loss"])  # the untrained model, not round 0's
+    assert "base.rouge_l" not in store.metrics(cfg.name)[1]
+    pts, names = learning_curve_points("generation", store.history(cfg.name))
+    assert names == ("ROUGE-L",)
+    assert pts == [(0, m0["base.rouge_l"]), (6, summary.rounds[0].rouge_l), (12, summary.rounds[1].rouge_l)]
+
+
 def test_mlflow_has_each_round_with_rouge_and_perplexity(finished):
     from mlflow.tracking import MlflowClient
 
@@ -134,16 +167,16 @@ def test_export_writes_chat_messages_and_plain_rows(finished, gen_files):
         ]
 
 
-def test_the_shipped_self_instruct_config_runs_two_rounds(prefect_server, gen_files, tiny_llama_model, tmp_path, monkeypatch):
+def test_the_shipped_self_instruct_config_runs_two_rounds(prefect_server, gen_files, tiny_llama_model, tmp_path):
     """conf/self_instruct.yaml as shipped (two_stage over token entropy, current embeddings,
     LoRA continued from the last round), scaled down to a tiny model, fewer rows and two rounds."""
     from pathlib import Path
 
     from flows.campaign import campaign
 
-    monkeypatch.setenv("ALFT_GEN_MODEL", str(tiny_llama_model))
     conf = Path(__file__).resolve().parents[2] / "conf" / "self_instruct.yaml"
     cfg = load_config(conf, [
+        f"model.path={tiny_llama_model}",  # the shipped packaged:smollm2-135m-instruct, scaled down
         f"workdir={tmp_path / 'work'}", "budget=16", "initial_size=8", "batch_size=8", "model.max_length=96",
         # the module's 40 + 8 Self-Instruct rows instead of all 342 + 85: same columns, a third of the time
         f"data.pool.path={gen_files['pool']}", f"data.eval.path={gen_files['eval']}",

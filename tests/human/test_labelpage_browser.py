@@ -129,10 +129,10 @@ def test_label_a_whole_batch_from_the_keyboard(tmp_path, bank_pool, browser):
         flt = browser.find_element(By.ID, "filter")
         n_before = len(built.store.label_events(built.name))
 
-        flt.send_keys("s")  # skip: client-side only
+        flt.send_keys(Keys.ALT, "s")  # skip (Alt: letters in the filter box always filter): client-side only
         assert shown(browser, not_id=skipped) == unsure
         assert len(built.store.label_events(built.name)) == n_before
-        flt.send_keys("u")  # unsure: stored, and it goes to the end
+        flt.send_keys(Keys.ALT, "u")  # unsure: stored, and it goes to the end
         cur = shown(browser, not_id=unsure)
         assert cur == accept
 
@@ -162,9 +162,9 @@ def test_label_a_whole_batch_from_the_keyboard(tmp_path, bank_pool, browser):
                 flt.send_keys(Keys.ENTER)
             shown(browser, not_id=cur)
             if cur == undone and not seen_undo:
-                # Backspace undoes the last label (a retract event) and shows that example again
+                # Alt+Backspace undoes the last label (a retract event) and shows that example again
                 assert f"Backspace undoes: {gold[cur]} on {cur}" in text_of(browser, "undoinfo")
-                flt.send_keys(Keys.BACKSPACE)
+                flt.send_keys(Keys.ALT, Keys.BACKSPACE)
                 assert shown(browser, want=undone) == undone
                 last = built.store.label_events(built.name)[-1]
                 assert (last["example_id"], last["kind"], last["annotator"]) == (undone, "retract", "alice")
@@ -197,6 +197,7 @@ def test_label_a_whole_batch_from_the_keyboard(tmp_path, bank_pool, browser):
 
 def test_hostile_texts_show_as_text_and_run_nothing(tmp_path, bank_pool, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     from alft.human.page.app import create_app, running
 
@@ -207,7 +208,7 @@ def test_hostile_texts_show_as_text_and_run_nothing(tmp_path, bank_pool, browser
         assert shown(browser) == built.batch[0]
         assert text_of(browser, "text") == XSS
         assert_no_dialog(browser)
-        browser.find_element(By.ID, "filter").send_keys("s")
+        browser.find_element(By.ID, "filter").send_keys(Keys.ALT, "s")
         assert shown(browser, not_id=built.batch[0]) == built.batch[1]
         assert text_of(browser, "text") == XSS_FLAG
         browser.execute_script("return 1")  # let any queued handler run before looking

@@ -37,7 +37,7 @@ class GenBuilt:
     token: str
 
 
-def build_gen(tmp: Path, files: dict[str, Path], batch_pool_ids: list[int]) -> GenBuilt:
+def build_gen(tmp: Path, files: dict[str, Path], batch_pool_ids: list[int], oracle: dict | None = None) -> GenBuilt:
     import yaml
 
     from alft.campaign.context import campaign_data
@@ -53,7 +53,7 @@ def build_gen(tmp: Path, files: dict[str, Path], batch_pool_ids: list[int]) -> G
         "data": {"pool": {"path": str(files["pool"])}, "label_field": "response", "candidate_field": "draft"},
         "model": {"path": str(tmp / "no-model-needed")},
         "cold_start": {"name": "random"}, "strategy": {"name": "token_entropy"},
-        "trainer": {"kind": "sft"}, "oracle": {"kind": "human", "wait": "poll"},
+        "trainer": {"kind": "sft"}, "oracle": {"kind": "human", "wait": "poll", **(oracle or {})},
     }))
     cfg = load_config(cfg_path)
     pool = campaign_data(cfg).pool

@@ -393,3 +393,42 @@ def test_the_pooled_encoder_handles_decoder_tokenizers_without_a_pad_token(gpt2_
     alone = np.vstack([enc.encode([t]) for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------- decoding shortlist
+def test_stats_decode_only_a_shortlist_and_rank_the_rest_below(llama_path):
+    model = GenerativeModel.from_base(str(llama_path), sft_cfg(gen_batch_size=4, max_new_tokens=5))
+    exs = [*EXAMPLES, Example("repeat: apple banana cherry dog", "eagle fish grape")]  # 13 rows
+    full = model.stats(exs)
+    first = model.stats(exs, decode=0)  # one pass, no decoding: the first greedy step only
+    _, ent1, nll1 = model._greedy(exs, 1, "first step")
+    np.testing.assert_allclose(first.mean_entropy, ent1, rtol=1e-6)
+    np.testing.assert_allclose(first.mean_nll, nll1, rtol=1e-6)
+    for rank_by, key in (("entropy", ent1), ("nll", nll1)):
+        short = model.stats(exs, decode=4, rank_by=rank_by)
+        top = np.lexsort((np.arange(len(exs)), -key))[:4]  # the 4 highest first-step values
+        rest = np.setdiff1d(np.arange(len(exs)), top)
+        for got, exact, one in ((short.mean_entropy, full.mean_entropy, ent1), (short.mean_nll, full.mean_nll, nll1)):
+            np.testing.assert_allclose(got[top], exact[top], rtol=1e-5)  # decoded: the exact statistics
+            assert got[rest].max() == pytest.approx(got[top].min() - 1.0)  # the rest rank after all of them
+            np.testing.assert_allclose(got[rest] - got[rest].max(), one[rest] - one[rest].max(), atol=1e-9)
+    # a shortlist as long as the candidates decodes everything, as without one
+    np.testing.assert_array_equal(model.stats(exs, decode=len(exs)).mean_entropy, full.mean_entropy)
+    with pytest.raises(ValueError, match="rank_by must be"):
+        model.stats(exs, decode=2, rank_by="margin")
+
+
+def test_ifd_needs_no_decoding(lora_model, monkeypatch):
+    cands = ["apple", "banana split", "cherry"]
+    expected = lora_model.stats(EXAMPLES[:3], candidates=cands).ifd
+    steps = []
+    real = lora_model._greedy
+
+    def counting(examples, max_new_tokens, what):
+        steps.append(max_new_tokens)
+        return real(examples, max_new_tokens, what)
+
+    monkeypatch.setattr(lora_model, "_greedy", counting)
+    st = lora_model.stats(EXAMPLES[:3], candidates=cands, decode=0)
+    np.testing.assert_allclose(st.ifd, expected, rtol=1e-6)
+    assert steps == [1]  # the first-token pass only

@@ -126,6 +126,17 @@ def _set_schema(path, version: int, *statements: str) -> None:
     db.close()
 
 
+# What a version 3 store lacks: the v4 provenance columns and the proposal tables.
+V3_STATEMENTS = (
+    "ALTER TABLE label_events DROP COLUMN shown",
+    "ALTER TABLE label_events DROP COLUMN proposal",
+    "ALTER TABLE label_events DROP COLUMN proposal_confidence",
+    "ALTER TABLE label_events DROP COLUMN provenance",
+    "DROP TABLE proposals",
+    "DROP TABLE prelabel_rounds",
+)
+
+
 def _schema_version(path) -> str:
     import sqlite3
 
@@ -139,11 +150,11 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
     path = tmp_path / "v1.db"
     _one_labeled_campaign(path)
     # a version-1 store: no kind column, no lease table
-    _set_schema(path, 1, "ALTER TABLE label_events DROP COLUMN kind", "DROP TABLE run_leases")
+    _set_schema(path, 1, *V3_STATEMENTS, "ALTER TABLE label_events DROP COLUMN kind", "DROP TABLE run_leases")
     again = CampaignStore(f"sqlite:///{path}")
     assert again.label_events("c")[0]["kind"] == "label"
     assert again.current_labels("c") == {"e1": "x"}
-    assert _schema_version(path) == "3"
+    assert _schema_version(path) == "4"
     assert again.leases("c") == []  # the v3 table exists
 
 
@@ -152,19 +163,19 @@ def test_a_version_2_store_gets_the_run_lease_table(tmp_path):
 
     path = tmp_path / "v2.db"
     _one_labeled_campaign(path)
-    _set_schema(path, 2, "DROP TABLE run_leases")
+    _set_schema(path, 2, *V3_STATEMENTS, "DROP TABLE run_leases")
     again = CampaignStore(f"sqlite:///{path}")
     assert again.current_labels("c") == {"e1": "x"}  # nothing of v2 changed
     assert leases.acquire(again, "c", "run-1") == []
     assert [r["flow_run_id"] for r in again.leases("c")] == ["run-1"]
     leases.release(again, "c", "run-1", "completed")
     again.close()
-    assert _schema_version(path) == "3"
+    assert _schema_version(path) == "4"
 
 
 def test_a_newer_store_is_refused(tmp_path):
     path = tmp_path / "v9.db"
     CampaignStore(f"sqlite:///{path}").close()
     _set_schema(path, 9)  # as a later alft would leave it
-    with pytest.raises(StoreError, match="schema version 9, this alft expects 3"):
+    with pytest.raises(StoreError, match="schema version 9, this alft expects 4"):
         CampaignStore(f"sqlite:///{path}")

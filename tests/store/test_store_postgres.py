@@ -81,7 +81,7 @@ def test_a_campaign_is_created_and_resumed(store, pg):
         again.clear_stop(conn, "c")
     assert store.campaign("c")["stop_rule"] is None
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "3"
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "4"
     again.close()
 
 
@@ -226,9 +226,11 @@ def test_a_version_1_store_is_migrated_in_place(pg):
     make_campaign(st)
     with st.transaction() as conn:
         st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
-        # turn it back into a version-1 store: no kind column, none of the v2 and v3 tables, version 1
-        conn.exec_driver_sql("ALTER TABLE label_events DROP COLUMN kind")
-        for table in ("access_tokens", "waits", "consumed_inputs", "run_leases"):
+        # turn it back into a version-1 store: no kind column, none of the v2, v3 and v4 tables
+        # and columns, version 1
+        for column in ("kind", "shown", "proposal", "proposal_confidence", "provenance"):
+            conn.exec_driver_sql(f"ALTER TABLE label_events DROP COLUMN {column}")
+        for table in ("access_tokens", "waits", "consumed_inputs", "run_leases", "proposals", "prelabel_rounds"):
             conn.exec_driver_sql(f"DROP TABLE {table}")
         conn.exec_driver_sql("UPDATE alft_meta SET value = '1' WHERE key = 'schema_version'")
     st.close()
@@ -239,7 +241,33 @@ def test_a_version_1_store_is_migrated_in_place(pg):
         again.set_token_hash(conn, "c", "f" * 64)  # a v2 table exists again
     assert again.leases("c") == []  # and the v3 one
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "3"
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "4"
+    again.close()
+
+
+def test_a_version_3_store_gets_the_provenance_columns_and_proposal_tables(pg):
+    from alft.store.batches import Shown
+
+    st = CampaignStore(pg)
+    make_campaign(st)
+    with st.transaction() as conn:
+        st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
+        for column in ("shown", "proposal", "proposal_confidence", "provenance"):
+            conn.exec_driver_sql(f"ALTER TABLE label_events DROP COLUMN {column}")
+        for table in ("proposals", "prelabel_rounds"):
+            conn.exec_driver_sql(f"DROP TABLE {table}")
+        conn.exec_driver_sql("UPDATE alft_meta SET value = '3' WHERE key = 'schema_version'")
+    st.close()
+    again = CampaignStore(pg)
+    assert again.label_events("c")[0]["provenance"] is None  # what was shown before v4 is unknown
+    with again.transaction() as conn:
+        again.add_label_events(conn, "c", 0, [("e2", "y")], "ann", "page", shown=[Shown("label", "x", 0.75)])
+        assert again.add_proposals(conn, "c", 0, "llm", [{"example_id": "e2", "label": "x", "confidence": 0.75}], {})
+    last = again.label_events("c")[-1]
+    assert (last["proposal"], last["proposal_confidence"], last["provenance"]) == ("x", 0.75, "corrected")
+    assert [p["label"] for p in again.proposals("c", 0)] == ["x"]
+    with again.engine.connect() as c:
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "4"
     again.close()
 
 
@@ -248,7 +276,7 @@ def test_a_newer_store_is_refused(pg):
     with st.transaction() as conn:
         conn.exec_driver_sql("UPDATE alft_meta SET value = '9' WHERE key = 'schema_version'")
     st.close()
-    with pytest.raises(StoreError, match="schema version 9, this alft expects 3"):
+    with pytest.raises(StoreError, match="schema version 9, this alft expects 4"):
         CampaignStore(pg)
 
 

@@ -46,6 +46,7 @@ from alft.human.labeling import MAX_RESPONSE_CHARS, LabelItem, LabelRejected, No
 from alft.human.page.handout import LabelPage
 from alft.human.page.render import render_page
 from alft.human.page.security import WILDCARD_HOSTS, Guard, allowed_host_names, page_csp, problem
+from alft.store.batches import Shown
 
 MAX_BODY = 64 * 1024
 MAX_ITEMS = 1000
@@ -98,8 +99,28 @@ def _parse_submission(data: Any) -> tuple[str, int | None, list[LabelItem]]:
             raise BadRequest(422, f"items[{i}].label must be a string")
         if not isinstance(kind, str):
             raise BadRequest(422, f"items[{i}].kind must be label, retract or unsure")
-        out.append(LabelItem(ex, label, kind))
+        out.append(LabelItem(ex, label, kind, _parse_shown(it.get("shown"), i)))
     return annotator.strip(), round_, out
+
+
+def _parse_shown(sh: Any, i: int) -> Shown | None:
+    """What the page says it showed with an item: a proposal {label, confidence}, a draft
+    {draft: true} (the server fills in its text), or nothing."""
+    if sh is None:
+        return None
+    if not isinstance(sh, dict):
+        raise BadRequest(422, f"items[{i}].shown must be {{label, confidence}} or {{draft: true}}")
+    if sh.get("draft") is True:
+        return Shown("draft")
+    label, conf = sh.get("label"), sh.get("confidence")
+    if not isinstance(label, str):
+        raise BadRequest(422, f"items[{i}].shown.label must be a string")
+    if conf is not None and (isinstance(conf, bool) or not isinstance(conf, (int, float))):
+        raise BadRequest(422, f"items[{i}].shown.confidence must be a number or null")
+    try:
+        return Shown("label", label, None if conf is None else float(conf))
+    except OverflowError:  # an integer of hundreds of digits
+        raise BadRequest(422, f"items[{i}].shown.confidence is not a probability") from None
 
 
 def _annotator_param(request: Request) -> str:

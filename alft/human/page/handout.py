@@ -28,7 +28,9 @@ from alft.human.labeling import (
     resume_if_complete,
     submit,
 )
+from alft.human.proposals import batch_shown, preselected
 from alft.resolve import AgreementCounts, agreement_counts
+from alft.store.batches import Shown
 
 log = logging.getLogger("alft")
 
@@ -101,6 +103,9 @@ class LabelPage:
         # their transactions side by side.
         self.db_lock: Any = threading.Lock() if store.engine.dialect.name == "sqlite" else nullcontext()
         self._probs: dict[int, tuple[int, dict[int, int], np.ndarray] | None] = {}
+        self._shown: dict[int, dict[str, Shown]] = {}  # round -> its stored proposals, once final
+        self.prelabel = cfg.oracle.prelabel
+        self.preselect_min = cfg.oracle.preselect_min_confidence
         self._round_cache: dict[int | None, tuple] = {}
         self._claims: dict[str, tuple[str, float]] = {}  # annotator -> (example id, when)
 
@@ -159,6 +164,24 @@ class LabelPage:
         p = probs[row]
         top = np.argsort(-p, kind="stable")[:5]
         return [(self.labels[int(i)], float(p[int(i)])) for i in top if math.isfinite(float(p[int(i)]))]
+
+    def shown_for(self, batch: PendingBatch, example_id: str, sugg: list[tuple[str, float]]) -> Shown | None:
+        """What the page shows with ``example_id``: the round's stored proposal; before it is
+        stored (``prelabel: model``), the classifier's top label from the score step's file."""
+        with self._lock:
+            final = self._shown.get(batch.round)
+        if final is not None:
+            return final.get(example_id)
+        generation_drafts = self.generation and self.prelabel == "model"
+        if not generation_drafts and self.store.prelabel_round(self.name, batch.round) is None:
+            if self.prelabel == "model" and not self.generation and sugg:
+                return Shown("label", sugg[0][0], sugg[0][1])
+            return None
+        shown, done = batch_shown(self.ctx, batch.round, batch.items, store=self.store)
+        if done:
+            with self._lock:
+                self._shown = {batch.round: shown}  # one round pending at a time
+        return shown.get(example_id)
 
     # ------------------------------------------------------------------ claims
     def _others_claims(self, annotator: str) -> dict[str, int]:
@@ -268,7 +291,10 @@ class LabelPage:
         self.claim(annotator, ex)
         sel = next(s for s in b.items if s["example_id"] == ex)
         st = b.states.get(ex)
-        sugg = self.suggestion(b.round, sel["pool_id"])
+        sugg = self.suggestion(b.round, sel["pool_id"]) if self.prelabel == "model" and not self.generation else []
+        shown = self.shown_for(b, ex, sugg)
+        if shown is None or shown.kind != "label":
+            sugg = []  # the classifier's ranking goes with its shown proposal only (never to a blind audit)
         pool_id = int(sel["pool_id"])
         out["example"] = {
             "id": ex,
@@ -277,9 +303,16 @@ class LabelPage:
             "position": sel["position"],
             # blind: a control-arm example shows the round's strategy (alft/campaign/control.py)
             "strategy": next((s["strategy"] for s in b.items if s["strategy"] != "random-control"), sel["strategy"]),
-            "suggestion": sugg[0][0] if sugg else None,
-            "confidence": sugg[0][1] if sugg else None,
+            "suggestion": shown.label if shown is not None and shown.kind == "label" else None,
+            "confidence": shown.confidence if shown is not None and shown.kind == "label" else None,
             "suggestions": [{"label": lab, "p": p} for lab, p in sugg],
+            # what the page shows and sends back with the label (its provenance)
+            "proposal": None if shown is None or shown.kind != "label" else {
+                "label": shown.label,
+                "confidence": shown.confidence,
+                "source": self.prelabel,
+                "preselect": preselected(shown, self.preselect_min),
+            },
             "status": st.status if st is not None else "pending",
             "votes": len(st.votes) if st is not None else 0,
             "needs": needs(ex),
@@ -287,13 +320,15 @@ class LabelPage:
         }
         if self.generation and 0 <= pool_id < len(self.texts):
             pool = self.pool
-            draft = pool.candidates[pool_id] if pool.candidates is not None else ""
+            draft = shown.draft if shown is not None and shown.kind == "draft" else ""
             own = (mine.get(ex) or {}) if (mine.get(ex) or {}).get("kind") == "label" else {}
             out["example"].update(
                 instruction=pool.instructions[pool_id],
                 input=pool.inputs[pool_id] if pool.inputs is not None else "",
                 # a routed-back example shows the annotator's own answer to revise
                 draft=own.get("label") or draft,
+                # a proposal's draft (not one's own answer): accepted as is, or edited
+                draft_proposed=bool(draft) and not own.get("label"),
                 has_candidate=pool.candidates is not None,
             )
         if st is not None and st.status == "disputed":
@@ -341,7 +376,27 @@ class LabelPage:
             out["resume_error"] = str(exc)
         return out
 
+    def _with_drafts(self, items: list[LabelItem]) -> list[LabelItem]:
+        """Fill in the text of each draft the page says it showed (the page sends only that it
+        did: the server knows which draft it handed out)."""
+        from dataclasses import replace
+
+        if not any(it.shown is not None and it.shown.kind == "draft" for it in items):
+            return items
+        r = pending_round(self.store, self.name)
+        batch_items = self.store.selections(self.name, r) if r is not None else []
+        drafts, _ = batch_shown(self.ctx, r, batch_items, store=self.store) if r is not None else ({}, True)
+        out = []
+        for it in items:
+            if it.shown is not None and it.shown.kind == "draft":
+                d = drafts.get(it.example_id)
+                # no draft known for it (none proposed): the response counts as written from scratch
+                it = replace(it, shown=d if d is not None and d.kind == "draft" else None)
+            out.append(it)
+        return out
+
     def _submit(self, annotator: str, round_: int | None, items: list[LabelItem]):
+        items = self._with_drafts(items)
         return submit(
             self.store,
             self.name,

@@ -41,6 +41,7 @@ def render_page(page: LabelPage, snap: Snapshot, first_text: str | None, nonce: 
         "overlap": page.overlap,
         "mode": "generation" if page.generation else "classification",
         "defaultAnnotator": page.default_annotator,
+        "preselect": page.preselect_min,
         "tokenHeader": TOKEN_HEADER,
     }
     batch = prog["batch"]

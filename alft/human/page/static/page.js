@@ -6,7 +6,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var state = {
     annotator: null, data: null, example: null, round: null,
-    skipped: [], matches: [], chosen: -1, typing: false, busy: false, lastPoll: 0
+    skipped: [], matches: [], chosen: -1, command: false, busy: false, lastPoll: 0
   };
   var STORE_KEY = "alft.annotator";
 
@@ -88,17 +88,25 @@
     state.matches = out.map(function (m) { return m.i; });
     if (q) { state.chosen = state.matches.length ? 0 : -1; }
     else {
-      var s = state.example && state.example.suggestion;
-      state.chosen = s ? state.matches.indexOf(boot.labels.indexOf(s)) : -1;
+      // only a confident proposal is pre-selected: Enter must never rubber-stamp a guess
+      var prop = state.example && state.example.proposal;
+      state.chosen = prop && prop.preselect ? state.matches.indexOf(boot.labels.indexOf(prop.label)) : -1;
     }
     drawMatches();
-    $("mode").textContent = state.typing ? "filtering · Esc clears" : "";
+    showMode();
+  }
+
+  function showMode() {
+    var f = $("filter");
+    $("mode").textContent = state.command ? "shortcuts: S skip · U unsure · Backspace undo · a letter filters" :
+      (f.value !== "" ? "filtering · Esc clears" : "");
   }
 
   function drawMatches() {
     var ol = $("matches");
     while (ol.firstChild) { ol.removeChild(ol.firstChild); }
-    var sugg = state.example && state.example.suggestion;
+    var prop = state.example && state.example.proposal;
+    var sugg = prop ? prop.label : null;
     state.matches.forEach(function (li, n) {
       var item = document.createElement("li");
       var k = document.createElement("span");
@@ -128,7 +136,7 @@
     if (c && c.scrollIntoView) { c.scrollIntoView({ block: "nearest" }); }
   }
 
-  function clearFilter() { $("filter").value = ""; state.typing = false; refilter(); }
+  function clearFilter() { $("filter").value = ""; refilter(); }
 
   // ------------------------------------------------------------ showing
   function pct(x) { return x === null || x === undefined ? "–" : Math.round(x * 100) + "%"; }
@@ -165,14 +173,16 @@
       $("exmeta").textContent = meta;
       var s = $("sugg");
       while (s.firstChild) { s.removeChild(s.firstChild); }
-      if (ex.suggestion) {
-        s.appendChild(document.createTextNode("model suggests "));
+      var prop = ex.proposal;
+      if (prop) {
+        s.appendChild(document.createTextNode((prop.source === "llm" ? "LLM" : "model") + " suggests "));
         var bEl = document.createElement("b");
-        bEl.textContent = ex.suggestion;
+        bEl.textContent = prop.label;
         s.appendChild(bEl);
-        s.appendChild(document.createTextNode(" (" + pct(ex.confidence) + " confident) · Enter accepts it"));
+        s.appendChild(document.createTextNode(" (" + pct(prop.confidence) + " confident) · " + (prop.preselect ?
+          "Enter accepts it" : "not pre-selected below " + pct(boot.preselect) + ": choose a label")));
       } else {
-        s.textContent = "no model suggestion yet (round " + ex.round + ")";
+        s.textContent = "no suggestion for this example";
       }
     }
     if (GEN) {
@@ -184,10 +194,12 @@
         "Write the response (Ctrl+Enter saves)";
       $("sugg").textContent = "";
     }
-    $("undoinfo").textContent = d.undo ? ("Backspace undoes: " + short(d.undo.label) + " on " + d.undo.id) : "";
+    $("undoinfo").textContent = d.undo ? ((GEN ? "Backspace" : "Alt+Backspace") + " undoes: " + short(d.undo.label) + " on " + d.undo.id) : "";
     document.body.dataset.exampleId = ex ? ex.id : "";
-    document.body.dataset.ready = "1";
+    state.command = false;
     clearFilter();
+    if (!GEN && $("who").hidden) { $("filter").focus(); }
+    document.body.dataset.ready = "1";
   }
 
   function load(first) {
@@ -225,7 +237,9 @@
     if (!ex || state.busy) { return; }
     var text = $("response").value;
     if (!text.trim()) { say("write the response first (E or a click puts you in the text box)", "err"); return; }
-    post([{ id: ex.id, label: text, kind: "label" }], "saved the response to " + ex.id).then(function (ok) {
+    var item = { id: ex.id, label: text, kind: "label" };
+    if (ex.draft_proposed) { item.shown = { draft: true }; }  // the server knows the draft's text
+    post([item], "saved the response to " + ex.id).then(function (ok) {
       if (ok) { $("response").blur(); load(); }
     });
   }
@@ -236,7 +250,10 @@
     if (!ex || state.busy) { return; }
     if (state.chosen < 0) { say("choose a label first: type to filter, 1–9 to pick", "err"); return; }
     var label = boot.labels[state.matches[state.chosen]];
-    post([{ id: ex.id, label: label, kind: "label" }], "labeled " + ex.id + " as " + label).then(function () { load(); });
+    var item = { id: ex.id, label: label, kind: "label" };
+    // what was shown with it: the label is stored as accepted (equal) or corrected
+    if (ex.proposal) { item.shown = { label: ex.proposal.label, confidence: ex.proposal.confidence }; }
+    post([item], "labeled " + ex.id + " as " + label).then(function () { load(); });
   }
 
   function unsure() {
@@ -280,12 +297,23 @@
       if (g === "Backspace") { ev.preventDefault(); undo(); return; }
       return;
     }
-    if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }
     var f = $("filter");
     var k = ev.key;
-    var empty = f.value === "";
+    if (ev.altKey && !ev.ctrlKey && !ev.metaKey) {
+      // Alt + S, U, Backspace: the shortcuts from anywhere (ev.code: Alt changes ev.key on a Mac)
+      if (ev.code === "KeyS") { ev.preventDefault(); skip(); return; }
+      if (ev.code === "KeyU") { ev.preventDefault(); unsure(); return; }
+      if (k === "Backspace") { ev.preventDefault(); undo(); return; }
+      return;
+    }
+    if (ev.ctrlKey || ev.metaKey) { return; }
     if (k === "Enter") { ev.preventDefault(); submitChosen(); return; }
-    if (k === "Escape") { ev.preventDefault(); clearFilter(); f.focus(); return; }
+    if (k === "Escape") {
+      ev.preventDefault();
+      // Esc clears the filter; Esc on an empty one leaves it: S, U, Backspace work without Alt
+      if (f.value !== "") { clearFilter(); f.focus(); } else { state.command = true; f.blur(); showMode(); }
+      return;
+    }
     if (/^[1-9]$/.test(k)) {
       ev.preventDefault();
       var n = Number(k) - 1;
@@ -299,19 +327,20 @@
         (state.chosen + (k === "ArrowDown" ? 1 : -1) + state.matches.length) % state.matches.length;
       state.chosen = c; drawMatches(); return;
     }
-    if (empty && !state.typing) {
+    if (state.command) {
+      // left the filter box on purpose (Esc): single keys are shortcuts here
       if (k === "s" || k === "S") { ev.preventDefault(); skip(); return; }
       if (k === "u" || k === "U") { ev.preventDefault(); unsure(); return; }
       if (k === "Backspace") { ev.preventDefault(); undo(); return; }
-      if (k === "/") { ev.preventDefault(); state.typing = true; f.focus(); refilter(); return; }
+      if (k === "/") { ev.preventDefault(); f.focus(); return; }
     }
-    if (empty && state.typing && k === "Backspace") { ev.preventDefault(); state.typing = false; refilter(); return; }
+    // "/" was the old way to type a label starting with s or u: harmless in an empty filter
+    if (k === "/" && f.value === "") { ev.preventDefault(); f.focus(); return; }
+    // every other letter filters, wherever the focus was
     if (document.activeElement !== f && k.length === 1) { f.focus(); }
   }, true);
-  $("filter").addEventListener("input", function () {
-    if ($("filter").value !== "") { state.typing = true; }
-    refilter();
-  });
+  $("filter").addEventListener("focus", function () { state.command = false; showMode(); });
+  $("filter").addEventListener("input", refilter);
   $("b-submit").addEventListener("click", submitChosen);
   $("b-skip").addEventListener("click", skip);
   $("b-unsure").addEventListener("click", unsure);
@@ -337,8 +366,9 @@
   var who = fromUrl || saved || boot.defaultAnnotator;
   if (GEN) {
     $("gen").hidden = false; $("filterrow").hidden = true; $("matches").hidden = true;
+    $("b-skip").textContent = "Skip (S)"; $("b-unsure").textContent = "Unsure (U)"; $("b-undo").textContent = "Undo (Backspace)";
     $("keys").textContent = "Ctrl+Enter save · E edit · Esc leave the text box · Enter save (outside it) · " +
-      "S skip · U unsure · Backspace undo your last response";
+      "S skip · U unsure · Backspace undo your last response (outside it)";
   }
   if (who) { setAnnotator(who); load(); } else { askAnnotator(); }
   refilter();

@@ -1,0 +1,194 @@
+"""Human effort with LLM pre-labels: BANKING77 and SMS Spam, same budget, three ways to label.
+
+* ``none``: nothing is proposed; every label is chosen from the whole label set.
+* ``prelabel``: the LLM labeler proposes a label for each selected text (few-shot with its
+  nearest human-labeled examples); the (simulated) expert verifies it.
+* ``mixed``: as ``prelabel``, but proposals that pass the threshold calibrated on the expert's
+  labels so far (and agree with the classifier) are accepted without a human; a share of
+  those is audited blind (``alft/campaign/mixed.py``).
+
+The expert is the gold column (``oracle.human: simulated``), so every mode ends with the same
+number of labels; what differs is what people had to do. Time model, per human label:
+a pre-selected proposal kept with Enter (confidence >= ``oracle.preselect_min_confidence``)
+costs 1 s; any other label is a choice among C labels, ``2 + 4 * ln(C / 2) / ln(77 / 2)``
+seconds (2 s for a binary label, 6 s for BANKING77's 77 intents); an auto label costs nothing.
+``human_decisions`` counts the labels people gave (each one decision, one keystroke or a full
+choice). ``accuracy`` is the final round's head classifier on the eval subset;
+``auto_label_error`` the share of auto labels that differ from gold.
+
+Campaigns run with ``benchmarks.plain.run_plain`` (the step functions without Prefect or
+MLflow) on a pool subset (``--pool``) with the packaged all-MiniLM-L6-v2 encoder, the head
+trainer and margin sampling; the LLM is the packaged SmolLM2-135M-Instruct. Results go to
+``benchmarks/results/llm_effort.json`` (a list of rows).
+
+    .venv/bin/python benchmarks/llm_effort.py [--datasets banking77,sms_spam] [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.plain import cpu_model, offline_env, run_plain, shared_data  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "benchmarks" / ".work" / "llm_effort"
+MODES = ("none", "prelabel", "mixed")
+ACCEPT_S = 1.0
+
+
+def choose_seconds(n_labels: int) -> float:
+    """Seconds to choose one of ``n_labels`` labels: 2 s for two, 6 s for 77, log-linear between."""
+    return 2.0 + 4.0 * math.log(max(n_labels, 2) / 2) / math.log(77 / 2)
+
+
+def effort(events: list[dict[str, Any]], n_labels: int, preselect_min: float) -> dict[str, float]:
+    """Human decisions and seconds behind a campaign's labels (its standing votes)."""
+    from alft.campaign.provenance import standing_votes
+
+    votes = [v for v in standing_votes(events) if v["source"] != "auto"]
+    one_key = [
+        v for v in votes
+        if v["provenance"] == "accepted" and v["proposal_confidence"] is not None
+        and v["proposal_confidence"] >= preselect_min
+    ]
+    return {
+        "human_decisions": len(votes),
+        "one_key": len(one_key),
+        "human_seconds": round(len(one_key) * ACCEPT_S + (len(votes) - len(one_key)) * choose_seconds(n_labels), 1),
+    }
+
+
+def subset(name: str, n_pool: int, n_eval: int, seed: int, out: Path, data_dir: Path) -> dict[str, Path]:
+    """A stratified-enough random pool and eval subset of a shared dataset, written under ``out``."""
+    src = data_dir / name
+    rng = random.Random(seed)
+
+    def read(split: str) -> list[dict]:
+        with open(src / f"{split}.jsonl", encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, n, key in (("train", n_pool, "pool"), ("test", n_eval, "eval")):
+        rows = read(split)
+        rng.shuffle(rows)
+        path = out / f"{key}.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for r in rows[:n]:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        files[key] = path
+    files["labels"] = src / "labels.json"
+    return files
+
+
+def config(name: str, mode: str, seed: int, files: dict[str, Path], args, workdir: Path):
+    from alft.config import CampaignConfig
+
+    oracle: dict[str, Any] = {"kind": "simulated", "prelabel": "none"}
+    if mode != "none":
+        oracle = {"kind": "simulated", "prelabel": "llm", "prelabel_model": args.llm, "prelabel_shots": args.shots}
+    if mode == "mixed":
+        oracle.update(kind="mixed", human="simulated")
+    return CampaignConfig.model_validate({
+        "name": name,
+        "seed": seed,
+        "budget": args.budget,
+        "initial_size": args.batch,
+        "batch_size": args.batch,
+        "workdir": str(workdir),
+        "data": {"pool": {"path": str(files["pool"])}, "eval": {"path": str(files["eval"])}, "labels": str(files["labels"])},
+        "model": {"path": args.encoder, "num_threads": args.threads, "max_length": 64},
+        "strategy": {"name": "margin"},
+        "cold_start": {"name": "kmeans"},
+        "trainer": {"kind": "head"},
+        "oracle": oracle,
+    })
+
+
+def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) -> dict[str, Any]:
+    import shutil
+
+    from alft.campaign.context import open_store
+
+    name = f"effort-{dataset.replace('_', '-')}-{mode}-s{seed}"
+    workdir = Path(args.work) / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    cfg = config(name, mode, seed, files, args, workdir)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    run_plain(cfg)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    store = open_store(cfg)
+    events = store.label_events(name)
+    labels = json.loads(files["labels"].read_text())
+    with open(files["pool"], encoding="utf-8") as fh:
+        gold = {r["id"]: r["label"] for r in map(json.loads, fh)}
+    auto = [e for e in events if e["source"] == "auto"]
+    history = store.history(name)
+    row = {
+        "dataset": dataset,
+        "mode": mode,
+        "seed": seed,
+        "budget": cfg.budget,
+        **effort(events, len(labels), cfg.oracle.preselect_min_confidence),
+        "accuracy": round(history[-1].metrics["accuracy"], 4),
+        "auto_labels": len(auto),
+        "auto_label_error": round(sum(e["label"] != gold[e["example_id"]] for e in auto) / len(auto), 4) if auto else None,
+        "prelabel_accuracy": _prelabel_accuracy(store, name, gold),
+        "rounds": len(history),
+        "cpu_s": round(cpu, 1),
+        "wall_s": round(wall, 1),
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _prelabel_accuracy(store, name: str, gold: dict[str, str]) -> float | None:
+    props = store.proposals(name)
+    return round(sum(p["label"] == gold[p["example_id"]] for p in props) / len(props), 4) if props else None
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="banking77,sms_spam")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--seeds", default="0", help="comma-separated campaign seeds")
+    ap.add_argument("--pool", type=int, default=1500, help="pool subset size per dataset")
+    ap.add_argument("--eval", type=int, default=500, help="eval subset size per dataset")
+    ap.add_argument("--budget", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=50, help="round 0 and later batch size")
+    ap.add_argument("--shots", type=int, default=4, help="oracle.prelabel_shots")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--encoder", default="packaged:all-MiniLM-L6-v2")
+    ap.add_argument("--llm", default="packaged:smollm2-135m-instruct")
+    ap.add_argument("--data-dir", default=None, help="the shared data (default: found like the tests do)")
+    ap.add_argument("--out", default=str(RESULTS / "llm_effort.json"))
+    ap.add_argument("--work", default=str(WORK), help="campaign folders and data subsets (ignored by git)")
+    args = ap.parse_args(argv)
+    offline_env()
+    data_dir = Path(args.data_dir) if args.data_dir else shared_data()
+    rows = []
+    for dataset in args.datasets.split(","):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            files = subset(dataset, args.pool, args.eval, seed, Path(args.work) / "data" / f"{dataset}-s{seed}", data_dir)
+            for mode in args.modes.split(","):
+                rows.append(run_one(dataset, mode, seed, args, files))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    print(f"{len(rows)} rows -> {out} ({platform.python_version()}, {cpu_model()})")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

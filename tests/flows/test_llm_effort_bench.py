@@ -1,0 +1,68 @@
+"""benchmarks/llm_effort.py: its time model by hand, and the whole script on a tiny setting
+(tiny BERT encoder, tiny random Llama as the LLM labeler, 8 BANKING77 intents)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from benchmarks.llm_effort import choose_seconds, effort
+
+
+def test_choosing_costs_two_seconds_for_two_labels_and_six_for_77():
+    assert choose_seconds(2) == 2.0
+    assert choose_seconds(77) == pytest.approx(6.0)
+    assert choose_seconds(8) == pytest.approx(2 + 4 * math.log(4) / math.log(38.5))
+
+
+def test_one_keystroke_only_for_a_kept_preselected_proposal():
+    def ev(ex, prov, conf, source="page", ann="a", kind="label"):
+        return {"example_id": ex, "annotator": ann, "source": source, "kind": kind, "provenance": prov,
+                "proposal_confidence": conf}
+
+    events = [
+        ev("e1", "accepted", 0.9),  # Enter on a pre-selected proposal: 1 s
+        ev("e2", "accepted", 0.3),  # kept, but it was not pre-selected: a choice
+        ev("e3", "corrected", 0.9),
+        ev("e4", "typed", None),
+        ev("e5", "auto", 0.99, source="auto", ann="llm-auto"),  # nobody's time
+        ev("e6", "typed", None), ev("e6", None, None, kind="retract"),  # undone: no standing label
+    ]
+    got = effort(events, 77, 0.5)
+    assert got == {"human_decisions": 4, "one_key": 1, "human_seconds": round(1 + 3 * 6.0, 1)}
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_every_mode_on_a_tiny_setting(tmp_path, banking_subset, tiny_model):
+    from benchmarks.llm_effort import main
+    from tests.conftest import read_jsonl
+    from tests.tiny_models import tiny_llama
+
+    data = tmp_path / "data" / "banking77"
+    data.mkdir(parents=True)
+    shutil.copy(banking_subset["pool"], data / "train.jsonl")
+    shutil.copy(banking_subset["eval"], data / "test.jsonl")
+    shutil.copy(banking_subset["labels"], data / "labels.json")
+    llm = tiny_llama(tmp_path / "llm", [r["text"] for r in read_jsonl(banking_subset["pool"])])
+    out = tmp_path / "rows.json"
+    rows = main([
+        "--datasets", "banking77", "--pool", "120", "--eval", "40", "--budget", "40", "--batch", "20",
+        "--shots", "2", "--threads", "1", "--encoder", str(tiny_model), "--llm", str(llm),
+        "--data-dir", str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(out),
+    ])
+    assert json.loads(out.read_text()) == rows
+    assert [r["mode"] for r in rows] == ["none", "prelabel", "mixed"]
+    keys = {"dataset", "mode", "seed", "budget", "human_decisions", "human_seconds", "accuracy", "auto_labels", "auto_label_error"}
+    assert all(keys <= set(r) for r in rows)
+    none, pre, mixed = rows
+    # nothing proposed: every one of the 40 labels is a full choice among 8
+    assert (none["human_decisions"], none["one_key"], none["auto_labels"]) == (40, 0, 0)
+    assert none["human_seconds"] == round(40 * choose_seconds(8), 1) and none["prelabel_accuracy"] is None
+    assert pre["human_decisions"] == 40 and pre["prelabel_accuracy"] is not None
+    assert pre["human_seconds"] == round(pre["one_key"] + (40 - pre["one_key"]) * choose_seconds(8), 1)
+    # 40 labels never calibrate a 2 % bound (that needs 149): mixed asks people for all of them
+    assert (mixed["auto_labels"], mixed["auto_label_error"], mixed["human_decisions"]) == (0, None, 40)
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
