@@ -124,14 +124,14 @@ PRELABEL_TEMPLATE = "Classify the text into one of these labels: {labels}.\n\nTe
 
 
 @lru_cache(maxsize=1)
-def _llm_labeler(model: str, labels: tuple[str, ...]):
+def _llm_labeler(model: str, labels: tuple[str, ...], device: str = "cpu"):
     """The LLM labeler over ``model`` for ``labels`` (loading costs seconds: kept per process)."""
-    from alft.models.checkpoints import load_causal_lm
+    from alft.models.checkpoints import load_causal_lm, pick_device
     from alft.models.encoder import resolve_model_path
     from alft.models.llm_classifier import LLMLabeler
 
     path = resolve_model_path(model)
-    tok, lm = load_causal_lm(path, "prelabel LLM (oracle.prelabel_model)")
+    tok, lm = load_causal_lm(path, "prelabel LLM (oracle.prelabel_model)", device=pick_device(device))
     return LLMLabeler(lm, tok, list(labels), model_path=path, template=PRELABEL_TEMPLATE)
 
 
@@ -139,7 +139,7 @@ def llm_probs(ctx: CampaignContext, texts: list[str], demos) -> np.ndarray:
     """float[k, C] from the LLM labeler, checked: one finite probability row per text."""
     labels = ctx.data.labels
     model = ctx.config.oracle.prelabel_model or DEFAULT_LLM
-    probs = np.asarray(_llm_labeler(model, tuple(labels)).probs(texts, demos=demos))
+    probs = np.asarray(_llm_labeler(model, tuple(labels), ctx.config.model.device).probs(texts, demos=demos))
     if probs.shape != (len(texts), len(labels)):
         raise ModelError(
             f"the LLM labeler returned probabilities of shape {probs.shape} for {len(texts)} texts and "

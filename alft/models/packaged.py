@@ -44,6 +44,7 @@ from pathlib import Path
 
 from alft import progress
 from alft.config.campaign import default_cache_dir
+from alft.config.sections import PACKAGED_MODELS
 from alft.errors import ModelError
 from alft.fsutil import atomic_write_text
 
@@ -160,8 +161,6 @@ def source_for(path: str, registry: dict[str, PackagedLLM] | None = None) -> Sou
     registry = PACKAGED_LLMS if registry is None else registry
     name = path.removeprefix("packaged:")
     if name not in registry:
-        from alft.config.sections import PACKAGED_MODELS
-
         known = ", ".join(f"packaged:{n}" for n in PACKAGED_MODELS)
         raise ModelError(f"unknown packaged model '{path}'; known: {known}")
     return locate(registry[name])

@@ -112,7 +112,7 @@ def test_llm_proposals_are_few_shot_with_the_nearest_human_labels_and_computed_o
     props = c.store.proposals(c.ctx.name, 1)
     assert sorted(p["example_id"] for p in props) == sorted(c.pool.ids[i] for i in c.batch)
     assert all(p["label"] in labels and 0 < p["confidence"] <= 1 and p["source"] == "llm" for p in props)
-    llm = prelabel._llm_labeler(str(tiny_llm), tuple(labels))
+    llm = prelabel._llm_labeler(str(tiny_llm), tuple(labels), c.ctx.config.model.device)
     again = llm.probs([c.pool.texts[i] for i in c.batch], demos=demos)  # [10, C]
     by_id = {p["example_id"]: p for p in props}
     for i, pid in enumerate(c.batch):
