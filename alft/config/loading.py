@@ -170,6 +170,14 @@ def _refuse_nul(value: Any, key: tuple[str, ...], source: str, text: str, overri
     raise ConfigError(f"{_where(bad, source, text, overridden)}: '{dotted}' holds a NUL byte")
 
 
+def _expand(value: str) -> Path:
+    """``~`` and ``~user`` expanded; an unknown user is a ConfigError, not a RuntimeError."""
+    try:
+        return Path(value).expanduser()
+    except RuntimeError as exc:  # Path.expanduser: "Could not determine home directory"
+        raise ConfigError(f"path {value!r}: {exc}") from None
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make relative local paths absolute against ``base`` (the config file's folder)."""
 
@@ -177,9 +185,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         if not value or "://" in value or value.startswith("packaged:"):
             return value
         if value.startswith("gguf:") and value.removeprefix("gguf:").strip():  # a local file, never a hub id
-            g = Path(value.removeprefix("gguf:")).expanduser()
+            g = _expand(value.removeprefix("gguf:"))
             return f"gguf:{g if g.is_absolute() else (base / g).resolve()}"
-        p = Path(value).expanduser()
+        p = _expand(value)
         if p.is_absolute():
             return str(p)
         candidate = (base / p).resolve()
@@ -206,7 +214,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             if isinstance(z.get(key), str):
                 z[key] = fix(z[key])
     if isinstance(data.get("workdir"), str):
-        w = Path(data["workdir"]).expanduser()
+        w = _expand(data["workdir"])
         data["workdir"] = str(w if w.is_absolute() else (base / w).resolve())
 
 

@@ -440,7 +440,7 @@ class LLMLabeler:
         import torch
 
         tree = self._tree
-        rows, width = mask.shape
+        rows = mask.shape[0]
         plen = mask.sum(1)  # [P] real prompt tokens per row
         ids = tree.tokens.expand(rows, -1)  # [P, N]
         position = plen[:, None] + tree.depth[None, :] - 1  # [P, N]

@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 
 from alft.config import ZeroShotConfig
-from alft.errors import ConfigError, ModelError
 from alft.config.sections import LLM_ZERO_SHOT_TEMPERATURE
-from alft.models.llm_classifier import CONTENT_FREE, PLAIN_ANSWER, LLMLabeler, fill, fit_temperature
+from alft.errors import ConfigError, ModelError
+from alft.models.llm_classifier import (
+    CONTENT_FREE,
+    PLAIN_ANSWER,
+    LLMLabeler,
+    fill,
+    fit_temperature,
+)
 from tests.conftest import SHARED, read_jsonl
 
 # prefixes shared by several labels ("card"), a label that is a prefix of others, one-token ones
@@ -86,18 +92,24 @@ def test_cached_tree_scoring_equals_each_full_sequence_alone(llamas, layout):
 def _tiny_sliding(path: Path, corpus, arch: str) -> tuple[str, object, object]:
     """A random 3-layer model whose sliding window (6) is shorter than the prompts."""
     import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, MistralConfig, MistralForCausalLM
+    from transformers import (
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        MistralConfig,
+        MistralForCausalLM,
+    )
 
     from alft.models.checkpoints import load_causal_lm
     from tests.tiny_models import train_bpe
 
     tok = train_bpe(corpus, chat_template=True)
     torch.manual_seed(0)
-    common = dict(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=16, max_position_embeddings=512, sliding_window=6,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
+    common = {
+        "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 512,
+        "sliding_window": 6, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     if arch == "gemma3":  # sliding and full layers mixed: a mask per layer type
         cfg = Gemma3TextConfig(**common, layer_types=["sliding_attention", "full_attention", "sliding_attention"])
         model = Gemma3ForCausalLM(cfg)
@@ -132,7 +144,7 @@ def test_probabilities_sum_to_one_and_columns_follow_the_label_set(llamas):
     # a permuted label set permutes the columns, nothing else ({labels} lists them in that order:
     # a template without it keeps the prompt the same)
     perm = [3, 0, 5, 2, 4, 1]
-    plain = dict(template="Classify: {text}")
+    plain = {"template": "Classify: {text}"}
     base = _labeler(llamas["chat"], **plain).scores(TEXTS)
     moved = _labeler(llamas["chat"], labels=[LABELS[i] for i in perm], **plain).scores(TEXTS)
     np.testing.assert_allclose(moved, base[:, perm], atol=1e-5)
