@@ -74,6 +74,35 @@ def _print_whole(console, renderable) -> None:
         console.width = width
 
 
+
+def _run_flow(console, call):
+    """Run a flow (``call()``) with progress bars on a terminal; its failures become one error line.
+
+    alft's own errors and a lost Prefect API print one line and exit 2; Ctrl-C says how to resume.
+    """
+    from alft import progress
+
+    if progress.is_terminal():
+        progress.enable(console)
+    try:
+        return call()
+    except _user_errors() as exc:
+        progress.disable()
+        _fail(console, exc)
+    except Exception as exc:
+        progress.disable()
+        lost = _orchestrator_failure(exc)
+        if lost is None:
+            raise
+        _quiet_prefect()  # first: Prefect's threads would print between
+        _fail(console, lost)
+    except KeyboardInterrupt:
+        progress.disable()
+        console.print("[yellow]interrupted[/]: every finished step is in the store; run the same command to resume")
+        raise typer.Exit(code=130) from None
+    finally:
+        progress.disable()
+
 def _setup_logging(console, verbose: bool) -> None:
     from rich.logging import RichHandler
 

@@ -13,9 +13,8 @@ from alft.cli.app import (
     _console,
     _env_defaults,
     _fail,
-    _orchestrator_failure,
     _print_whole,
-    _quiet_prefect,
+    _run_flow,
     _setup_logging,
     _user_errors,
     app,
@@ -37,7 +36,6 @@ def run(
     _env_defaults(verbose)
     console = _console()
     _setup_logging(console, verbose)
-    from alft import progress
     from alft.config import load_config
 
     try:
@@ -51,29 +49,10 @@ def run(
         start_temporary_server()  # without PREFECT_API_URL: a server that dies with this process
     except _user_errors() as exc:
         _fail(console, exc)
-    if progress.is_terminal():
-        progress.enable(console)
-    try:
-        from flows.campaign import campaign
+    from flows.campaign import campaign
 
-        flow = campaign if runner is None else campaign.with_options(task_runner=runner)
-        summary = flow(cfg)
-    except _user_errors() as exc:
-        progress.disable()
-        _fail(console, exc)
-    except Exception as exc:
-        progress.disable()
-        lost = _orchestrator_failure(exc)
-        if lost is None:
-            raise
-        _quiet_prefect()  # first: Prefect's threads would print between
-        _fail(console, lost)
-    except KeyboardInterrupt:
-        progress.disable()
-        console.print("[yellow]interrupted[/]: every finished step is in the store; run the same command to resume")
-        raise typer.Exit(code=130) from None
-    finally:
-        progress.disable()
+    flow = campaign if runner is None else campaign.with_options(task_runner=runner)
+    summary = _run_flow(console, lambda: flow(cfg))
     _print_summary(summary, console)
 
 

@@ -11,9 +11,8 @@ from alft.cli.app import (
     _console,
     _env_defaults,
     _fail,
-    _orchestrator_failure,
     _print_whole,
-    _quiet_prefect,
+    _run_flow,
     _setup_logging,
     _user_errors,
     app,
@@ -34,7 +33,6 @@ def target(
     _env_defaults(verbose)
     console = _console()
     _setup_logging(console, verbose)
-    from alft import progress
     from alft.params import CampaignRef
 
     try:
@@ -54,24 +52,9 @@ def target(
         f"{t.repeats} random set(s) per size",
         highlight=False,
     )
-    if progress.is_terminal():
-        progress.enable(console)
-    try:
-        from flows.target import target as target_flow
+    from flows.target import target as target_flow
 
-        summary = target_flow(ref)
-    except _user_errors() as exc:
-        progress.disable()
-        _fail(console, exc)
-    except Exception as exc:
-        progress.disable()
-        lost = _orchestrator_failure(exc)
-        if lost is None:
-            raise
-        _quiet_prefect()
-        _fail(console, lost)
-    finally:
-        progress.disable()
+    summary = _run_flow(console, lambda: target_flow(ref))
     _print(summary)
 
 
