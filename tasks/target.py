@@ -153,9 +153,10 @@ def track_target(ctx: CampaignContext, spec: str, sizes: list[dict[str, Any]], h
 
 def _encoder(ctx: CampaignContext) -> dict:
     """The target's encoder as a head model's MLflow model records it."""
-    from alft.campaign.context import resolve_model
+    from alft.campaign.context import feature_mean, resolve_model
     from alft.campaign.target import target_view
     from alft.models.pyfunc import encoder_config
 
     view = target_view(ctx.config)
-    return encoder_config(view.model.path, resolve_model(view), view.model.max_length, view.model.batch_size)
+    m = view.model
+    return encoder_config(m.path, resolve_model(view), m.max_length, m.batch_size, m.pooling, feature_mean(view, ctx.data))

@@ -141,11 +141,12 @@ def run_tags(ctx: CampaignContext) -> dict[str, str]:
 
 def encoder_record(ctx: CampaignContext) -> dict:
     """The campaign's encoder as a logged model records it (head models embed with it)."""
-    from alft.campaign.context import resolve_model
+    from alft.campaign.context import feature_mean, resolve_model
     from alft.models.pyfunc import encoder_config
 
     m = ctx.config.model
-    return encoder_config(m.path, resolve_model(ctx.config), m.max_length, m.batch_size)
+    mean = feature_mean(ctx.config, ctx.data)
+    return encoder_config(m.path, resolve_model(ctx.config), m.max_length, m.batch_size, m.pooling, mean)
 
 
 def registered_name(ctx: CampaignContext) -> str:

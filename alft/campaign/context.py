@@ -154,7 +154,7 @@ _FACT_NAMES = {
     "pool_size": "pool size",
     "eval_digest": "eval data",
     "labels": "label set",
-    "model_digest": "model (weights or max_length)",
+    "model_digest": "model (weights, max_length or pooling)",
 }
 
 
@@ -264,14 +264,14 @@ def preflight(cfg: CampaignConfig) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- embeddings
 @lru_cache(maxsize=4)
-def _encoder(path: str, max_length: int, batch_size: int):
+def _encoder(path: str, max_length: int, batch_size: int, pooling: str = "mean"):
     from alft.models.encoder import EncodeOptions, Encoder
 
-    return Encoder(path, EncodeOptions(max_length=max_length, batch_size=batch_size))
+    return Encoder(path, EncodeOptions(max_length=max_length, batch_size=batch_size, pooling=pooling))
 
 
 def encoder_for(cfg: CampaignConfig):
-    return _encoder(resolve_model(cfg), cfg.model.max_length, cfg.model.batch_size)
+    return _encoder(resolve_model(cfg), cfg.model.max_length, cfg.model.batch_size, cfg.model.pooling)
 
 
 @lru_cache(maxsize=4)
@@ -285,7 +285,7 @@ def model_key(cfg: CampaignConfig) -> str:
     """Cache folder name: the model's content digest plus the encode options."""
     path = resolve_model(cfg)
     stamp = Path(path).stat().st_mtime if Path(path).exists() else 0.0
-    enc_opts = f"len{cfg.model.max_length}-mean-l2"
+    enc_opts = f"len{cfg.model.max_length}-{cfg.model.pooling}-l2"  # EncodeOptions.key()
     return f"{_model_digest(path, stamp)}-{enc_opts}"
 
 
@@ -297,7 +297,9 @@ def embedding_cache(cfg: CampaignConfig):
         cfg.cache_dir(),
         model_key(cfg),
         enc.dim,
-        describe={"model": cfg.model.path, "max_length": cfg.model.max_length, "pooling": "mean", "normalize": True},
+        describe={
+            "model": cfg.model.path, "max_length": cfg.model.max_length, "pooling": cfg.model.pooling, "normalize": True,
+        },
     )
 
 
@@ -384,6 +386,48 @@ def embeddings_for(cfg: CampaignConfig, texts: list[str], digest: str) -> np.nda
     return _EMB_MEMO[key]
 
 
+_MEAN_MEMO: dict[tuple, np.ndarray] = {}
+
+
+def feature_mean(cfg: CampaignConfig, data: CampaignData) -> np.ndarray | None:
+    """float64 ``[d]``: the pool's mean vector when ``model.center`` is set, else None."""
+    if not cfg.model.center:
+        return None
+    from alft.models.encoder import pool_mean
+
+    key = (str(cfg.cache_dir()), model_key(cfg), data.pool.digest)
+    if key not in _MEAN_MEMO:
+        if len(_MEAN_MEMO) >= 4:
+            _MEAN_MEMO.pop(next(iter(_MEAN_MEMO)))
+        _MEAN_MEMO[key] = pool_mean(embeddings_for(cfg, data.pool.texts, data.pool.digest))
+    return _MEAN_MEMO[key]
+
+
+def features_for(cfg: CampaignConfig, data: CampaignData, split: str) -> np.ndarray:
+    """float32 ``[n, d]`` features of the ``pool`` (pool-id rows) or ``eval`` split (eval rows).
+
+    The cached vectors, centred on the pool's mean with ``model.center`` (the eval split
+    too: its own mean would shift it differently from the features the head learnt on).
+    Centring is data-dependent, so it happens here, after the cache, which keeps the raw
+    vectors whatever the pool: another pool (or none centred) shares them.
+    """
+    part = data.pool if split == "pool" else data.eval
+    if part is None:
+        raise ValueError(f"features_for: the campaign has no '{split}' split")
+    mean = feature_mean(cfg, data)
+    if mean is None:
+        return embeddings_for(cfg, part.texts, part.digest)
+    from alft.models.encoder import center
+
+    key = (str(cfg.cache_dir()), model_key(cfg), part.digest, "centred", data.pool.digest)
+    if key not in _EMB_MEMO:
+        raw = embeddings_for(cfg, part.texts, part.digest)
+        if len(_EMB_MEMO) >= 4:
+            _EMB_MEMO.pop(next(iter(_EMB_MEMO)))
+        _EMB_MEMO[key] = center(raw, mean)
+    return _EMB_MEMO[key]
+
+
 # --------------------------------------------------------------------------- steps
 def run_step(
     ctx: CampaignContext,
@@ -420,3 +464,4 @@ def run_step(
 def rel(ctx: CampaignContext, path: Path) -> str:
     """A path inside the campaign folder, relative to it (so the folder can move)."""
     return str(Path(path).resolve().relative_to(ctx.workdir.resolve()))
+

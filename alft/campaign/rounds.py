@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alft.campaign.context import CampaignContext, campaign_data, embeddings_for
+from alft.campaign.context import CampaignContext, campaign_data, features_for
 from alft.errors import LabelError, StoreError
 from strategies import LinearHead, PastRound, QueryInputs, Strategy, get_strategy
 
@@ -49,13 +49,13 @@ def round_files(ctx: CampaignContext, round_no: int) -> dict[str, Path]:
 
 
 def pool_embeddings(ctx: CampaignContext) -> np.ndarray:
-    pool = ctx.data.pool
-    return embeddings_for(ctx.config, pool.texts, pool.digest)
+    """float32 ``[n_pool, d]`` features (pool-id rows): cached vectors, centred with ``model.center``."""
+    return features_for(ctx.config, ctx.data, "pool")
 
 
 def eval_embeddings(ctx: CampaignContext) -> np.ndarray | None:
-    ev = ctx.data.eval
-    return None if ev is None else embeddings_for(ctx.config, ev.texts, ev.digest)
+    """float32 ``[n_eval, d]`` features, centred on the *pool's* mean with ``model.center``."""
+    return None if ctx.data.eval is None else features_for(ctx.config, ctx.data, "eval")
 
 
 @lru_cache(maxsize=2)
@@ -245,11 +245,12 @@ def selection_embeddings(ctx: CampaignContext, round_no: int) -> np.ndarray:
         return pool_embeddings(ctx)
     path = round_files(ctx, round_no)["embeddings"]
     if path.exists():
-        return np.load(path, mmap_mode="r")
+        return _centred(ctx, np.load(path, mmap_mode="r"))
     model = round_model(ctx, round_no - 1)
     pool = ctx.data.pool
     if model.kind == "sft":
-        vec = np.asarray(model.embed(pool.examples()), dtype=np.float32)  # [n, h], L2-normalised
+        pooling = ctx.config.model.pooling
+        vec = np.asarray(model.embed(pool.examples(), pooling=pooling), dtype=np.float32)  # [n, h], L2-normalised
     else:
         feats = model.outputs(pool.texts, None, features=True, samples=0, rng=ctx.rng(round_no, 0)).features
         if feats is None:
@@ -257,8 +258,17 @@ def selection_embeddings(ctx: CampaignContext, round_no: int) -> np.ndarray:
         vec = np.asarray(feats, dtype=np.float32)  # [n, h]
         norms = np.linalg.norm(vec, axis=1, keepdims=True)  # [n, 1]
         vec /= np.maximum(norms, 1e-12)  # cosine geometry, like the base embeddings
-    atomic_save_npy(path, vec)
-    return vec
+    atomic_save_npy(path, vec)  # raw, like the cache: centring is redone on reading
+    return _centred(ctx, vec)
+
+
+def _centred(ctx: CampaignContext, vec: np.ndarray) -> np.ndarray:
+    """``current`` vectors centred on their own (pool) mean with ``model.center``, else as they are."""
+    if not ctx.config.model.center:
+        return vec
+    from alft.models.encoder import center, pool_mean
+
+    return center(vec, pool_mean(vec))
 
 
 def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:

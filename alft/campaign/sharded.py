@@ -82,7 +82,9 @@ def _main_cache(cfg: CampaignConfig, root: str, key: str):
         Path(root),
         key,
         encoder_for(cfg).dim,
-        describe={"model": cfg.model.path, "max_length": cfg.model.max_length, "pooling": "mean", "normalize": True},
+        describe={
+            "model": cfg.model.path, "max_length": cfg.model.max_length, "pooling": cfg.model.pooling, "normalize": True,
+        },
     )
 
 

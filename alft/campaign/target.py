@@ -165,7 +165,7 @@ def run_folder(ctx: CampaignContext, spec: str, run: TargetRun) -> Path:
 
 def fit_and_evaluate(ctx: CampaignContext, spec: str, run: TargetRun) -> dict[str, Any]:
     """Fine-tune the target for one run, save it, and evaluate it on the eval split."""
-    from alft.campaign.context import embeddings_for, rel, resolve_model, set_threads
+    from alft.campaign.context import features_for, rel, resolve_model, set_threads
     from alft.fsutil import atomic_dir
     from alft.models.loading import make_trainer
 
@@ -193,9 +193,9 @@ def fit_and_evaluate(ctx: CampaignContext, spec: str, run: TargetRun) -> dict[st
         y = np.asarray([index[v] for v in ys], dtype=np.int64)
         texts = [data.pool.texts[int(i)] for i in pids]
         head = trainer.needs_embeddings
-        emb = embeddings_for(view, data.pool.texts, data.pool.digest)[pids] if head else None
+        emb = features_for(view, data, "pool")[pids] if head else None
         model = trainer.fit(texts, emb, y, data.labels, seed=tseed)
-        eval_emb = embeddings_for(view, data.eval.texts, data.eval.digest) if head else None
+        eval_emb = features_for(view, data, "eval") if head else None
         pred = model.predict_proba(data.eval.texts, eval_emb).argmax(axis=1)  # [n_eval]
         gold = np.asarray([index[g] for g in data.eval.gold], dtype=np.int64)
         full = classification_metrics(gold, pred, data.labels)

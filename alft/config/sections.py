@@ -92,6 +92,18 @@ class ModelConfig(Strict):
         description="most texts per forward pass when embedding (a batch also stops at 2,048 "
         "padded tokens)",
     )
+    pooling: Literal["mean", "last", "cls"] = Field(
+        "mean",
+        description="how a text's token states become one vector: mean = average over its tokens; "
+        "last = its last token's state (for a decoder, the one position that saw the whole text); "
+        "cls = its first token's (BERT-style [CLS]); part of the embedding cache key",
+    )
+    center: bool = Field(
+        False,
+        description="subtract the pool's mean vector from the pool's and the eval split's features "
+        "(the eval split with the pool's mean, never its own), then L2-normalise again; for decoder "
+        "embeddings, whose vectors are nearly all alike. Applied after the cache, which keeps the raw vectors",
+    )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
     cache_dir: str | None = Field(
         None, description="embedding cache folder (default: $ALFT_CACHE_DIR or ~/.cache/alft)"

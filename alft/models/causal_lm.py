@@ -488,8 +488,12 @@ class GenerativeModel:
         rouge = mean_rouge_l(self.generate(examples), list(references))
         return {"loss": loss, "perplexity": math.exp(loss), "rouge_l": rouge, "n_eval": len(examples)}
 
-    def embed(self, examples: Sequence[Example]) -> np.ndarray:
-        """float32[n, h]: the last hidden state mean-pooled over the prompt tokens, L2-normalised."""
+    def embed(self, examples: Sequence[Example], pooling: str = "mean") -> np.ndarray:
+        """float32[n, h]: the last hidden state pooled over the prompt tokens, L2-normalised.
+
+        ``pooling`` as ``model.pooling``: mean over the prompt tokens, ``last`` prompt token,
+        or ``cls`` (the first).
+        """
         import torch
 
         from alft import progress
@@ -517,8 +521,14 @@ class GenerativeModel:
                     **_keep_last(self._hf(), 1),  # the logits are not read: skip the LM head
                 )
                 hidden = res.hidden_states[-1].float()  # [b, L, h]
-                w = mask.unsqueeze(-1).float()  # [b, L, 1]
-                pooled = (hidden * w).sum(1) / w.sum(1).clamp(min=1.0)  # [b, h]
+                if pooling == "last":  # right padded: a prompt's last token is at length - 1
+                    last = torch.from_numpy(lengths[pos] - 1).to(self.device)  # [b]
+                    pooled = hidden[torch.arange(len(pos), device=self.device), last]  # [b, h]
+                elif pooling == "cls":
+                    pooled = hidden[:, 0]  # [b, h]
+                else:
+                    w = mask.unsqueeze(-1).float()  # [b, L, 1]
+                    pooled = (hidden * w).sum(1) / w.sum(1).clamp(min=1.0)  # [b, h]
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 if out is None:
                     out = np.empty((n, pooled.shape[1]), dtype=np.float32)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 
 from alft.errors import ModelError
@@ -41,6 +42,7 @@ class AlftPyfunc(mlflow.pyfunc.PythonModel):
 
         self.model = load_model(Path(context.artifacts[ARTIFACT]))
         self.encoder = None
+        self.center = None
         if self.model.kind == "head":
             enc = (context.model_config or {}).get("encoder")
             if not enc:
@@ -49,6 +51,7 @@ class AlftPyfunc(mlflow.pyfunc.PythonModel):
                     "but its MLflow model records no encoder (model_config.encoder)"
                 )
             self.encoder = _encoder(enc)
+            self.center = None if enc.get("center") is None else np.asarray(enc["center"], dtype=np.float64)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
@@ -58,6 +61,10 @@ class AlftPyfunc(mlflow.pyfunc.PythonModel):
             raise ModelError(f"a classifier's input needs a 'text' column; got {list(frame.columns)}")
         texts = [str(t) for t in frame["text"].tolist()]
         emb = self.encoder.encode(texts) if self.encoder is not None else None
+        if emb is not None and self.center is not None:  # the campaign's model.center, with its pool's mean
+            from alft.models.encoder import center
+
+            emb = center(emb, self.center)
         probs = self.model.predict_proba(texts, emb)  # [n, C]
         best = probs.argmax(1)
         return pd.DataFrame(
@@ -85,12 +92,25 @@ def _encoder(enc: dict[str, Any]):
         path = resolve_model_path(enc["path"])
     except ModelError:
         path = resolve_model_path(enc["resolved"])  # the config's path moved; the folder may not have
-    return Encoder(path, EncodeOptions(max_length=int(enc["max_length"]), batch_size=int(enc.get("batch_size", 256))))
+    options = EncodeOptions(
+        max_length=int(enc["max_length"]),
+        batch_size=int(enc.get("batch_size", 256)),
+        pooling=str(enc.get("pooling", "mean")),  # models logged before model.pooling: mean
+    )
+    return Encoder(path, options)
 
 
-def encoder_config(path: str, resolved: str, max_length: int, batch_size: int) -> dict[str, Any]:
-    """What a head model's MLflow model needs to embed texts as the campaign did."""
-    return {"path": path, "resolved": resolved, "max_length": max_length, "batch_size": batch_size}
+def encoder_config(
+    path: str, resolved: str, max_length: int, batch_size: int, pooling: str = "mean", center=None
+) -> dict[str, Any]:
+    """What a head model's MLflow model needs to embed texts as the campaign did.
+
+    ``center``: the pool's mean vector (``[d]``) when the campaign centred its features.
+    """
+    out = {"path": path, "resolved": resolved, "max_length": max_length, "batch_size": batch_size, "pooling": pooling}
+    if center is not None:
+        out["center"] = [float(v) for v in center]
+    return out
 
 
 def signature(kind: str):

@@ -85,6 +85,27 @@ def test_head_model_embeds_texts_itself_and_predicts_like_alft(tracker, tiny_mod
     assert loaded.metadata.run_id == run and loaded.metadata.model_id == model_id
 
 
+def test_head_model_embeds_with_the_campaigns_pooling_and_centring(tracker, tiny_model, texts, tmp_path):
+    # model.pooling / model.center: the logged model pools and centres (on the recorded pool
+    # mean) as the campaign did, or its head would see features it was never trained on
+    from alft.models.encoder import EncodeOptions, Encoder, center, pool_mean
+    from alft.models.pyfunc import encoder_config
+
+    x, y = texts
+    raw = Encoder(str(tiny_model), EncodeOptions(max_length=64, pooling="cls")).encode(x)  # [n, d]
+    mean = pool_mean(raw)
+    feats = center(raw, mean)
+    head = HeadTrainer(HeadTrainerConfig()).fit(x, feats, y, LABELS, seed=0)
+    head.save(tmp_path / "head")
+    run = _run(tracker)
+    rec = encoder_config(str(tiny_model), str(tiny_model), 64, 256, "cls", mean)
+    tracker.log_model(run, tmp_path / "head", encoder=rec)
+    out = load(tracker, f"runs:/{run}/model").predict(pd.DataFrame({"text": x}))
+    probs = head.predict_proba(x, feats)
+    assert out["label"].tolist() == [LABELS[i] for i in probs.argmax(1)]
+    np.testing.assert_allclose(out["confidence"].to_numpy(), probs.max(1), atol=1e-5)
+
+
 def test_head_model_without_its_encoder_is_refused(tracker, texts, tmp_path):
     x, y = texts
     HeadTrainer(HeadTrainerConfig()).fit(x, np.eye(48, 8)[np.arange(48) % 8], y, LABELS, seed=0).save(tmp_path / "h")
