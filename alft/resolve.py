@@ -111,6 +111,13 @@ class AgreementCounts:
             self.marginals + other.marginals,
         )
 
+    def __sub__(self, other: AgreementCounts) -> AgreementCounts:
+        """Take out the counts of examples that ``other`` summed (a part of these)."""
+        return AgreementCounts(
+            self.n_items - other.n_items, self.pairs - other.pairs, self.same - other.same,
+            self.marginals - other.marginals,
+        )
+
     def summary(self) -> dict[str, Any]:
         if not self.pairs:
             return {"n_items": 0, "pairs": 0, "percent": None, "kappa": None}

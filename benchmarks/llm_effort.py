@@ -105,6 +105,8 @@ def config(name: str, mode: str, seed: int, files: dict[str, Path], args, workdi
         oracle = {"kind": "simulated", "prelabel": "model"}
     if mode in ("mixed", "classifier_mixed"):
         oracle.update(kind="mixed", human="simulated")
+        if args.max_error is not None:
+            oracle["mixed"] = {"max_error": args.max_error}
     return CampaignConfig.model_validate({
         "name": name,
         "seed": seed,
@@ -159,6 +161,7 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
         "shots": args.shots if mode in ("prelabel", "mixed") else None,
         "llm": args.llm if mode in ("prelabel", "mixed") else None,
         "encoder": args.encoder,
+        "max_error": cfg.oracle.mixed.max_error if cfg.oracle.kind == "mixed" else None,
     }
     print(json.dumps(row), flush=True)
     return row
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--shots", type=int, default=4, help="oracle.prelabel_shots")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--encoder", default="packaged:all-MiniLM-L6-v2")
+    ap.add_argument("--max-error", type=float, default=None, help="mixed modes: oracle.mixed.max_error (default 0.02)")
     ap.add_argument("--llm", default="packaged:smollm2-135m-instruct")
     ap.add_argument("--data-dir", default=None, help="the shared data (default: found like the tests do)")
     ap.add_argument("--out", default=str(RESULTS / "llm_effort.json"))
@@ -196,9 +200,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 rows.append(run_one(dataset, mode, seed, args, files))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # A run replaces its own (dataset, mode, seed, budget) rows and keeps the others: the LLM
+    # A run replaces its own (dataset, mode, seed, budget, max_error) rows and keeps the others: the LLM
     # modes cost CPU-hours, so a cheaper mode can be added without re-running them.
-    key = lambda r: (r["dataset"], r["mode"], r["seed"], r["budget"])  # noqa: E731
+    key = lambda r: (r["dataset"], r["mode"], r["seed"], r["budget"], r.get("max_error"))  # noqa: E731
     new = {key(r) for r in rows}
     kept = [r for r in json.loads(out.read_text()) if key(r) not in new] if out.exists() else []
     out.write_text(json.dumps(kept + rows, indent=1) + "\n", encoding="utf-8")

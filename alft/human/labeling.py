@@ -121,11 +121,7 @@ class PendingBatch:
 
 def pending_round(store, name: str, conn=None) -> int | None:
     """The newest round whose batch is selected and whose labels step is not done."""
-    all_steps = store.steps(name, conn=conn)
-    rounds = [s["round"] for s in all_steps if s["step"] == "select"]
-    done = {s["round"] for s in all_steps if s["step"] == "labels"}
-    waiting = [r for r in rounds if r not in done]
-    return max(waiting) if waiting else None
+    return store.pending_label_round(name, conn=conn)
 
 
 def pending_batch(store, name: str, overlap: int | ResolvePolicy = 1, conn=None) -> PendingBatch | None:
@@ -157,13 +153,56 @@ def _free_text_problem(text: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """What one submission did."""
+    """What one submission did; ``remaining`` and ``size`` counted under ``policy``."""
 
     round: int
     written: int
     unchanged: int
     remaining: int
     complete: bool
+    size: int | None = None
+    policy: ResolvePolicy | None = None
+
+
+def policy_key(policy: ResolvePolicy) -> str:
+    """The policy as ``batch_counts`` records it: counts under another policy do not apply."""
+    import json
+
+    return json.dumps([policy.overlap, policy.rule, policy.adjudicator])
+
+
+def _is_resolved(states: Mapping[str, LabelState], ex: str) -> bool:
+    st = states.get(ex)
+    return st is not None and st.label is not None
+
+
+def _batch_progress(
+    store, conn, name: str, r: int, policy: ResolvePolicy, state: dict[str, Any],
+    events: list[dict[str, Any]], written: list[dict[str, Any]],
+) -> tuple[int, int]:
+    """(size, resolved examples) of round ``r``'s batch once this submission's rows are written.
+
+    ``events``: the submitted examples' events before the write; ``state``: the batch's
+    ``BatchQueries.batch_state`` before it. When the stored counts are current (same policy,
+    head = the campaign's newest event id, same size) the submission's own examples are
+    re-resolved and the difference added: a submit costs the same at any batch size.
+    Otherwise (the round's first submission, labels written by another route than
+    ``submit``, another policy) the batch is recounted once.
+    """
+    head, size, counts = state["head"], state["size"], state["counts"]
+    key = policy_key(policy)
+    current = counts is not None and (counts["policy"], counts["head"], counts["size"]) == (key, head, size)
+    if current and not written:
+        return size, counts["resolved"]
+    if current:
+        before, after = resolve(events, policy), resolve(events + written, policy)
+        touched = {w["example_id"] for w in written}
+        resolved = counts["resolved"] + sum(_is_resolved(after, ex) - _is_resolved(before, ex) for ex in touched)
+    else:
+        states = resolve(store.batch_label_events(name, r, conn=conn), policy)  # this write included
+        resolved = sum(1 for ex in store.batch_example_ids(name, r, conn=conn) if _is_resolved(states, ex))
+    store.set_batch_counts(conn, name, r, policy=key, head=None if written else head, size=size, resolved=resolved)
+    return size, resolved
 
 
 def submit(
@@ -203,8 +242,11 @@ def submit(
                 [("-", f"stale submission: it is for round {round_}, the pending batch is round {r}")],
                 len(items),
             )
-        batch = store.batch_example_ids(name, r, conn=conn)
-        events = store.batch_label_events(name, r, conn=conn)
+        # Only the submitted examples are read (indexed lookups), never the whole batch.
+        submitted = [it.example_id for it in items]
+        batch = store.batch_members(name, r, submitted, conn=conn)
+        events = store.example_label_events(name, [ex for ex in submitted if ex in batch], conn=conn)
+        state = store.batch_state(name, r, conn=conn)  # before this write: the counts' version check
         mine = {}  # example -> this annotator's latest event
         for e in events:
             if e["annotator"] == annotator:
@@ -267,20 +309,22 @@ def submit(
                     conn, name, r, rows, annotator, source, kind=kind, shown=shown if kind == "label" else None
                 )
         faults.point(f"r{r}.labels.submit")  # inside the transaction: a kill here writes nothing
-        # the batch's events plus this submission's, in write order: what a re-read would return
+        # this submission's rows in write order: appended to ``events``, what a re-read returns
         written = [
             {"example_id": ex, "label": lab, "annotator": annotator, "kind": kind}
             for kind, rows in writes.items()
             for ex, lab in rows
         ]
-        after = resolve(events + written, overlap)
-        remaining = sum(1 for ex in batch if after.get(ex) is None or after[ex].label is None)
+        policy = as_policy(overlap)
+        size, resolved = _batch_progress(store, conn, name, r, policy, state, events, written)
     return SubmitResult(
         round=r,
-        written=sum(len(v) for v in writes.values()),
+        written=len(written),
         unchanged=unchanged,
-        remaining=remaining,
-        complete=remaining == 0,
+        remaining=size - resolved,
+        complete=resolved == size,
+        size=size,
+        policy=policy,
     )
 
 
@@ -343,6 +387,8 @@ def submit_many(
         unchanged=sum(r.unchanged for r in results),
         remaining=results[-1].remaining,
         complete=results[-1].complete,
+        size=results[-1].size,
+        policy=results[-1].policy,
     )
 
 
@@ -372,10 +418,16 @@ def readiness(
     Complete batches may; with ``deadline_s`` set, so may a batch whose resolved share
     reached ``min_fraction`` once the deadline (counted from the start of the wait) passed.
     """
+    total = len(batch.items)
+    return _ready(total - len(batch.remaining()), total, wait, oracle, now)
+
+
+def _ready(
+    done: int, total: int, wait: Mapping[str, Any] | None, oracle: Mapping[str, Any], now=None
+) -> tuple[bool, str]:
+    """``readiness`` from the batch's counts: ``done`` resolved of ``total``."""
     import datetime as dt
 
-    total = len(batch.items)
-    done = total - len(batch.remaining())
     if done == total:
         return True, f"all {total} labeled"
     deadline = oracle.get("deadline_s")
@@ -417,10 +469,16 @@ def resume_if_complete(store, name: str, result: SubmitResult, patience_s: float
             rule=str(oracle.get("resolve", "majority")),
             adjudicator=oracle.get("adjudicator"),
         )
-        batch = pending_batch(store, name, policy)
-        if batch is None or batch.round != result.round:
-            return None
-        ready, _ = readiness(batch, wait, oracle)
+        if result.policy == policy and result.size is not None:
+            # counted under the campaign's own policy by the submission: no batch re-read
+            if pending_round(store, name) != result.round:
+                return None
+            ready, _ = _ready(result.size - result.remaining, result.size, wait, oracle)
+        else:
+            batch = pending_batch(store, name, policy)
+            if batch is None or batch.round != result.round:
+                return None
+            ready, _ = readiness(batch, wait, oracle)
         if not ready:
             return None
     with store.transaction() as conn:

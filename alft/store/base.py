@@ -85,7 +85,20 @@ class StoreBase:
         (so those never wait for it, and a transaction that inserted first cannot deadlock
         on taking it).
         """
-        if self.engine.dialect.name != "sqlite":
-            conn.execute(
-                select(campaigns.c.name).where(campaigns.c.name == name).with_for_update(key_share=True)
-            )
+        if self.engine.dialect.name == "sqlite":
+            return
+        lock = select(campaigns.c.name).where(campaigns.c.name == name).with_for_update(key_share=True)
+        if conn.in_nested_transaction():  # a savepoint rolled back would release the lock: no memo
+            conn.execute(lock)
+            return
+        # held to commit: a second call in the same transaction (submit, then add_label_events
+        # and set_batch_counts) need not ask the server again
+        txn = conn.get_transaction()
+        held = conn.info.get("alft_campaign_locks")
+        if held is not None and held[0] is txn and name in held[1]:
+            return
+        conn.execute(lock)
+        if held is None or held[0] is not txn:
+            held = (txn, set())
+            conn.info["alft_campaign_locks"] = held
+        held[1].add(name)

@@ -11,21 +11,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from alft.errors import StoreError
 from alft.store.base import StoreBase
 from alft.store.schema import (
     access_tokens,
+    batch_counts,
     consumed_inputs,
     label_events,
     prelabel_rounds,
     proposals,
     selections,
+    steps,
     utcnow,
     waits,
 )
+
+#: Ids per ``IN (...)`` list: far below SQLite's and PostgreSQL's bound-parameter limits.
+_IN_CHUNK = 500
 
 #: The label-event source of labels accepted without a human (``oracle.kind: mixed``).
 AUTO_SOURCE = "auto"
@@ -208,6 +213,126 @@ class BatchQueries(StoreBase):
             .order_by(label_events.c.event_id)
         )
         return self._rows(q, conn)
+
+    def _scalar(self, q, conn: Connection | None):
+        if conn is not None:
+            return conn.execute(q).scalar()
+        with self.reader.connect() as c:
+            return c.execute(q).scalar()
+
+    def label_events_since(self, name: str, after: int, conn: Connection | None = None) -> list[dict[str, Any]]:
+        """The campaign's label events newer than event id ``after``, oldest first.
+
+        Event ids of one campaign grow in commit order (every writer holds the campaign lock
+        from its insert to its commit), so once a reader has seen an id, every event it has not
+        seen yet has a larger one: the campaign's newest id is the version of its labels.
+        """
+        q = (
+            select(label_events)
+            .where((label_events.c.campaign == name) & (label_events.c.event_id > after))
+            .order_by(label_events.c.event_id)
+        )
+        return self._rows(q, conn)
+
+    def example_label_events(
+        self, name: str, example_ids: Sequence[str], conn: Connection | None = None
+    ) -> list[dict[str, Any]]:
+        """The label events of these examples (any round), oldest first: one indexed lookup
+        per example, whatever the size of their batch."""
+        ids = list(dict.fromkeys(example_ids))
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(ids), _IN_CHUNK):
+            q = (
+                select(label_events)
+                .where((label_events.c.campaign == name) & label_events.c.example_id.in_(ids[i : i + _IN_CHUNK]))
+                .order_by(label_events.c.event_id)
+            )
+            out += self._rows(q, conn)
+        return sorted(out, key=lambda e: e["event_id"]) if len(ids) > _IN_CHUNK else out
+
+    def batch_members(
+        self, name: str, round_: int, example_ids: Sequence[str], conn: Connection | None = None
+    ) -> set[str]:
+        """Those of ``example_ids`` that round ``round_`` selected."""
+        ids = list(dict.fromkeys(example_ids))
+        out: set[str] = set()
+        for i in range(0, len(ids), _IN_CHUNK):
+            q = select(selections.c.example_id).where(
+                (selections.c.campaign == name)
+                & (selections.c.round == round_)
+                & selections.c.example_id.in_(ids[i : i + _IN_CHUNK])
+            )
+            out |= {r["example_id"] for r in self._rows(q, conn)}
+        return out
+
+    @staticmethod
+    def _pending_round_query(name: str):
+        labeled = select(steps.c.round).where((steps.c.campaign == name) & (steps.c.step == "labels"))
+        return select(func.max(steps.c.round)).where(
+            (steps.c.campaign == name) & (steps.c.step == "select") & steps.c.round.not_in(labeled.scalar_subquery())
+        )
+
+    def pending_label_round(self, name: str, conn: Connection | None = None) -> int | None:
+        """The newest round whose batch is selected and whose labels step is not done."""
+        r = self._scalar(self._pending_round_query(name), conn)
+        return None if r is None else int(r)
+
+    def label_state(self, name: str, conn: Connection | None = None) -> dict[str, Any]:
+        """In one statement: the pending ``round`` (None: none), whether its proposals were
+        computed (``prelabeled``: its ``prelabel_rounds`` row exists) and the campaign's newest
+        event id (``head``): what the labeling page checks before each hand-out."""
+        pending = self._pending_round_query(name).scalar_subquery()
+        marker = select(func.count()).select_from(prelabel_rounds).where(
+            (prelabel_rounds.c.campaign == name) & (prelabel_rounds.c.round == pending)
+        )
+        head = select(func.max(label_events.c.event_id)).where(label_events.c.campaign == name)
+        q = select(
+            pending.label("round"), marker.scalar_subquery().label("marker"), head.scalar_subquery().label("head")
+        )
+        row = self._rows(q, conn)[0]
+        r = row["round"]
+        return {
+            "round": None if r is None else int(r), "prelabeled": bool(row["marker"]), "head": int(row["head"] or 0)
+        }
+
+    # ------------------------------------------------------------ batch counts
+    def batch_counts(self, name: str, round_: int, conn: Connection | None = None) -> dict[str, Any] | None:
+        """The stored count of resolved examples of a batch (see ``schema.batch_counts``), or None."""
+        q = select(batch_counts).where((batch_counts.c.campaign == name) & (batch_counts.c.round == round_))
+        rows = self._rows(q, conn)
+        return rows[0] if rows else None
+
+    def batch_state(self, name: str, round_: int, conn: Connection | None = None) -> dict[str, Any]:
+        """In one statement: the campaign's newest event id (``head``), the batch's ``size``, and
+        its stored ``counts`` (``policy``, ``head``, ``size``, ``resolved``; None without a row)."""
+        key = (batch_counts.c.campaign == name) & (batch_counts.c.round == round_)
+        stored = ("policy", "head", "size", "resolved")
+        q = select(
+            select(func.max(label_events.c.event_id)).where(label_events.c.campaign == name)
+            .scalar_subquery().label("now_head"),
+            select(func.count()).select_from(selections)
+            .where((selections.c.campaign == name) & (selections.c.round == round_))
+            .scalar_subquery().label("now_size"),
+            *(select(batch_counts.c[c]).where(key).scalar_subquery().label(c) for c in stored),
+        )
+        row = self._rows(q, conn)[0]
+        counts = None if row["policy"] is None else {c: row[c] for c in stored}
+        return {"head": int(row["now_head"] or 0), "size": int(row["now_size"]), "counts": counts}
+
+    def set_batch_counts(
+        self, conn: Connection, name: str, round_: int, *, policy: str, head: int | None, size: int, resolved: int
+    ) -> None:
+        """Write the batch's count of resolved examples as of event ``head`` under ``policy``
+        (``head`` None: the campaign's newest event id now, read by the same statement)."""
+        if not 0 <= resolved <= size:
+            raise StoreError(f"batch of round {round_}: {resolved} resolved of {size} examples is impossible")
+        self.lock_campaign(conn, name)  # update-or-insert: one writer at a time
+        key = (batch_counts.c.campaign == name) & (batch_counts.c.round == round_)
+        if head is None:
+            head = select(func.max(label_events.c.event_id)).where(label_events.c.campaign == name).scalar_subquery()
+        values = dict(policy=policy, head=head, size=size, resolved=resolved, updated_at=utcnow())
+        if conn.execute(batch_counts.update().where(key).values(**values)).rowcount == 0:
+            conn.execute(batch_counts.insert().values(campaign=name, round=round_, **values))
 
     # ------------------------------------------------------------ proposals
     def add_proposals(

@@ -64,14 +64,18 @@ def open_engines(url: str) -> tuple[Engine, Engine]:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True, pool_pre_ping=True)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    # A pooled server connection may have died with its server: ping it on checkout. A
+    # SQLite file has no server, and a ping is one more statement per request.
+    engine = create_engine(url, future=True, pool_pre_ping=not sqlite)
     # Reads go through ``reader``: on SQLite a second engine without BEGIN IMMEDIATE,
     # so readers (the labeling page, status) never queue on the write lock; WAL
     # gives each read a consistent snapshot. Elsewhere it is the same engine.
     reader = engine
-    if engine.dialect.name == "sqlite":
+    if sqlite:
         _sqlite_pragmas(engine)
-        reader = create_engine(url, future=True, pool_pre_ping=True)
+        # as many idle connections as the page's concurrent readers: fewer re-opens
+        reader = create_engine(url, future=True, pool_size=20)
         _sqlite_pragmas(reader, immediate=False)
     elif engine.dialect.name == "postgresql":
         _postgres_session(engine)

@@ -3,7 +3,7 @@
 Every table is keyed by campaign name, so campaigns can share one database. Every
 timestamp is written in UTC (``utcnow``).
 
-Schema (version 4; version 1, 2 and 3 stores are migrated in place on open)::
+Schema (version 5; version 1 to 4 stores are migrated in place on open)::
 
     campaigns(name PK, uid, created_at, config JSON, seed, pool_digest, pool_size,
               eval_digest, labels JSON, model_digest, mlflow_experiment_id, mlflow_run_id,
@@ -17,6 +17,7 @@ Schema (version 4; version 1, 2 and 3 stores are migrated in place on open)::
                                                          UNIQUE(campaign, round, position)
     label_events(event_id PK, campaign, example_id, round, label, annotator, source,
                  created_at, kind)                       INDEX(campaign, example_id)
+                                                         INDEX(campaign, event_id)   [v5]
                  kind: label | retract (undo of the annotator's last label) | unsure  [v2]
                  shown, proposal, proposal_confidence, provenance                   [v4]
                  what the annotator was shown (label | draft | NULL) and the label's
@@ -25,6 +26,10 @@ Schema (version 4; version 1, 2 and 3 stores are migrated in place on open)::
               created_at)                                PK(campaign, round, example_id) [v4]
                  the proposed label (or draft) of each batch example: source model | llm
     prelabel_rounds(campaign, round, source, info JSON, created_at)  PK(campaign, round) [v4]
+    batch_counts(campaign, round, policy, head, size, resolved, updated_at)
+                                                         PK(campaign, round)          [v5]
+                 resolved examples of a pending batch, kept by ``submit`` in its transaction;
+                 valid while ``head`` is the campaign's newest event id (else recounted)
     metrics(campaign, round, name, value, n_labels)      PK(campaign, round, name)
     access_tokens(campaign PK, token_sha256, created_at)                              [v2]
     waits(campaign, round, mode, flow_run_id, started_at, resumed_at)  PK(campaign, round) [v2]
@@ -62,7 +67,7 @@ from sqlalchemy.engine import Connection
 from alft.errors import StoreError
 from alft.store.engine import safe_url
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STEPS = ("embed", "score", "select", "labels", "train", "evaluate", "stop")
 
 metadata = MetaData()
@@ -151,6 +156,9 @@ label_events = Table(
     Column("proposal_confidence", Float),
     Column("provenance", String(16)),
     Index("ix_label_events_campaign_example", "campaign", "example_id"),
+    # [v5] the campaign's newest event id and the events after one (the labeling page's
+    # incremental reads, ``batch_counts``' version check) without scanning its history
+    Index("ix_label_events_campaign_event", "campaign", "event_id"),
 )
 
 # [v4] What was proposed to the annotators of a round's batch, written once per round (with its
@@ -184,6 +192,25 @@ prelabel_rounds = Table(
     Column("source", String(16), nullable=False),
     Column("info", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("campaign", "round"),
+)
+
+# [v5] How many examples of a pending batch are resolved, so a label submission need not
+# re-read and re-resolve the whole batch. A cache, not a record: ``submit`` adjusts it in its
+# own transaction by what its write changed, and only while it is current -- the same
+# resolve ``policy`` (overlap/rule/adjudicator), ``head`` = the campaign's newest event id
+# (any other writer of label events leaves it behind) and the batch's ``size``; otherwise
+# it recounts the batch and rewrites the row. Never in ``dump``.
+batch_counts = Table(
+    "batch_counts",
+    metadata,
+    Column("campaign", String(64), ForeignKey("campaigns.name"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("policy", Text, nullable=False),
+    Column("head", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("resolved", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("campaign", "round"),
 )
 
@@ -307,6 +334,16 @@ def _migrate_3_to_4(conn: Connection) -> None:
     )
 
 
+def _migrate_4_to_5(conn: Connection) -> None:
+    """v5 indexes ``label_events`` by (campaign, event_id); ``batch_counts`` comes from
+    ``create_all``, which adds no index to a table that exists already."""
+    index = next(ix for ix in label_events.indexes if ix.name == "ix_label_events_campaign_event")
+    index.create(conn, checkfirst=True)
+    conn.execute(
+        alft_meta.update().where(alft_meta.c.key == "schema_version").values(value="5")
+    )
+
+
 def ensure_schema(conn: Connection, url: str) -> None:
     """Create the missing tables and migrate an older store, in ``conn``'s transaction.
 
@@ -318,12 +355,14 @@ def ensure_schema(conn: Connection, url: str) -> None:
     ).scalar()
     if row is None:
         conn.execute(alft_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-    elif int(row) in (1, 2, 3):
+    elif int(row) in (1, 2, 3, 4):
         if int(row) == 1:
             _migrate_1_to_2(conn)
         if int(row) <= 2:
             _migrate_2_to_3(conn)
-        _migrate_3_to_4(conn)
+        if int(row) <= 3:
+            _migrate_3_to_4(conn)
+        _migrate_4_to_5(conn)
     elif int(row) != SCHEMA_VERSION:
         raise StoreError(
             f"campaign store {safe_url(url)} has schema version {row}, "

@@ -54,10 +54,10 @@ def test_the_benchmark_runs_every_mode_on_a_tiny_setting(tmp_path, banking_subse
         "--data-dir", str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(out),
     ])
     assert json.loads(out.read_text()) == rows
-    assert [r["mode"] for r in rows] == ["none", "prelabel", "mixed"]
+    assert [r["mode"] for r in rows] == ["none", "prelabel", "mixed", "classifier", "classifier_mixed"]
     keys = {"dataset", "mode", "seed", "budget", "human_decisions", "human_seconds", "accuracy", "auto_labels", "auto_label_error"}
     assert all(keys <= set(r) for r in rows)
-    none, pre, mixed = rows
+    none, pre, mixed, clf, clf_mixed = rows
     # nothing proposed: every one of the 40 labels is a full choice among 8
     assert (none["human_decisions"], none["one_key"], none["auto_labels"]) == (40, 0, 0)
     assert none["human_seconds"] == round(40 * choose_seconds(8), 1) and none["prelabel_accuracy"] is None
@@ -65,4 +65,6 @@ def test_the_benchmark_runs_every_mode_on_a_tiny_setting(tmp_path, banking_subse
     assert pre["human_seconds"] == round(pre["one_key"] + (40 - pre["one_key"]) * choose_seconds(8), 1)
     # 40 labels never calibrate a 2 % bound (that needs 149): mixed asks people for all of them
     assert (mixed["auto_labels"], mixed["auto_label_error"], mixed["human_decisions"]) == (0, None, 40)
+    # classifier proposals: none in round 0 (no classifier yet), the head's label from round 1
+    assert clf["llm"] is None and clf["prelabel_accuracy"] is not None and clf_mixed["max_error"] == 0.02
     assert all(0 <= r["accuracy"] <= 1 for r in rows)

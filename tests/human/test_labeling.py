@@ -203,3 +203,23 @@ def test_a_released_example_keeps_its_earlier_events_when_selected_again(store):
     assert batch.round == 2 and batch.remaining() == ["e1"]
     res = sub(store, [("e1", "z")])
     assert res.complete and store.current_labels("c") == {"e0": "x", "e1": "z", "e2": "x"}
+
+
+def test_the_batch_counts_follow_labels_written_around_submit(store):
+    """Labels the flow writes itself (simulated, automatic) leave ``batch_counts`` behind the
+    campaign's newest event: the next submission recounts instead of adding to a stale count."""
+    from alft.human.labeling import policy_key
+
+    assert sub(store, [("e1", "x")]).remaining == 3
+    assert store.batch_counts("c", 1)["resolved"] == 1
+    with store.transaction() as conn:
+        store.add_label_events(conn, "c", 1, [("e2", "y"), ("e3", "z")], "llm-auto", "auto")
+    r = sub(store, [("e4", "x")])
+    assert (r.remaining, r.complete, r.size) == (0, True, 4)
+    with store.transaction() as conn:
+        store.add_label_events(conn, "c", 1, [("e3", "z")], "llm-auto", "auto", kind="retract")
+    assert sub(store, [("e1", "x")]).remaining == 1  # nothing written, the retract counted
+    # counts under another policy are not reused: under overlap 2 only e1 gets two votes
+    r = sub(store, [("e1", "x")], ann="q", overlap=2)
+    assert (r.remaining, store.batch_counts("c", 1)["policy"]) == (3, policy_key(ResolvePolicy(2)))
+    assert sub(store, [("e2", "y")], ann="q").remaining == 1  # back to overlap 1: recounted again

@@ -443,8 +443,35 @@ def test_the_campaign_counters_equal_a_full_recount(tmp_path, bank_pool):
         assert got["agreement"] == agreement(events)
 
 
+def test_the_page_follows_labels_that_other_processes_write(tmp_path, bank_pool):
+    """A second page process, a direct submission and the flow write to the same store: the
+    page reads their events into its live view, and its numbers equal a full recount."""
+    from alft.human.labeling import LabelItem, pending_batch, submit
+    from alft.human.page.handout import LabelPage
+
+    built = build_campaign(tmp_path, bank_pool, [10, 11, 12, 13], overlap=2)
+    b, L, policy = built.batch, built.labels, built.cfg.oracle.policy()
+    page, other = (LabelPage(built.cfg, built.store, built.name) for _ in range(2))
+    assert page.next_for("alice", [], None)["example"]["id"] == b[0]
+    other.submit("bob", 1, [LabelItem(b[0], L[0]), LabelItem(b[1], L[1])])
+    submit(built.store, built.name, [LabelItem(b[0], L[0])], annotator="carol", source="file", label_set=L,
+           overlap=policy)
+    with built.store.transaction() as conn:
+        built.store.add_label_events(conn, built.name, 1, [(b[1], L[2])], "dave", "simulated")
+    d = page.next_for("alice", [], None)
+    full = pending_batch(built.store, built.name, policy)
+    assert d["batch"] == {
+        "size": 4, "done": 4 - len(full.remaining()), "remaining": len(full.remaining()),
+        "disputed": 1, "queue": len(full.queue_for("alice")), "mine": 0,
+    } and d["batch"]["done"] == 1
+    assert (d["example"]["id"], d["example"]["status"], d["example"]["votes"]) == (b[1], "disputed", 2)
+    other.submit("bob", 1, [LabelItem(b[1], None, "retract")])
+    assert page.next_for("alice", [], None)["batch"]["disputed"] == 0
+    assert page.status()["annotators"] == {"bob": 2, "carol": 1, "dave": 1}
+
+
 # --------------------------------------------------------------------------- concurrency
-@pytest.mark.slow  # ~85 s on 2 cores: each submit() reads the 1,000-row batch and every event
+@pytest.mark.slow  # a real server and 20 threads: ~27 s on 2 loaded cores (85 s when each submit re-read the batch)
 def test_twenty_clients_submit_a_thousand_labels_nothing_lost_or_doubled(tmp_path, bank_pool):
     import httpx
 
@@ -553,3 +580,28 @@ def test_label_command_serves_the_page_until_interrupted(tmp_path, bank_pool):
     assert "labeling page stopped" in err
     assert (line + out + err).count(token) == 1  # printed once, never logged
     assert built.store.current_labels(built.name)[built.batch[0]] == built.labels[5]
+
+
+def test_the_page_answers_without_waiting_for_delayed_acks():
+    """asyncio turns Nagle off only on sockets made for TCP; with it on, a response's body
+    waited 40 ms for the client's delayed ACK of its headers, on every request."""
+    import asyncio
+    import socket
+
+    from alft.human.page.app import bind
+
+    async def accepted_nodelay() -> int:
+        got: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def serve(reader, writer) -> None:
+            got.set_result(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        sock = bind("127.0.0.1", 0)
+        async with await asyncio.start_server(serve, sock=sock):
+            _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+            value = await asyncio.wait_for(got, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) == 1

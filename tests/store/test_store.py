@@ -126,8 +126,13 @@ def _set_schema(path, version: int, *statements: str) -> None:
     db.close()
 
 
-# What a version 3 store lacks: the v4 provenance columns and the proposal tables.
-V3_STATEMENTS = (
+# What a version 4 store lacks: the v5 event index and batch counts.
+V4_STATEMENTS = (
+    "DROP INDEX ix_label_events_campaign_event",
+    "DROP TABLE batch_counts",
+)
+# What a version 3 store lacks besides: the v4 provenance columns and the proposal tables.
+V3_STATEMENTS = V4_STATEMENTS + (
     "ALTER TABLE label_events DROP COLUMN shown",
     "ALTER TABLE label_events DROP COLUMN proposal",
     "ALTER TABLE label_events DROP COLUMN proposal_confidence",
@@ -154,7 +159,7 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path):
     again = CampaignStore(f"sqlite:///{path}")
     assert again.label_events("c")[0]["kind"] == "label"
     assert again.current_labels("c") == {"e1": "x"}
-    assert _schema_version(path) == "4"
+    assert _schema_version(path) == "5"
     assert again.leases("c") == []  # the v3 table exists
 
 
@@ -170,12 +175,37 @@ def test_a_version_2_store_gets_the_run_lease_table(tmp_path):
     assert [r["flow_run_id"] for r in again.leases("c")] == ["run-1"]
     leases.release(again, "c", "run-1", "completed")
     again.close()
-    assert _schema_version(path) == "4"
+    assert _schema_version(path) == "5"
+
+
+def test_a_version_4_store_gets_the_event_index_and_batch_counts(tmp_path):
+    import sqlite3
+
+    from alft.human.labeling import LabelItem, submit
+
+    path = tmp_path / "v4.db"
+    _one_labeled_campaign(path)
+    _set_schema(path, 4, *V4_STATEMENTS)
+    again = CampaignStore(f"sqlite:///{path}")
+    assert _schema_version(path) == "5"
+    db = sqlite3.connect(path)
+    indexes = {row[1] for row in db.execute("PRAGMA index_list(label_events)")}
+    plan = " ".join(r[3] for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT max(event_id) FROM label_events WHERE campaign = 'c'"))
+    db.close()
+    assert "ix_label_events_campaign_event" in indexes and "ix_label_events_campaign_event" in plan
+    with again.transaction() as conn:
+        again.add_selections(conn, "c", 0, [("e1", 1, None), ("e2", 2, None)], "random")
+        again.finish_step(conn, "c", 0, "select", {"k": 2}, 0.1)
+    res = submit(again, "c", [LabelItem("e2", "y")], annotator="ann", source="test", label_set=["x", "y"])
+    assert (res.remaining, res.complete) == (0, True)  # e1 kept its pre-v5 label
+    assert again.batch_counts("c", 0)["resolved"] == 2
+    again.close()
 
 
 def test_a_newer_store_is_refused(tmp_path):
     path = tmp_path / "v9.db"
     CampaignStore(f"sqlite:///{path}").close()
     _set_schema(path, 9)  # as a later alft would leave it
-    with pytest.raises(StoreError, match="schema version 9, this alft expects 4"):
+    with pytest.raises(StoreError, match="schema version 9, this alft expects 5"):
         CampaignStore(f"sqlite:///{path}")

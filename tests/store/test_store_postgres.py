@@ -8,33 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from alft.errors import StoreError
 from alft.human.labeling import LabelItem, pending_batch, submit
 from alft.store.campaign_store import CampaignStore
 from tests.conftest import concurrent_submissions
+from tests.servers import new_database
 
 LABELS = ["x", "y", "z"]
-
-
-def new_database(server_url: str, **settings: str) -> str:
-    """A fresh, empty database on the test server (``settings``: its defaults); its URL."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            for key, value in settings.items():
-                c.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET {key} = '{value}'")
-    finally:
-        admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -81,7 +65,7 @@ def test_a_campaign_is_created_and_resumed(store, pg):
         again.clear_stop(conn, "c")
     assert store.campaign("c")["stop_rule"] is None
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "4"
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
     again.close()
 
 
@@ -226,11 +210,13 @@ def test_a_version_1_store_is_migrated_in_place(pg):
     make_campaign(st)
     with st.transaction() as conn:
         st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
-        # turn it back into a version-1 store: no kind column, none of the v2, v3 and v4 tables
-        # and columns, version 1
+        # turn it back into a version-1 store: no kind column, none of the v2 to v5 tables,
+        # columns and indexes, version 1
         for column in ("kind", "shown", "proposal", "proposal_confidence", "provenance"):
             conn.exec_driver_sql(f"ALTER TABLE label_events DROP COLUMN {column}")
-        for table in ("access_tokens", "waits", "consumed_inputs", "run_leases", "proposals", "prelabel_rounds"):
+        conn.exec_driver_sql("DROP INDEX ix_label_events_campaign_event")
+        for table in ("access_tokens", "waits", "consumed_inputs", "run_leases", "proposals", "prelabel_rounds",
+                      "batch_counts"):
             conn.exec_driver_sql(f"DROP TABLE {table}")
         conn.exec_driver_sql("UPDATE alft_meta SET value = '1' WHERE key = 'schema_version'")
     st.close()
@@ -241,7 +227,7 @@ def test_a_version_1_store_is_migrated_in_place(pg):
         again.set_token_hash(conn, "c", "f" * 64)  # a v2 table exists again
     assert again.leases("c") == []  # and the v3 one
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "4"
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
     again.close()
 
 
@@ -254,7 +240,8 @@ def test_a_version_3_store_gets_the_provenance_columns_and_proposal_tables(pg):
         st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
         for column in ("shown", "proposal", "proposal_confidence", "provenance"):
             conn.exec_driver_sql(f"ALTER TABLE label_events DROP COLUMN {column}")
-        for table in ("proposals", "prelabel_rounds"):
+        conn.exec_driver_sql("DROP INDEX ix_label_events_campaign_event")
+        for table in ("proposals", "prelabel_rounds", "batch_counts"):
             conn.exec_driver_sql(f"DROP TABLE {table}")
         conn.exec_driver_sql("UPDATE alft_meta SET value = '3' WHERE key = 'schema_version'")
     st.close()
@@ -267,7 +254,30 @@ def test_a_version_3_store_gets_the_provenance_columns_and_proposal_tables(pg):
     assert (last["proposal"], last["proposal_confidence"], last["provenance"]) == ("x", 0.75, "corrected")
     assert [p["label"] for p in again.proposals("c", 0)] == ["x"]
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "4"
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
+    again.close()
+
+
+def test_a_version_4_store_gets_the_event_index_and_batch_counts(pg):
+    st = CampaignStore(pg)
+    make_campaign(st)
+    with st.transaction() as conn:
+        st.add_selections(conn, "c", 0, [("e1", 1, None), ("e2", 2, None)], "random")
+        st.finish_step(conn, "c", 0, "select", {"k": 2}, 0.1)
+        st.add_label_events(conn, "c", 0, [("e1", "x")], "ann", "page")
+        conn.exec_driver_sql("DROP INDEX ix_label_events_campaign_event")
+        conn.exec_driver_sql("DROP TABLE batch_counts")
+        conn.exec_driver_sql("UPDATE alft_meta SET value = '4' WHERE key = 'schema_version'")
+    st.close()
+    again = CampaignStore(pg)
+    with again.engine.connect() as c:
+        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
+        assert c.exec_driver_sql(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_label_events_campaign_event'"
+        ).scalar() == 1
+    res = submit(again, "c", [LabelItem("e2", "y")], annotator="ann", source="test", label_set=LABELS)
+    assert (res.remaining, res.complete) == (0, True)  # e1 kept its pre-v5 label
+    assert again.batch_counts("c", 0)["resolved"] == 2
     again.close()
 
 
@@ -276,7 +286,7 @@ def test_a_newer_store_is_refused(pg):
     with st.transaction() as conn:
         conn.exec_driver_sql("UPDATE alft_meta SET value = '9' WHERE key = 'schema_version'")
     st.close()
-    with pytest.raises(StoreError, match="schema version 9, this alft expects 4"):
+    with pytest.raises(StoreError, match="schema version 9, this alft expects 5"):
         CampaignStore(pg)
 
 

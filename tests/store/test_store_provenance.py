@@ -126,4 +126,4 @@ def test_a_version_3_store_is_migrated_in_place(tmp_path):
     assert again.label_events("c")[-1]["provenance"] == "accepted"
     assert len(again.proposals("c")) == 1
     again.close()
-    assert _schema_version(path) == "4"
+    assert _schema_version(path) == "5"

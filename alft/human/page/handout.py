@@ -1,8 +1,9 @@
 """Which example goes to which annotator: the page's per-process state over the store.
 
-``LabelPage`` reads the pending batch in one transaction (``Snapshot``), hands each
-annotator the next example of their queue while keeping track of what is on other
-annotators' screens (claims), and funnels every submission into ``alft.labeling.submit``.
+``LabelPage`` keeps the pending batch up to date from the store's new events
+(``alft.human.page.live.BatchView``), hands each annotator the next example of their queue
+while keeping track of what is on other annotators' screens (claims), and funnels every
+submission into ``alft.labeling.submit``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from alft.human.labeling import (
     resume_if_complete,
     submit,
 )
+from alft.human.page.live import BatchView, Tally
 from alft.human.proposals import batch_shown, preselected
 from alft.resolve import AgreementCounts, agreement_counts
 from alft.store.batches import Shown
@@ -39,7 +41,7 @@ CLAIM_TTL_S = 120.0
 
 @dataclass
 class Snapshot:
-    """One consistent read of the store: the pending batch and its label events.
+    """The pending batch and its label events as the page knows them at one moment.
 
     Earlier rounds' labels cannot change while a round waits (every route writes to the
     pending batch only), so what the page shows about them is computed once per round:
@@ -52,6 +54,7 @@ class Snapshot:
     states: dict[str, Any]  # example id -> LabelState, the pending batch only
     labeled_before: int = 0  # resolved labels outside the pending batch
     agreement_before: Any = None  # AgreementCounts outside the pending batch
+    tally: Tally | None = None  # the batch's counts (None: no batch)
 
 
 class LabelPage:
@@ -92,15 +95,19 @@ class LabelPage:
         self.ctx = CampaignContext(config=cfg, uid=row["uid"])
         self.claim_ttl = claim_ttl
         self._lock = threading.Lock()
-        # Handing out (snapshot -> pick -> claim) and submitting (commit -> release the claim)
-        # must not interleave: a pick from a snapshot older than a commit whose claim is already
-        # released hands the just-labeled example to a second annotator (benchmarks/label_load.py
-        # saw 5 of 200 examples labeled twice by 20 clients before this lock).
+        # Hand-outs (claims -> store -> pick -> claim) run one at a time. A submission commits
+        # first and releases its claim after, while a hand-out reads the claims first and the
+        # store after: an example whose claim it finds released has its commit visible, so it
+        # is never handed to a second annotator just after being labeled (benchmarks/
+        # label_load.py saw 5 of 200 examples labeled twice by 20 clients without the order).
+        # A hand-out therefore never waits for a submission's commit (its fsync).
         self._handout = threading.RLock()
-        # SQLite serialises every transaction (reads too: BEGIN IMMEDIATE), and its busy
-        # handler sleeps in growing steps; queueing this process's requests on a lock
-        # instead keeps 20 concurrent annotators from oversleeping. Other databases run
-        # their transactions side by side.
+        self._view_lock = threading.Lock()  # the BatchView, updated by hand-outs and snapshots
+        self._view: BatchView | None = None
+        # SQLite serialises writers (BEGIN IMMEDIATE), and its busy handler sleeps in growing
+        # steps; queueing this process's submissions on a lock instead keeps 20 concurrent
+        # annotators from oversleeping. Reads use the reader engine (WAL: they never wait).
+        # Other databases run their transactions side by side.
         self.db_lock: Any = threading.Lock() if store.engine.dialect.name == "sqlite" else nullcontext()
         self._probs: dict[int, tuple[int, dict[int, int], np.ndarray] | None] = {}
         self._shown: dict[int, dict[str, Shown]] = {}  # round -> its stored proposals, once final
@@ -110,27 +117,57 @@ class LabelPage:
         self._claims: dict[str, tuple[str, float]] = {}  # annotator -> (example id, when)
 
     # ------------------------------------------------------------------ reads
-    def snapshot(self) -> Snapshot:
-        """The pending batch and all events, read in one transaction (one consistent view)."""
+    def _refresh(self) -> BatchView | None:
+        """The pending batch's view, brought up to the store (call with ``_view_lock`` held).
+
+        A new pending round builds a new view (its batch, its events up to the campaign's
+        newest event id); otherwise only the events after that id are read and applied.
+        """
         st = self.store
-        with self.db_lock, st.engine.connect() as conn:
-            r = pending_round(st, self.name, conn)
+        with st.reader.connect() as conn:
+            state = st.label_state(self.name, conn=conn)  # round, proposals, newest event id
+            r = state["round"]
+            if r is None:
+                self._view = None
+                return None
+            view = self._view
+            if view is not None and view.round == r:
+                if state["head"] > view.head:
+                    view.apply(st.label_events_since(self.name, view.head, conn=conn))
+                view.prelabeled = state["prelabeled"]
+                return view
             fixed = self._round_cache.get(r)
             if fixed is None:
                 # once per pending round: its batch and what lies outside it
-                items = st.selections(self.name, r, conn=conn) if r is not None else []
+                items = st.selections(self.name, r, conn=conn)
                 ids = {s["example_id"] for s in items}
                 outside = [e for e in st.label_events(self.name, conn=conn) if e["example_id"] not in ids]
                 before = sum(1 for v in resolve(outside, self.policy).values() if v.label is not None)
                 fixed = (items, before, agreement_counts(outside))
                 self._round_cache = {r: fixed}
-            items, before, agree_before = fixed
-            events = st.batch_label_events(self.name, r, conn=conn) if r is not None else []
-        states = resolve(events, self.policy)
-        batch = None
-        if r is not None:
-            batch = PendingBatch(round=r, items=items, states=states, policy=self.policy)
-        return Snapshot(r, batch, events, states, before, agree_before)
+            # the head was read first: events committed after it come with the next refresh, once
+            head = state["head"]
+            events = [e for e in st.batch_label_events(self.name, r, conn=conn) if e["event_id"] <= head]
+        view = BatchView(r, fixed[0], self.policy)
+        view.apply(events)
+        view.head = max(view.head, head)
+        view.prelabeled = state["prelabeled"]
+        self._view = view
+        return view
+
+    def _before(self, r: int | None) -> tuple[int, Any]:
+        fixed = self._round_cache.get(r)
+        return (fixed[1], fixed[2]) if fixed is not None else (0, None)
+
+    def snapshot(self) -> Snapshot:
+        """The pending batch, its events, states and counts, up to date with the store."""
+        with self._view_lock:
+            view = self._refresh()
+            if view is None:
+                return Snapshot(None, None, [], {})
+            states, events, tally = dict(view.states), list(view.events), view.tally()
+        batch = PendingBatch(round=view.round, items=view.items, states=states, policy=self.policy)
+        return Snapshot(view.round, batch, events, states, *self._before(view.round), tally=tally)
 
     def suggestion(self, round_: int, pool_id: int) -> list[tuple[str, float]]:
         """The model's top labels for a candidate of ``round_`` (best first); [] without probs."""
@@ -165,7 +202,9 @@ class LabelPage:
         top = np.argsort(-p, kind="stable")[:5]
         return [(self.labels[int(i)], float(p[int(i)])) for i in top if math.isfinite(float(p[int(i)]))]
 
-    def shown_for(self, batch: PendingBatch, example_id: str, sugg: list[tuple[str, float]]) -> Shown | None:
+    def shown_for(
+        self, batch: PendingBatch | BatchView, example_id: str, sugg: list[tuple[str, float]]
+    ) -> Shown | None:
         """What the page shows with ``example_id``: the round's stored proposal; before it is
         stored (``prelabel: model``), the classifier's top label from the score step's file."""
         with self._lock:
@@ -173,7 +212,10 @@ class LabelPage:
         if final is not None:
             return final.get(example_id)
         generation_drafts = self.generation and self.prelabel == "model"
-        if not generation_drafts and self.store.prelabel_round(self.name, batch.round) is None:
+        prelabeled = getattr(batch, "prelabeled", None)  # a BatchView read it with its refresh
+        if prelabeled is None:
+            prelabeled = self.store.prelabel_round(self.name, batch.round) is not None
+        if not generation_drafts and not prelabeled:
             if self.prelabel == "model" and not self.generation and sugg:
                 return Shown("label", sugg[0][0], sugg[0][1])
             return None
@@ -204,27 +246,26 @@ class LabelPage:
 
     # ------------------------------------------------------------------ views
     def progress(self, snap: Snapshot, annotator: str | None = None) -> dict[str, Any]:
-        labeled = snap.labeled_before + sum(1 for s in snap.states.values() if s.label is not None)
+        return self._progress(snap.round, snap.tally, snap.labeled_before, snap.agreement_before, annotator)
+
+    def _progress(
+        self, round_: int | None, t: Tally | None, labeled_before: int, agreement_before: Any, annotator: str | None
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "campaign": self.name,
-            "round": snap.round,
-            "labeled": labeled,
+            "round": round_,
+            "labeled": labeled_before + (t.resolved if t is not None else 0),
             "budget": self.budget,
             "overlap": self.overlap,
-            "agreement": (agreement_counts(snap.events) + (snap.agreement_before or AgreementCounts())).summary(),
+            "agreement": (
+                (t.agreement if t is not None else AgreementCounts()) + (agreement_before or AgreementCounts())
+            ).summary(),
         }
-        if snap.batch is not None:
-            b = snap.batch
-            remaining = b.remaining()
-            out["batch"] = {
-                "size": len(b.items),
-                "done": len(b.items) - len(remaining),
-                "remaining": len(remaining),
-                "disputed": sum(1 for s in b.states.values() if s.status == "disputed"),
-            }
+        if t is not None:
+            out["batch"] = {"size": t.size, "done": t.resolved, "remaining": t.remaining, "disputed": t.disputed}
             if annotator:
-                out["batch"]["queue"] = len(b.queue_for(annotator))
-                out["batch"]["mine"] = sum(1 for s in b.states.values() if annotator in s.votes)
+                out["batch"]["queue"] = t.queue(annotator)
+                out["batch"]["mine"] = t.mine.get(annotator, 0)
         else:
             out["batch"] = None
         return out
@@ -235,62 +276,53 @@ class LabelPage:
             return self._next_for(annotator, skip, first)
 
     def _next_for(self, annotator: str, skip: list[str], first: str | None) -> dict[str, Any]:
-        snap = self.snapshot()
-        out = self.progress(snap, annotator)
-        out["example"] = None
-        out["undo"] = None
-        if snap.batch is None:
-            out["message"] = "no batch is waiting for labels"
-            self.claim(annotator, None)
-            return out
-        b = snap.batch
-        ids = set(b.example_ids)
-        mine: dict[str, dict[str, Any]] = {}  # example -> this annotator's latest event
-        for e in snap.events:
-            if e["annotator"] == annotator and e["example_id"] in ids:
-                mine[e["example_id"]] = e
-        last_label = max(
-            (e for e in mine.values() if (e.get("kind") or "label") == "label"),
-            key=lambda e: e["event_id"],
-            default=None,
-        )
-        if last_label is not None:
-            out["undo"] = {"id": last_label["example_id"], "label": last_label["label"]}
-        queue = b.queue_for(annotator)
-        if not queue:
-            out["message"] = (
-                "this batch is complete" if b.complete else "nothing left for you: the rest waits for other annotators"
-            )
-            self.claim(annotator, None)
-            return out
-        skip_rank = {ex: i + 1 for i, ex in enumerate(dict.fromkeys(skip))}
+        # the claims before the store: see ``_handout`` in __init__
         busy = self._others_claims(annotator)
+        with self._view_lock:
+            b = self._refresh()
+            counts = b.tally() if b is not None else None
+            r = b.round if b is not None else None
+            out = self._progress(r, counts, *self._before(r), annotator)
+            out["example"] = None
+            out["undo"] = None
+            if b is None:
+                out["message"] = "no batch is waiting for labels"
+                self.claim(annotator, None)
+                return out
+            last_label = b.last_label(annotator)
+            if last_label is not None:
+                out["undo"] = {"id": last_label["example_id"], "label": last_label["label"]}
+            queued = counts.queue(annotator)
+            if not queued:
+                out["message"] = (
+                    "this batch is complete" if not counts.remaining
+                    else "nothing left for you: the rest waits for other annotators"
+                )
+                self.claim(annotator, None)
+                return out
+            # Order: ``first`` (undo) whoever holds it; then what this annotator did not mark
+            # unsure, what is on fewer other screens than it needs votes, what they did not skip
+            # (skipped ones in skip order), selection order. An example already on enough other
+            # annotators' screens is not handed out again (it would be labeled twice); the page
+            # asks again every few seconds, and a claim lapses after claim_ttl.
+            skip_rank = {ex: i + 1 for i, ex in enumerate(dict.fromkeys(skip))}
+            ex = b.pick(annotator, busy, skip_rank, first, self.overlap)
+            if ex is None:
+                out["message"] = (
+                    f"the {queued} example{'s' if queued != 1 else ''} left for you "
+                    f"{'are' if queued != 1 else 'is'} on other annotators' screens; "
+                    "this page checks again every few seconds"
+                )
+                self.claim(annotator, None)
+                return out
+            self.claim(annotator, ex)
+            mine = b.latest(annotator, ex) or {}
+            st = b.states.get(ex)  # never mutated by later updates: safe after the lock
 
         def needs(ex: str) -> int:
-            st = b.states.get(ex)
             return st.needs if st is not None else self.overlap
 
-        def order(pair: tuple[int, str]) -> tuple:
-            i, ex = pair
-            unsure = (mine.get(ex) or {}).get("kind") == "unsure"
-            return (ex != first, unsure, busy.get(ex, 0) >= needs(ex), skip_rank.get(ex, 0), i)
-
-        # An example already on enough other annotators' screens is not handed out again (it
-        # would be labeled twice); the page asks again every few seconds, and a claim lapses
-        # after claim_ttl when its annotator walks away. ``first`` (undo) is always shown.
-        free = [(i, x) for i, x in enumerate(queue) if x == first or busy.get(x, 0) < needs(x)]
-        if not free:
-            out["message"] = (
-                f"the {len(queue)} example{'s' if len(queue) != 1 else ''} left for you "
-                f"{'are' if len(queue) != 1 else 'is'} on other annotators' screens; "
-                "this page checks again every few seconds"
-            )
-            self.claim(annotator, None)
-            return out
-        ex = min(free, key=order)[1]
-        self.claim(annotator, ex)
-        sel = next(s for s in b.items if s["example_id"] == ex)
-        st = b.states.get(ex)
+        sel = b.items[b.pos[ex]]
         sugg = self.suggestion(b.round, sel["pool_id"]) if self.prelabel == "model" and not self.generation else []
         shown = self.shown_for(b, ex, sugg)
         if shown is None or shown.kind != "label":
@@ -302,7 +334,7 @@ class LabelPage:
             "round": b.round,
             "position": sel["position"],
             # blind: a control-arm example shows the round's strategy (alft/campaign/control.py)
-            "strategy": next((s["strategy"] for s in b.items if s["strategy"] != "random-control"), sel["strategy"]),
+            "strategy": b.strategy or sel["strategy"],
             "suggestion": shown.label if shown is not None and shown.kind == "label" else None,
             "confidence": shown.confidence if shown is not None and shown.kind == "label" else None,
             "suggestions": [{"label": lab, "p": p} for lab, p in sugg],
@@ -316,12 +348,12 @@ class LabelPage:
             "status": st.status if st is not None else "pending",
             "votes": len(st.votes) if st is not None else 0,
             "needs": needs(ex),
-            "unsure": (mine.get(ex) or {}).get("kind") == "unsure",
+            "unsure": mine.get("kind") == "unsure",
         }
         if self.generation and 0 <= pool_id < len(self.texts):
             pool = self.pool
             draft = shown.draft if shown is not None and shown.kind == "draft" else ""
-            own = (mine.get(ex) or {}) if (mine.get(ex) or {}).get("kind") == "label" else {}
+            own = mine if mine.get("kind") == "label" else {}
             out["example"].update(
                 instruction=pool.instructions[pool_id],
                 input=pool.inputs[pool_id] if pool.inputs is not None else "",
@@ -343,24 +375,16 @@ class LabelPage:
     def status(self) -> dict[str, Any]:
         snap = self.snapshot()
         out = self.progress(snap)
-        annotators: dict[str, int] = {}
-        if snap.batch is not None:
-            ids = set(snap.batch.example_ids)
-            for e in snap.events:
-                if e["example_id"] in ids and (e.get("kind") or "label") == "label":
-                    annotators[e["annotator"]] = annotators.get(e["annotator"], 0) + 1
-        out["annotators"] = annotators
+        out["annotators"] = dict(snap.tally.label_events) if snap.tally is not None else {}
         return out
 
     def check(self, token: str) -> bool:
-        with self.db_lock:
-            return check_token(self.store, self.name, token)
+        return check_token(self.store, self.name, token)  # a read: the reader engine, no lock
 
     def submit(self, annotator: str, round_: int | None, items: list[LabelItem]) -> dict[str, Any]:
-        with self._handout:  # commit and claim release as one step for next_for (see __init__)
-            with self.db_lock:
-                res = self._submit(annotator, round_, items)
-            self.claim(annotator, None)
+        with self.db_lock:
+            res = self._submit(annotator, round_, items)
+        self.claim(annotator, None)  # after the commit: see ``_handout`` in __init__
         out: dict[str, Any] = {
             "round": res.round,
             "written": res.written,
