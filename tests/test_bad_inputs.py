@@ -433,7 +433,7 @@ RESUME: dict[str, Case] = {
     "another model": Case(
         lambda e: e.config(model=e.model_copy(lambda m: (m / "config.json").write_text(
             (m / "config.json").read_text().replace("\n}", ',\n  "alft_note": 1\n}')))),
-        r"was created with a different model \(weights or max_length\)",
+        r"was created with a different model \(weights, max_length or pooling\)",
     ),
 }
 
