@@ -15,10 +15,17 @@ from sqlalchemy.exc import IntegrityError
 from alft.errors import StoreError
 from alft.human.labeling import LabelItem, pending_batch, submit
 from alft.store.campaign_store import CampaignStore
+from alft.store.schema import SCHEMA_VERSION
 from tests.conftest import concurrent_submissions
 from tests.servers import new_database
 
 LABELS = ["x", "y", "z"]
+
+
+def schema_version(store: CampaignStore) -> int:
+    """The version the store's ``alft_meta`` row records (what a migration wrote)."""
+    with store.engine.connect() as c:
+        return int(c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar())
 
 
 @pytest.fixture
@@ -64,8 +71,7 @@ def test_a_campaign_is_created_and_resumed(store, pg):
     with again.transaction() as conn:
         again.clear_stop(conn, "c")
     assert store.campaign("c")["stop_rule"] is None
-    with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
+    assert schema_version(again) == SCHEMA_VERSION == 5
     again.close()
 
 
@@ -226,8 +232,7 @@ def test_a_version_1_store_is_migrated_in_place(pg):
     with again.transaction() as conn:
         again.set_token_hash(conn, "c", "f" * 64)  # a v2 table exists again
     assert again.leases("c") == []  # and the v3 one
-    with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
+    assert schema_version(again) == SCHEMA_VERSION == 5
     again.close()
 
 
@@ -253,8 +258,7 @@ def test_a_version_3_store_gets_the_provenance_columns_and_proposal_tables(pg):
     last = again.label_events("c")[-1]
     assert (last["proposal"], last["proposal_confidence"], last["provenance"]) == ("x", 0.75, "corrected")
     assert [p["label"] for p in again.proposals("c", 0)] == ["x"]
-    with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
+    assert schema_version(again) == SCHEMA_VERSION == 5
     again.close()
 
 
@@ -270,8 +274,8 @@ def test_a_version_4_store_gets_the_event_index_and_batch_counts(pg):
         conn.exec_driver_sql("UPDATE alft_meta SET value = '4' WHERE key = 'schema_version'")
     st.close()
     again = CampaignStore(pg)
+    assert schema_version(again) == SCHEMA_VERSION == 5
     with again.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT value FROM alft_meta WHERE key = 'schema_version'").scalar() == "5"
         assert c.exec_driver_sql(
             "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_label_events_campaign_event'"
         ).scalar() == 1
