@@ -57,6 +57,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.plain import cpu_model, offline_env, shared_data  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+THINK_SEED = 19  # the annotators' think-time draws
 TOKEN_HEADER = "X-Alft-Token"
 ROUND0_SIZE = 5
 STORES = ("sqlite", "postgres")
@@ -175,8 +176,14 @@ class ClientLog:
     cpu_s: float = 0.0  # CPU this client thread used (httpx, JSON): not the server's
 
 
-def annotate(base: str, camp: LoadCampaign, annotator: str, start: threading.Barrier, max_labels: int) -> ClientLog:
-    """One annotator: load the page, then next -> post until nothing is left for them."""
+def annotate(
+    base: str, camp: LoadCampaign, annotator: str, start: threading.Barrier, max_labels: int,
+    think_s: float = 0.0, rng: np.random.Generator | None = None,
+) -> ClientLog:
+    """One annotator: load the page, then next -> (think) -> post until nothing is left for them.
+
+    ``think_s``: mean seconds between seeing an example and posting its label (exponential
+    draws from ``rng``; 0: post at once, the saturating load)."""
     import httpx
 
     log = ClientLog(annotator)
@@ -199,6 +206,8 @@ def annotate(base: str, camp: LoadCampaign, annotator: str, start: threading.Bar
                 ex = nxt["example"]
                 if ex is None:
                     break
+                if think_s > 0:
+                    time.sleep(float(rng.exponential(think_s)))  # reading and deciding: no CPU
                 body = {"round": ex["round"], "annotator": annotator,
                         "items": [{"id": ex["id"], "label": camp.gold[ex["id"]], "kind": "label"}]}
                 t0 = time.perf_counter()
@@ -232,7 +241,9 @@ class ServerTimes:
         self.seconds.setdefault(f"{scope['method']} {scope['path']}", []).append(time.perf_counter() - t0)
 
 
-def run_load(camp: LoadCampaign, n_clients: int, *, max_labels_per_client: int | None = None) -> dict[str, Any]:
+def run_load(
+    camp: LoadCampaign, n_clients: int, *, max_labels_per_client: int | None = None, think_s: float = 0.0
+) -> dict[str, Any]:
     """Serve the page, run ``n_clients`` annotators to the end of the batch, check the store."""
     from alft.human.page.app import create_app, running
 
@@ -242,7 +253,8 @@ def run_load(camp: LoadCampaign, n_clients: int, *, max_labels_per_client: int |
     start = threading.Barrier(n_clients + 1)
     with running(app) as base:
         def work(k: int) -> None:
-            logs[k] = annotate(base, camp, logs[k].annotator, start, cap)
+            rng = np.random.default_rng([THINK_SEED, k])  # each annotator's own pace, the same every run
+            logs[k] = annotate(base, camp, logs[k].annotator, start, cap, think_s, rng)
 
         threads = [threading.Thread(target=work, args=(k,), name=f"annotator-{k:02d}") for k in range(n_clients)]
         for t in threads:
@@ -315,7 +327,9 @@ def _store_bytes(camp: LoadCampaign) -> int:
         return int(c.exec_driver_sql("SELECT pg_database_size(current_database())").scalar())
 
 
-def measure(n_batch: int, n_clients: int, store: str = "sqlite", pg_server: str | None = None) -> dict[str, Any]:
+def measure(
+    n_batch: int, n_clients: int, store: str = "sqlite", pg_server: str | None = None, think_s: float = 0.0
+) -> dict[str, Any]:
     """One load run on a fresh campaign (and, on PostgreSQL, a fresh database of ``pg_server``)."""
     import datetime as dt
 
@@ -327,7 +341,7 @@ def measure(n_batch: int, n_clients: int, store: str = "sqlite", pg_server: str 
         url = new_database(pg_server) if store == "postgres" else None
         camp = build_load_campaign(Path(tmp), n_batch, store_url=url)
         load_before = loadavg()
-        res = run_load(camp, n_clients)
+        res = run_load(camp, n_clients, think_s=think_s)
         db_bytes = _store_bytes(camp)
         camp.store.close()
     logs: list[ClientLog] = res.pop("logs")
@@ -340,6 +354,7 @@ def measure(n_batch: int, n_clients: int, store: str = "sqlite", pg_server: str 
         "batch": n_batch,
         "clients": n_clients,
         "store": store,
+        "think_s": think_s,
         "ok": not (res["lost"] or res["duplicated"] or res["errors"] or res["wrong_label"] or res["outside_batch"]),
         "lost": len(res["lost"]),
         "duplicated": len(res["duplicated"]),
@@ -383,6 +398,9 @@ def main() -> None:
     ap.add_argument("--store", choices=STORES, default="sqlite", help="the campaign store")
     ap.add_argument("--grid", action="store_true",
                     help=f"run batch {' and '.join(map(str, GRID_BATCHES))} on {' and '.join(STORES)}")
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="mean seconds an annotator takes per example before posting (exponential; 0: no pause, "
+                    "the saturating load; 1: the fastest decision of benchmarks/llm_effort.py, a kept proposal)")
     ap.add_argument("--out", default="label_load", help="results file stem under benchmarks/results/")
     args = ap.parse_args()
     offline_env()
@@ -391,15 +409,16 @@ def main() -> None:
     runs = []
     with postgres_cluster(durable=True) if needs_pg else nullcontext() as pg_server:
         for batch, store in plan:
-            runs.append(measure(batch, args.clients, store, pg_server))
+            runs.append(measure(batch, args.clients, store, pg_server, args.think))
             r = runs[-1]
-            print(f"{store} batch {batch}: submit p50 {r['submit_latency']['p50_ms']:.1f} / p99 "
+            print(f"{store} batch {batch} think {args.think} s: submit p50 {r['submit_latency']['p50_ms']:.1f} / p99 "
                   f"{r['submit_latency']['p99_ms']:.1f} ms, next p50 {r['next_latency']['p50_ms']:.1f} / p99 "
                   f"{r['next_latency']['p99_ms']:.1f} ms, {r['labels_per_s']:.0f} labels/s, ok {r['ok']}, "
                   f"load {r['loadavg_before']} -> {r['loadavg_after']}", flush=True)
     path = RESULTS / f"{args.out}.json"
-    done = {(r["batch"], r["clients"], r["store"]) for r in runs}
-    kept = [r for r in _previous_runs(path) if (r["batch"], r["clients"], r["store"]) not in done]
+    key = lambda r: (r["batch"], r["clients"], r["store"], r.get("think_s", 0.0))
+    done = {key(r) for r in runs}
+    kept = [r for r in _previous_runs(path) if key(r) not in done]
     out = {
         "benchmark": "label_load",
         "protocol": "GET / (token in the query), then per label: GET /api/next, POST /api/labels (JSON, "
@@ -408,7 +427,7 @@ def main() -> None:
         "or PostgreSQL (throwaway cluster, default fsync and synchronous_commit)",
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "before": BEFORE,
-        "runs": sorted(kept + runs, key=lambda r: (STORES.index(r["store"]), r["batch"], r["clients"])),
+        "runs": sorted(kept + runs, key=lambda r: (r.get("think_s", 0.0), STORES.index(r["store"]), r["batch"], r["clients"])),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
@@ -436,7 +455,7 @@ def notes(out: dict[str, Any]) -> list[str]:
         "2 cores (shared with other jobs: load averages above):",
         "",
     ]
-    for r in out["runs"]:
+    for r in (r for r in out["runs"] if not r.get("think_s")):
         c = r["cpu"]
         cycle = r["clients"] / r["labels_per_s"] * 1000 if r["labels_per_s"] else float("nan")
         lines.append(
@@ -446,9 +465,30 @@ def notes(out: dict[str, Any]) -> list[str]:
             f"next + submit cycle of {r['clients']} / {r['labels_per_s']:.0f} = {cycle:.0f} ms "
             f"(measured: {r['next_latency']['mean_ms'] + r['submit_latency']['mean_ms']:.0f} ms mean)."
         )
+    paced = [r for r in out["runs"] if r.get("think_s")]
+    if paced:
+        lines += [
+            "",
+            "At a human pace (`--think`: each annotator pauses a seeded exponential time of the given mean",
+            "between seeing an example and posting it; 1 s is the fastest decision of the effort time model,",
+            "keeping a pre-selected proposal, so real annotators are slower):",
+            "",
+        ]
+        for r in paced:
+            sub, nxt = r["submit_latency"], r["next_latency"]
+            lines.append(
+                f"* {r['store']}, {r['batch']:,}, {r['think_s']:g} s think: submit p50 / p99 {sub['p50_ms']:.1f} / "
+                f"{sub['p99_ms']:.1f} ms, next {nxt['p50_ms']:.1f} / {nxt['p99_ms']:.1f} ms at "
+                f"{r['labels_per_s']:.0f} labels/s."
+            )
+        lines += [
+            "",
+            "There the page is idle most of the time and a request waits only for the few that arrive with",
+            "it; the `next` tail at the 200 batch is the first second, when all annotators open the page at once.",
+        ]
     lines += [
         "",
-        "A p99 of 50 ms per request at 20 clients needs a cycle of at most ~60 ms on average (two requests",
+        "Without pauses (saturation), a p99 of 50 ms per request at 20 clients needs a cycle of at most ~60 ms on average (two requests",
         "of ~30 ms): more than ~330 labels/s, so at most ~3 ms of CPU per label for clients and server",
         "together under one GIL, where the in-process httpx clients alone spend ~2 ms. It is not",
         "reachable with these clients on these 2 cores: the process stays at about one core busy even",
@@ -465,12 +505,17 @@ def notes(out: dict[str, Any]) -> list[str]:
     return lines
 
 
+def pace(r: dict[str, Any]) -> str:
+    t = r.get("think_s", 0.0)
+    return "no pause" if not t else f"{t:g} s think"
+
+
 def _rows(r: dict[str, Any]) -> list[str]:
     out = []
     for req, lat in (("POST /api/labels", r["submit_latency"]), ("GET /api/next", r["next_latency"])):
         srv = r["server_time"].get(req) or {}
         out.append(
-            f"| {r['store']} | {r['batch']:,} | {req} | {lat['n']} | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | "
+            f"| {pace(r)} | {r['store']} | {r['batch']:,} | {req} | {lat['n']} | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} | "
             f"**{lat['p99_ms']:.1f}** | {lat['max_ms']:.0f} | {srv.get('p50_ms', float('nan')):.1f} | "
             f"{srv.get('p99_ms', float('nan')):.1f} | "
             + (f"{r['labels_per_s']:.0f} |" if req.startswith("POST") else " |")
@@ -498,21 +543,21 @@ def render_md(out: dict[str, Any]) -> str:
         "Latency as the clients see it (ms), and as the server spends it (`server`: from the request's arrival "
         "at the app to its last byte, so lock and thread-pool waits included, HTTP parsing not):",
         "",
-        "| store | batch | request | n | p50 | p95 | p99 | max | server p50 | server p99 | labels/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| pace | store | batch | request | n | p50 | p95 | p99 | max | server p50 | server p99 | labels/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines += _rows(r)
     lines += [
         "",
-        "| store | batch | clients | wall s | CPU per label ms | of it client CPU ms | load average before -> after "
+        "| pace | store | batch | clients | wall s | CPU per label ms | of it client CPU ms | load average before -> after "
         "| events | lost | duplicated | wrong label | client errors | 'complete' answers |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         c, k = r["cpu"], r["check"]
         lines.append(
-            f"| {r['store']} | {r['batch']:,} | {r['clients']} | {r['seconds']:.1f} | {c['per_label_ms']:.2f} | "
+            f"| {pace(r)} | {r['store']} | {r['batch']:,} | {r['clients']} | {r['seconds']:.1f} | {c['per_label_ms']:.2f} | "
             f"{c['clients_per_label_ms']:.2f} | {r['loadavg_before']} -> {r['loadavg_after']} | {k['events']:,} | "
             f"{r['lost']} | {r['duplicated']} | {k['wrong_label']} | {len(k['errors'])} | {k['complete_answers']} |"
         )

@@ -11,12 +11,24 @@
   no LLM, nothing proposed in round 0), to tell what the LLM adds over the proxy it feeds.
 
 The expert is the gold column (``oracle.human: simulated``), so every mode ends with the same
-number of labels; what differs is what people had to do. Time model, per human label:
-a pre-selected proposal kept with Enter (confidence >= ``oracle.preselect_min_confidence``)
-costs 1 s; any other label is a choice among C labels, ``2 + 4 * ln(C / 2) / ln(77 / 2)``
-seconds (2 s for a binary label, 6 s for BANKING77's 77 intents); an auto label costs nothing.
-``human_decisions`` counts the labels people gave (each one decision, one keystroke or a full
-choice). ``accuracy`` is the final round's head classifier on the eval subset;
+number of labels; what differs is what people had to do. Time model, per human label, after
+what the labeling page shows (``alft/human/page``):
+
+* a pre-selected proposal kept with Enter (confidence >= ``oracle.preselect_min_confidence``):
+  ``ACCEPT_S`` = 1 s;
+* with ``prelabel: model`` the page lists the labels the classifier gives >= 5 % first, most
+  likely first, the first nine with the digit that picks them: a label at rank ``r`` there
+  costs reading down to it and two keys, ``ACCEPT_S + READ_S * r`` (``READ_S`` = 0.5 s per
+  label read), never more than a full choice;
+* any other label is a full choice among C labels, ``2 + 4 * ln(C / 2) / ln(77 / 2)`` seconds
+  (2 s for a binary label, 6 s for BANKING77's 77 intents), plus ``READ_S`` for each proposal
+  or ranked label the page showed and the expert read and passed over (a wrong suggestion is
+  not free);
+* an auto label costs nothing.
+
+``human_decisions`` counts the labels people gave (each one decision: one keystroke, a pick
+from the ranked list or a full choice); ``one_key`` the kept pre-selected proposals,
+``ranked_picks`` the other labels picked from the ranked list. ``accuracy`` is the final round's head classifier on the eval subset;
 ``auto_label_error`` the share of auto labels that differ from gold.
 
 Campaigns run with ``benchmarks.plain.run_plain`` (the step functions without Prefect or
@@ -39,15 +51,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.llm_zero_shot import SMS_DESCRIPTIONS  # noqa: E402
 from benchmarks.plain import cpu_model, offline_env, run_plain, shared_data  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+#: what the LLM labeler scores instead of a label name (oracle.prelabel_descriptions): SMS Spam's
+#: "ham" is jargon; the same descriptions as benchmarks/llm_zero_shot.py. BANKING77's intent
+#: names are read as they are.
+DESCRIPTIONS = {"sms_spam": SMS_DESCRIPTIONS}
 WORK = ROOT / "benchmarks" / ".work" / "llm_effort"
 MODES = ("none", "prelabel", "mixed", "classifier", "classifier_mixed")
 ACCEPT_S = 1.0
+READ_S = 0.5
+RANKED_KEYS = 9  # digits 1-9 pick the first nine listed labels (page.js)
+RANK_MIN_P = 0.05  # the page ranks labels at 5 % or more only (page.js suggestionProb)
 
 
 def choose_seconds(n_labels: int) -> float:
@@ -55,21 +77,69 @@ def choose_seconds(n_labels: int) -> float:
     return 2.0 + 4.0 * math.log(max(n_labels, 2) / 2) / math.log(77 / 2)
 
 
-def effort(events: list[dict[str, Any]], n_labels: int, preselect_min: float) -> dict[str, float]:
-    """Human decisions and seconds behind a campaign's labels (its standing votes)."""
+def effort(
+    events: list[dict[str, Any]], n_labels: int, preselect_min: float, ranked: dict[str, list[str]] | None = None
+) -> dict[str, float]:
+    """Human decisions and seconds behind a campaign's labels (its standing votes).
+
+    ``ranked``: example id -> the labels the page listed first for it, best first (``page_ranking``);
+    only examples whose proposal was shown have one (a blind audit shows nothing).
+    """
     from alft.campaign.provenance import standing_votes
 
+    ranked = ranked or {}
+    full = choose_seconds(n_labels)
     votes = [v for v in standing_votes(events) if v["source"] != "auto"]
-    one_key = [
-        v for v in votes
-        if v["provenance"] == "accepted" and v["proposal_confidence"] is not None
-        and v["proposal_confidence"] >= preselect_min
-    ]
+    one_key = picks = 0
+    seconds = 0.0
+    for v in votes:
+        conf = v["proposal_confidence"]
+        if v["provenance"] == "accepted" and conf is not None and conf >= preselect_min:
+            one_key += 1
+            seconds += ACCEPT_S
+            continue
+        shown = ranked.get(v["example_id"], []) if v.get("proposal") is not None else []
+        listed = shown[:RANKED_KEYS]
+        if v["label"] in listed:
+            picks += 1
+            seconds += min(ACCEPT_S + READ_S * (listed.index(v["label"]) + 1), full)
+            continue
+        passed = len(listed) if listed else (1 if v.get("proposal") is not None else 0)
+        seconds += full + READ_S * passed
     return {
         "human_decisions": len(votes),
-        "one_key": len(one_key),
-        "human_seconds": round(len(one_key) * ACCEPT_S + (len(votes) - len(one_key)) * choose_seconds(n_labels), 1),
+        "one_key": one_key,
+        "ranked_picks": picks,
+        "human_seconds": round(seconds, 1),
     }
+
+
+def page_ranking(probs: np.ndarray, labels: list[str]) -> list[str]:
+    """The labels the page lists first for one example, best first: those at >= ``RANK_MIN_P``
+    (``probs``: float[C], one row of the round's ``probs.npy``; ties by label-set order)."""
+    order = np.argsort(-probs, kind="stable")  # [C]
+    return [labels[int(c)] for c in order if probs[c] >= RANK_MIN_P]
+
+
+def page_rankings(workdir: Path, events: list[dict[str, Any]], pool_ids: dict[str, int], labels: list[str]) -> dict[str, list[str]]:
+    """example id -> ``page_ranking`` from the round's own ``probs.npy`` (candidate rows), for each
+    labeled example of a round that has one (round 0 has no classifier yet)."""
+    out: dict[str, list[str]] = {}
+    cache: dict[int, tuple[dict[int, int], np.ndarray] | None] = {}
+    for e in events:
+        r = int(e["round"])
+        if r not in cache:
+            d = workdir / "rounds" / f"{r:03d}"
+            try:
+                probs, cand = np.load(d / "probs.npy"), np.load(d / "candidates.npy")  # [n_cand, C], [n_cand]
+                cache[r] = ({int(p): i for i, p in enumerate(cand.tolist())}, probs)
+            except OSError:
+                cache[r] = None
+        hit = cache[r]
+        row = None if hit is None else hit[0].get(pool_ids[e["example_id"]])
+        if row is not None:
+            out[e["example_id"]] = page_ranking(hit[1][row], labels)
+    return out
 
 
 def subset(name: str, n_pool: int, n_eval: int, seed: int, out: Path, data_dir: Path) -> dict[str, Path]:
@@ -95,12 +165,14 @@ def subset(name: str, n_pool: int, n_eval: int, seed: int, out: Path, data_dir: 
     return files
 
 
-def config(name: str, mode: str, seed: int, files: dict[str, Path], args, workdir: Path):
+def config(name: str, mode: str, seed: int, files: dict[str, Path], args, workdir: Path, descriptions=None):
     from alft.config import CampaignConfig
 
     oracle: dict[str, Any] = {"kind": "simulated", "prelabel": "none"}
     if mode in ("prelabel", "mixed"):
         oracle = {"kind": "simulated", "prelabel": "llm", "prelabel_model": args.llm, "prelabel_shots": args.shots}
+        if descriptions:
+            oracle["prelabel_descriptions"] = descriptions
     elif mode in ("classifier", "classifier_mixed"):
         oracle = {"kind": "simulated", "prelabel": "model"}
     if mode in ("mixed", "classifier_mixed"):
@@ -131,7 +203,7 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
     name = f"effort-{dataset.replace('_', '-')}-{mode}-s{seed}"
     workdir = Path(args.work) / name
     shutil.rmtree(workdir, ignore_errors=True)
-    cfg = config(name, mode, seed, files, args, workdir)
+    cfg = config(name, mode, seed, files, args, workdir, DESCRIPTIONS.get(dataset))
     cpu0, wall0 = time.process_time(), time.perf_counter()
     run_plain(cfg)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -139,7 +211,13 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
     events = store.label_events(name)
     labels = json.loads(files["labels"].read_text())
     with open(files["pool"], encoding="utf-8") as fh:
-        gold = {r["id"]: r["label"] for r in map(json.loads, fh)}
+        pool_rows = [json.loads(line) for line in fh if line.strip()]
+    gold = {r["id"]: r["label"] for r in pool_rows}
+    # the page ranks the classifier's labels only with prelabel model (alft/human/page/handout.py)
+    ranked = (
+        page_rankings(workdir, events, {r["id"]: i for i, r in enumerate(pool_rows)}, labels)
+        if cfg.oracle.prelabel == "model" else None
+    )
     auto = [e for e in events if e["source"] == "auto"]
     history = store.history(name)
     row = {
@@ -147,7 +225,7 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
         "mode": mode,
         "seed": seed,
         "budget": cfg.budget,
-        **effort(events, len(labels), cfg.oracle.preselect_min_confidence),
+        **effort(events, len(labels), cfg.oracle.preselect_min_confidence, ranked),
         "accuracy": round(history[-1].metrics["accuracy"], 4),
         "auto_labels": len(auto),
         "auto_label_error": round(sum(e["label"] != gold[e["example_id"]] for e in auto) / len(auto), 4) if auto else None,
@@ -159,6 +237,7 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
         "eval": args.eval,
         "batch": args.batch,
         "shots": args.shots if mode in ("prelabel", "mixed") else None,
+        "descriptions": bool(DESCRIPTIONS.get(dataset)) if mode in ("prelabel", "mixed") else None,
         "llm": args.llm if mode in ("prelabel", "mixed") else None,
         "encoder": args.encoder,
         "max_error": cfg.oracle.mixed.max_error if cfg.oracle.kind == "mixed" else None,

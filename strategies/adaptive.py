@@ -11,14 +11,19 @@ re-run or resumed round decides exactly as it did the first time.
     phase is configurable (1/0 switches outright; 0.5/0.1 blends). The phase and the
     reason are recorded for the round.
 ``bandit``
-    EXP3 over registered strategies (the arms), in the spirit of Active Learning by
-    Learning (Hsu & Lin, 2015): each round draws one arm from the exponential-weights
-    distribution mixed with uniform exploration; the reward of an arm's round is the
-    change of the evaluation metric it led to, mapped to [0, 1]. The evaluation set is
-    labeled already, so the signal costs no label beyond what the loop has (it does mean
-    the selection sees evaluation results: the final metric is then a slightly optimistic
-    estimate, as with any choice tuned on a validation set). Weights are rebuilt each round
-    by replaying the recorded choices, their probabilities and the rewards.
+    Thompson sampling over registered strategies (the arms), in the spirit of Active
+    Learning by Learning (Hsu & Lin, 2015) but rewarded from the labels alone: the reward
+    of an arm's round is how much more often than the model expected its batch held the
+    model's mistakes, ``PastRound.batch_error - PastRound.expected_error`` (the labels
+    people gave against the top class of the model that scored the batch, minus that
+    model's own mean ``1 - max p`` over all candidates, which takes out the fall of every
+    arm's error rate as the model improves). The evaluation split is never read, so a
+    bandit campaign's final metric stays an honest estimate. Each arm's mean reward has a
+    Gaussian posterior (prior: the mean of every reward so far, sd ``prior_sd``; a round's
+    reward varies by ``noise``); each round draws one value per arm from the posteriors
+    with the round's ``rng`` and takes the largest, so an arm that keeps paying is chosen
+    more and more, and one never tried is still drawn from the prior. The state is
+    rebuilt each round by replaying the recorded choices and rewards.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from strategies.registry import (
     register,
 )
 
-__all__ = ["bandit_state", "exp3_probabilities", "schedule_phase"]
+__all__ = ["bandit_reward", "bandit_state", "schedule_phase"]
 
 
 def _rest(inputs: QueryInputs, taken_rows: np.ndarray) -> tuple[QueryInputs, np.ndarray]:
@@ -149,83 +154,69 @@ def _schedule_selector(
 
 
 # --------------------------------------------------------------------------- bandit
-def exp3_probabilities(log_weights: np.ndarray, gamma: float) -> np.ndarray:
-    """EXP3's arm distribution: exponential weights mixed with ``gamma`` uniform exploration."""
-    w = np.exp(log_weights - log_weights.max())  # [A], shifted: only ratios matter
-    return (1.0 - gamma) * w / w.sum() + gamma / log_weights.size
-
-
-def reward_of(delta: float, scale: float) -> float:
-    """A metric change mapped to [0, 1]: 0.5 for no change, 1 at ``+scale`` or more."""
-    return float(min(1.0, max(0.0, 0.5 + delta / (2.0 * scale))))
+def bandit_reward(h: PastRound) -> float | None:
+    """A finished round's reward: ``batch_error - expected_error`` (in [-1, 1]), or None when
+    the round has no such numbers (round 0, nothing labeled)."""
+    if h.batch_error is None or h.expected_error is None:
+        return None
+    r = float(h.batch_error) - float(h.expected_error)
+    if math.isnan(r):
+        raise InvalidInputError(f"round {h.round}: the bandit's reward is NaN")
+    return r
 
 
 def bandit_state(
-    history: Sequence[PastRound],
-    arms: Sequence[str],
-    *,
-    gamma: float,
-    metric: str,
-    reward_scale: float,
+    history: Sequence[PastRound], arms: Sequence[str], *, prior_sd: float, noise: float
 ) -> dict[str, Any]:
-    """Replay the bandit's recorded pulls: log-weights, the current distribution, rewards.
+    """Replay the bandit's recorded pulls: per arm the posterior mean and sd of its reward.
 
-    A pull is a round whose ``selection_info`` has ``policy == "exp3"``; its reward is the
-    change of ``metric`` from the round before it to it. A pull whose round (or the one
-    before) has no such metric is skipped: no reward was observed.
+    A pull is a round whose ``selection_info`` has ``policy == "thompson"`` and an ``arm``
+    of ``arms``; a pull without a reward (``bandit_reward`` None) is counted but teaches
+    nothing. The prior mean is the mean of every observed reward (0 before any).
+    Arrays follow ``arms``' order: ``mean`` and ``sd`` float64[A], ``n`` int[A].
     """
-    log_w = np.zeros(len(arms))  # [A]
     index = {a: i for i, a in enumerate(arms)}
-    by_round = {h.round: h for h in history}
     pulls: list[dict[str, Any]] = []
     for h in history:
         info = h.selection_info or {}
-        if info.get("policy") != "exp3" or info.get("arm") not in index:
+        if info.get("policy") != "thompson" or info.get("arm") not in index:
             continue
-        before = by_round.get(h.round - 1)
-        if before is None or metric not in h.metrics or metric not in before.metrics:
-            continue
-        delta = float(h.metrics[metric]) - float(before.metrics[metric])
-        if math.isnan(delta):
-            raise InvalidInputError(f"round {h.round}: metric '{metric}' is NaN")
-        r = reward_of(delta, reward_scale)
-        p = float(info.get("probability", 0.0))
-        if not 0.0 < p <= 1.0:
-            raise InvalidInputError(
-                f"round {h.round}: recorded bandit probability {p} is outside (0, 1]"
-            )
-        # Importance-weighted reward estimate: unbiased for every arm, pulled or not.
-        log_w[index[info["arm"]]] += gamma * (r / p) / len(arms)
-        pulls.append({"round": h.round, "arm": info["arm"], "delta": delta, "reward": r})
-    return {"log_weights": log_w, "probabilities": exp3_probabilities(log_w, gamma), "pulls": pulls}
+        pulls.append({"round": h.round, "arm": info["arm"], "reward": bandit_reward(h)})
+    seen = [p for p in pulls if p["reward"] is not None]
+    total = np.zeros(len(arms))  # [A]
+    n = np.zeros(len(arms), dtype=np.int64)  # [A]
+    for p in seen:
+        total[index[p["arm"]]] += p["reward"]
+        n[index[p["arm"]]] += 1
+    prior = float(np.mean([p["reward"] for p in seen])) if seen else 0.0
+    precision = 1.0 / prior_sd**2 + n / noise**2  # [A]
+    mean = (prior / prior_sd**2 + total / noise**2) / precision  # [A]
+    return {"mean": mean, "sd": 1.0 / np.sqrt(precision), "n": n, "prior": prior, "pulls": pulls}
 
 
-def _bandit_selector(
-    arms: Sequence[Strategy], gamma: float, metric: str, reward_scale: float
-):
+def _bandit_selector(arms: Sequence[Strategy], prior_sd: float, noise: float):
     names = [a.name for a in arms]
 
     def select(
         scores: np.ndarray | None, inputs: QueryInputs, k: int, rng: np.random.Generator
     ) -> Selection:
-        state = bandit_state(
-            inputs.history, names, gamma=gamma, metric=metric, reward_scale=reward_scale
-        )
-        probs = state["probabilities"]
-        choice = int(rng.choice(len(arms), p=probs))
+        state = bandit_state(inputs.history, names, prior_sd=prior_sd, noise=noise)
+        draws = rng.normal(state["mean"], state["sd"])  # [A], one posterior sample per arm
+        choice = int(np.argmax(draws))  # ties: the first arm listed
         q = arms[choice].query(inputs, k, rng)
         last = state["pulls"][-1] if state["pulls"] else None
         return Selection(
             rows=_rows_of(inputs, q.pool_ids),
             scores=q.scores,
             info={
-                "policy": "exp3",
+                "policy": "thompson",
                 "arm": names[choice],
-                "probability": float(probs[choice]),
-                "probabilities": {n: float(p) for n, p in zip(names, probs, strict=True)},
+                "draws": {n: float(d) for n, d in zip(names, draws, strict=True)},
+                "posterior_mean": {n: float(m) for n, m in zip(names, state["mean"], strict=True)},
+                "posterior_sd": {n: float(v) for n, v in zip(names, state["sd"], strict=True)},
                 "last_reward": None if last is None else last["reward"],
                 "last_arm": None if last is None else last["arm"],
-                "pulls": {n: sum(1 for p in state["pulls"] if p["arm"] == n) for n in names},
+                "pulls": {n: sum(p["arm"] == n for p in state["pulls"]) for n in names},
             },
         )
 
@@ -287,27 +278,26 @@ def _schedule(
 
 @register(
     "bandit",
-    "EXP3 over registered strategies, rewarded by the metric change each choice led to "
-    "(Active Learning by Learning style)",
+    "Thompson sampling over registered strategies, rewarded by how much more often than the model "
+    "expected each batch held its mistakes (labels only, never the eval split)",
 )
 def _bandit(
     arms: tuple[str, ...] | list[str] = ("margin", "entropy", "kcenter", "random"),
-    gamma: float = 0.2,
-    metric: str = "accuracy",
-    reward_scale: float = 0.02,
+    prior_sd: float = 0.1,
+    noise: float = 0.05,
 ) -> Strategy:
     if isinstance(arms, str) or len(arms) < 2:
         raise StrategyOptionError(f"bandit option arms needs at least 2 strategies, got {arms!r}")
     if len(set(arms)) != len(arms):
         raise StrategyOptionError(f"bandit option arms lists a strategy twice: {list(arms)}")
     built = [_arm(a, "arms", "bandit") for a in arms]
-    if not 0.0 < float(gamma) <= 1.0:
-        raise StrategyOptionError(f"bandit option gamma must be in (0, 1], got {gamma!r}")
-    if not float(reward_scale) > 0.0:
-        raise StrategyOptionError(f"bandit option reward_scale must be > 0, got {reward_scale!r}")
-    needs = frozenset().union(*(b.needs for b in built))
+    for opt, v in (("prior_sd", prior_sd), ("noise", noise)):
+        if not (isinstance(v, (int, float)) and math.isfinite(float(v)) and float(v) > 0.0):
+            raise StrategyOptionError(f"bandit option {opt} must be a finite number > 0, got {v!r}")
+    # the reward compares the batch's labels with the scoring model's top class: probabilities
+    needs = frozenset({"probs"}).union(*(b.needs for b in built))
     return Strategy(
         name="bandit",
-        selector=_bandit_selector(built, float(gamma), str(metric), float(reward_scale)),
+        selector=_bandit_selector(built, float(prior_sd), float(noise)),
         needs=needs,
     )

@@ -146,6 +146,12 @@ class PastRound:
     agreement: fraction of a fixed held-out set whose predicted class is the same under
         this round's model and the previous round's one; None where either is missing.
     selection_info: what the selecting strategy recorded (``Selection.info``) that round.
+    batch_error: share of this round's batch whose (resolved) label differs from the top
+        class of the model that scored it (the previous round's); None where there was no
+        such model (round 0), no probabilities were kept, or nothing of the batch is labeled.
+    expected_error: that model's own estimate of its error over all the round's candidates,
+        mean(1 - max p); the same None cases. ``batch_error - expected_error`` is how much
+        more often than the model expected the batch held its mistakes.
     """
 
     round: int
@@ -154,6 +160,8 @@ class PastRound:
     strategy: str | None = None
     agreement: float | None = None
     selection_info: Mapping[str, Any] = field(default_factory=dict)
+    batch_error: float | None = None
+    expected_error: float | None = None
 
 
 @dataclass(frozen=True)

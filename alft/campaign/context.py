@@ -248,6 +248,13 @@ def preflight(cfg: CampaignConfig) -> dict[str, Any]:
 
     facts = campaign_facts(cfg)
     check_model_folder(resolve_model(cfg))
+    if cfg.oracle.prelabel == "llm" and cfg.task == "classification":
+        # a bad descriptions file is found now, not at the first batch's proposals
+        from alft.campaign.prelabel import prelabel_descriptions
+        from alft.models.zeroshot import label_sentences
+
+        where = "oracle.prelabel_descriptions" if cfg.oracle.prelabel_descriptions is not None else "zero_shot.descriptions"
+        label_sentences(campaign_data(cfg).labels, "{label}", prelabel_descriptions(cfg), where=where)
     check_workdir(cfg)
     url = make_url(cfg.store_url())
     local_missing = url.get_backend_name() == "sqlite" and not Path(url.database or "").exists()

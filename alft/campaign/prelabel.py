@@ -19,6 +19,7 @@ rows follow ``selections`` order; ``pool_id`` indexes the pool and the embedding
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import lru_cache
 from typing import Any
@@ -124,22 +125,38 @@ PRELABEL_TEMPLATE = "Classify the text into one of these labels: {labels}.\n\nTe
 
 
 @lru_cache(maxsize=1)
-def _llm_labeler(model: str, labels: tuple[str, ...], device: str = "cpu"):
-    """The LLM labeler over ``model`` for ``labels`` (loading costs seconds: kept per process)."""
+def _llm_labeler(model: str, labels: tuple[str, ...], device: str = "cpu", descriptions: str | None = None):
+    """The LLM labeler over ``model`` for ``labels`` (loading costs seconds: kept per process);
+    ``descriptions``: label -> description as JSON, or None for the label names."""
     from alft.models.checkpoints import load_causal_lm, pick_device
     from alft.models.encoder import resolve_model_path
     from alft.models.llm_classifier import LLMLabeler
 
     path = resolve_model_path(model)
     tok, lm = load_causal_lm(path, "prelabel LLM (oracle.prelabel_model)", device=pick_device(device))
-    return LLMLabeler(lm, tok, list(labels), model_path=path, template=PRELABEL_TEMPLATE)
+    described = None if descriptions is None else json.loads(descriptions)
+    return LLMLabeler(lm, tok, list(labels), model_path=path, template=PRELABEL_TEMPLATE, descriptions=described)
+
+
+def prelabel_descriptions(cfg) -> dict[str, str] | None:
+    """``oracle.prelabel_descriptions``, else ``zero_shot.descriptions`` when zero_shot is set,
+    read and checked (label -> description), or None."""
+    from alft.models.zeroshot import load_descriptions
+
+    value, name = cfg.oracle.prelabel_descriptions, "oracle.prelabel_descriptions"
+    if value is None and cfg.zero_shot is not None:
+        value, name = cfg.zero_shot.descriptions, "zero_shot.descriptions"
+    return load_descriptions(value, name=name)
 
 
 def llm_probs(ctx: CampaignContext, texts: list[str], demos) -> np.ndarray:
     """float[k, C] from the LLM labeler, checked: one finite probability row per text."""
     labels = ctx.data.labels
     model = ctx.config.oracle.prelabel_model or DEFAULT_LLM
-    probs = np.asarray(_llm_labeler(model, tuple(labels), ctx.config.model.device).probs(texts, demos=demos))
+    described = prelabel_descriptions(ctx.config)
+    key = None if described is None else json.dumps(described, sort_keys=True, ensure_ascii=False)
+    labeler = _llm_labeler(model, tuple(labels), ctx.config.model.device, key)
+    probs = np.asarray(labeler.probs(texts, demos=demos))
     if probs.shape != (len(texts), len(labels)):
         raise ModelError(
             f"the LLM labeler returned probabilities of shape {probs.shape} for {len(texts)} texts and "

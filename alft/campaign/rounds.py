@@ -277,6 +277,7 @@ def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
     metrics = store.metrics(ctx.name)
     out: list[PastRound] = []
     prev_pred: np.ndarray | None = None
+    labels: dict[str, str] | None = None  # read once, when a round has probabilities
     for r in store.rounds(ctx.name):
         rn = r["round"]
         if rn >= before:
@@ -291,6 +292,11 @@ def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
         if pred is not None and prev_pred is not None and pred.shape == prev_pred.shape:
             agreement = float((pred == prev_pred).mean())
         prev_pred = pred
+        batch_error = expected_error = None
+        if ctx.config.task == "classification" and round_files(ctx, rn)["probs"].exists():
+            if labels is None:
+                labels = store.current_labels(ctx.name, overlap=ctx.config.oracle.policy())
+            batch_error, expected_error = _batch_errors(ctx, rn, labels)
         out.append(
             PastRound(
                 round=rn,
@@ -299,9 +305,37 @@ def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
                 strategy=sel.get("arm") or sel.get("strategy"),
                 agreement=agreement,
                 selection_info=dict(sel.get("info") or {}),
+                batch_error=batch_error,
+                expected_error=expected_error,
             )
         )
     return tuple(out)
+
+
+def _batch_errors(ctx: CampaignContext, round_no: int, labels: dict[str, str]) -> tuple[float | None, float | None]:
+    """``PastRound.batch_error`` and ``expected_error`` of a round from its ``probs.npy`` (rows:
+    the round's candidates, scored by the previous round's model) and the labels people gave."""
+    files = round_files(ctx, round_no)
+    try:
+        probs = np.load(files["probs"])  # [m, C]
+        cand = np.load(files["candidates"])  # [m] pool ids
+    except (OSError, ValueError):
+        return None, None
+    if probs.ndim != 2 or probs.shape[0] != cand.shape[0] or probs.shape[1] != len(ctx.data.labels) or not probs.size:
+        return None, None
+    row = {int(p): i for i, p in enumerate(cand.tolist())}
+    index = {lab: c for c, lab in enumerate(ctx.data.labels)}
+    hits = []
+    for s in ctx.store.selections(ctx.name, round_no):
+        lab = labels.get(s["example_id"])
+        i = row.get(int(s["pool_id"]))
+        if lab is None or i is None or lab not in index:
+            continue  # skipped or unresolved: no label to compare with
+        hits.append(int(probs[i].argmax()) != index[lab])
+    if not hits:
+        return None, None
+    expected = float(np.mean(1.0 - probs.max(axis=1)))
+    return float(np.mean(hits)), expected
 
 
 def query_inputs(

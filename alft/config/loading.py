@@ -208,6 +208,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         for key in ("path", "cache_dir"):
             if isinstance(m.get(key), str):
                 m[key] = fix(m[key])
+    o = data.get("oracle")
+    if isinstance(o, dict):
+        for key in ("prelabel_descriptions", "prelabel_model"):
+            if isinstance(o.get(key), str):
+                o[key] = fix(o[key])
     z = data.get("zero_shot")
     if isinstance(z, dict):
         for key in ("descriptions", "model"):  # model: kind llm's causal LM folder

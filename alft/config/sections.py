@@ -242,6 +242,11 @@ class OracleConfig(Strict):
         description="prelabel llm: demonstrations per text, its nearest labeled examples by inner product "
         "of the campaign's embeddings (0: zero-shot)",
     )
+    prelabel_descriptions: dict[str, str] | str | None = Field(
+        None,
+        description="prelabel llm: label -> description (or a JSON file of one), scored instead of the label "
+        "name (a name like 'ham' is jargon to an LLM); default: zero_shot.descriptions when zero_shot is set",
+    )
     preselect_min_confidence: float = Field(
         0.5,
         ge=0,

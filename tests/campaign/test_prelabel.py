@@ -129,6 +129,44 @@ def test_llm_proposals_are_few_shot_with_the_nearest_human_labels_and_computed_o
     assert c.store.proposals(c.ctx.name, 1) == props
 
 
+def test_llm_proposals_score_the_label_descriptions_when_given(tmp_path, banking_subset, tiny_model, tiny_llm):
+    from alft.campaign import prelabel
+
+    labels = json.loads(banking_subset["labels"].read_text())
+    described = {labels[0]: "a card that has not arrived yet", labels[1]: "a question about exchange rates"}
+    c = build(tmp_path, banking_subset, tiny_model,
+              {"kind": "human", "wait": "poll", "prelabel": "llm", "prelabel_model": str(tiny_llm), "prelabel_shots": 0,
+               "prelabel_descriptions": described},
+              probs_for=lambda pid: peaked(labels, labels[pid % len(labels)], 0.7))
+    assert prelabel.prelabel_descriptions(c.ctx.config) == described
+    prelabel.ensure_proposals(c.ctx, 1)
+    key = json.dumps(described, sort_keys=True, ensure_ascii=False)
+    llm = prelabel._llm_labeler(str(tiny_llm), tuple(labels), c.ctx.config.model.device, key)
+    assert prelabel._llm_labeler.cache_info().hits >= 1  # the labeler the proposals used
+    # the described labels are scored as their descriptions, the rest by their names in lower case
+    assert llm.verbalizations[:2] == list(described.values())
+    assert llm.verbalizations[2] == labels[2].replace("_", " ").replace("-", " ").lower()
+
+
+def test_prelabel_descriptions_fall_back_to_zero_shot_and_bad_ones_stop_the_preflight(tmp_path, banking_subset, tiny_model):
+    from alft.campaign.context import preflight
+    from alft.campaign.prelabel import prelabel_descriptions
+    from alft.config import load_config
+    from alft.errors import ConfigError
+
+    labels = json.loads(banking_subset["labels"].read_text())
+    zs = {"kind": "similarity", "descriptions": {labels[3]: "lost or stolen card"}}
+    cfg = load_config(campaign_yaml(tmp_path, banking_subset, tiny_model, zero_shot=zs,
+                                    oracle={"kind": "simulated", "prelabel": "llm"}))
+    assert prelabel_descriptions(cfg) == {labels[3]: "lost or stolen card"}
+    (tmp_path / "desc.json").write_text(json.dumps({"no_such_intent": "x", labels[0]: "y"}))
+    cfg = load_config(campaign_yaml(tmp_path, banking_subset, tiny_model, zero_shot=zs,
+                                    oracle={"kind": "simulated", "prelabel": "llm", "prelabel_descriptions": "desc.json"}))
+    assert cfg.oracle.prelabel_descriptions == str(tmp_path / "desc.json")  # relative to the config file
+    with pytest.raises(ConfigError, match=r"oracle.prelabel_descriptions: 1 label\(s\) not in the label set .*no_such_intent"):
+        preflight(cfg)
+
+
 def test_zero_shots_means_no_demonstrations(tmp_path, banking_subset, tiny_model):
     from alft.campaign import prelabel
 

@@ -34,13 +34,22 @@ def test_bandit_over_model_based_arms_runs_and_records_its_choices(tmp_path, ban
     sel = store.selections(cfg.name)
     assert len(sel) == 80 and len({s["example_id"] for s in sel}) == 80
     infos = [store.step_result(cfg.name, r, "select").get("info") for r in (1, 2, 3)]
-    assert all(i["policy"] == "exp3" and i["arm"] in arms for i in infos)
-    assert all(abs(sum(i["probabilities"].values()) - 1) < 1e-9 for i in infos)
+    assert all(i["policy"] == "thompson" and i["arm"] in arms for i in infos)
+    assert all(i["arm"] == max(i["draws"], key=i["draws"].get) for i in infos)
     # the replayed history counts exactly the pulls made before each round
     assert [sum(i["pulls"].values()) for i in infos] == [0, 1, 2]
     hist = round_history(ctx, 3)
     assert [h.strategy for h in hist] == ["kmeans", infos[0]["arm"], infos[1]["arm"]]
     assert hist[0].agreement is None and 0.0 <= hist[2].agreement <= 1.0
+    # the reward's numbers, by hand from round 2's probs.npy (scored by round 1's model) and the labels
+    assert hist[0].batch_error is None and hist[0].expected_error is None  # round 0: no model scored it
+    probs, cand = np.load(round_files(ctx, 2)["probs"]), np.load(round_files(ctx, 2)["candidates"])
+    labels, gold = json.loads(banking_subset["labels"].read_text()), store.current_labels(cfg.name)
+    row = {int(p): i for i, p in enumerate(cand.tolist())}
+    wrong = [labels[int(probs[row[s["pool_id"]]].argmax())] != gold[s["example_id"]] for s in store.selections(cfg.name, 2)]
+    assert hist[2].batch_error == pytest.approx(np.mean(wrong))
+    assert hist[2].expected_error == pytest.approx(float(np.mean(1 - probs.max(axis=1))))
+    assert infos[2]["last_reward"] == pytest.approx(hist[2].batch_error - hist[2].expected_error)
     # every model-derived input the arms need was persisted for select by round 1's score step
     files = round_files(ctx, 1)
     for key in ("probs", "prob_samples", "features", "head"):

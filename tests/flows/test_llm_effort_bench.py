@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 from benchmarks.llm_effort import choose_seconds, effort
@@ -18,21 +19,36 @@ def test_choosing_costs_two_seconds_for_two_labels_and_six_for_77():
     assert choose_seconds(8) == pytest.approx(2 + 4 * math.log(4) / math.log(38.5))
 
 
-def test_one_keystroke_only_for_a_kept_preselected_proposal():
-    def ev(ex, prov, conf, source="page", ann="a", kind="label"):
+def test_time_model_one_key_ranked_picks_and_passed_over_suggestions():
+    def ev(ex, prov, conf, label="z", proposal=None, source="page", ann="a", kind="label"):
         return {"example_id": ex, "annotator": ann, "source": source, "kind": kind, "provenance": prov,
-                "proposal_confidence": conf}
+                "proposal_confidence": conf, "label": label, "proposal": proposal}
 
     events = [
-        ev("e1", "accepted", 0.9),  # Enter on a pre-selected proposal: 1 s
-        ev("e2", "accepted", 0.3),  # kept, but it was not pre-selected: a choice
-        ev("e3", "corrected", 0.9),
-        ev("e4", "typed", None),
+        ev("e1", "accepted", 0.9, "a", "a"),  # Enter on a pre-selected proposal: 1 s
+        ev("e2", "accepted", 0.3, "b", "b"),  # kept, not pre-selected: rank 1 of the list, 1 + 0.5
+        ev("e3", "corrected", 0.9, "c", "x"),  # rank 3 of the list: 1 + 3 * 0.5
+        ev("e4", "typed", None),  # nothing shown: a full choice among 77, 6 s
         ev("e5", "auto", 0.99, source="auto", ann="llm-auto"),  # nobody's time
         ev("e6", "typed", None), ev("e6", None, None, kind="retract"),  # undone: no standing label
+        ev("e7", "corrected", 0.4, "z", "x"),  # not in the listed two: 6 + both read, 2 * 0.5
+        ev("e8", "corrected", 0.4, "z", "x"),  # a proposal without a list (LLM): 6 + 0.5
+        ev("e9", "typed", None, "c"),  # ranked, but nothing was shown (a blind audit): 6
     ]
-    got = effort(events, 77, 0.5)
-    assert got == {"human_decisions": 4, "one_key": 1, "human_seconds": round(1 + 3 * 6.0, 1)}
+    ranked = {"e2": ["b", "c"], "e3": ["x", "y", "c"], "e7": ["x", "y"], "e9": ["c"]}
+    got = effort(events, 77, 0.5, ranked)
+    assert got == {"human_decisions": 7, "one_key": 1, "ranked_picks": 2,
+                   "human_seconds": round(1 + 1.5 + 2.5 + 6 + 7 + 6.5 + 6, 1)}
+    # without the page's list, every label but the pre-selected one is a full choice
+    assert effort(events, 77, 0.5)["human_seconds"] == round(1 + 6.5 + 6.5 + 6 + 6.5 + 6.5 + 6, 1)
+
+
+def test_the_page_lists_labels_at_five_percent_or_more_best_first():
+    from benchmarks.llm_effort import page_ranking
+
+    probs = np.array([0.04, 0.5, 0.05, 0.3, 0.11])
+    assert page_ranking(probs, ["a", "b", "c", "d", "e"]) == ["b", "d", "e", "c"]
+    assert page_ranking(np.array([0.5, 0.5]), ["x", "y"]) == ["x", "y"]  # ties: label-set order
 
 
 @pytest.mark.slow
@@ -62,7 +78,8 @@ def test_the_benchmark_runs_every_mode_on_a_tiny_setting(tmp_path, banking_subse
     assert (none["human_decisions"], none["one_key"], none["auto_labels"]) == (40, 0, 0)
     assert none["human_seconds"] == round(40 * choose_seconds(8), 1) and none["prelabel_accuracy"] is None
     assert pre["human_decisions"] == 40 and pre["prelabel_accuracy"] is not None
-    assert pre["human_seconds"] == round(pre["one_key"] + (40 - pre["one_key"]) * choose_seconds(8), 1)
+    # every text has an LLM proposal: one passed over costs its reading on top of the choice
+    assert pre["human_seconds"] == round(pre["one_key"] + (40 - pre["one_key"]) * (choose_seconds(8) + 0.5), 1)
     # 40 labels never calibrate a 2 % bound (that needs 149): mixed asks people for all of them
     assert (mixed["auto_labels"], mixed["auto_label_error"], mixed["human_decisions"]) == (0, None, 40)
     # classifier proposals: none in round 0 (no classifier yet), the head's label from round 1

@@ -322,3 +322,23 @@ def test_twenty_annotators_label_two_hundred_examples_none_lost_or_doubled(tmp_p
     assert all(log.posted for log in res["logs"])
     assert res["complete_answers"] == 1  # exactly one submit completed the batch
     assert sorted(r["remaining"] for log in res["logs"] for r in log.results) == list(range(200))
+
+
+def test_annotators_at_a_human_pace_label_everything_and_pause_between_labels(tmp_path):
+    """``think_s``: each annotator pauses between seeing an example and posting it (the
+    benchmark's human-pace load); the store ends the same, and the pauses are really taken."""
+    import numpy as np
+
+    from benchmarks.label_load import THINK_SEED
+
+    small = build_load_campaign(tmp_path, 40)
+    res = run_load(small, 5, think_s=0.2)
+    assert res["errors"] == [] and res["lost"] == res["duplicated"] == res["wrong_label"] == []
+    assert res["events"] == 40 and res["complete_answers"] == 1
+    # annotator k slept its own seeded draws, one per label it posted: the run lasts at least
+    # the longest such sum (~1.6 s; the same run without pauses takes a fraction of a second)
+    slept = [
+        float(np.random.default_rng([THINK_SEED, k]).exponential(0.2, size=len(log.posted)).sum())
+        for k, log in enumerate(res["logs"])
+    ]
+    assert max(slept) > 0.5 and res["seconds"] >= max(slept)

