@@ -209,9 +209,10 @@ def _write(rows: list[dict]) -> None:
     RESULTS.write_text(json.dumps({"machine": facts, "rows": rows}, indent=1))
 
 
-def table(path: Path = RESULTS) -> str:
-    """Markdown: per dataset, target, device and size, each arm's mean (± sd over repeats) and alft - random."""
-    rows = [r for r in json.loads(path.read_text())["rows"] if r["metric"] == "accuracy"]
+def table(path: Path = RESULTS, metric: str = "accuracy") -> str:
+    """Markdown: per dataset, target, device and size, each arm's mean (± sd over repeats) of
+    ``metric`` (accuracy; rouge_l, loss or perplexity for generation) and alft - random."""
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["metric"] == metric]
 
     def ms(v: list[float]) -> str:
         if not v:
@@ -219,7 +220,7 @@ def table(path: Path = RESULTS) -> str:
         return f"{statistics.mean(v):.4f}" + (f" ± {statistics.stdev(v):.4f}" if len(v) > 1 else "")
 
     out = [
-        "| dataset | target | device | labels | selection | accuracy (mean ± sd) | repeats | vs random, same size |",
+        f"| dataset | target | device | labels | selection | {metric} (mean ± sd) | repeats | vs random, same size |",
         "|---|---|---|---|---|---|---|---|",
     ]
     keys = sorted({(r["dataset"], r["target"], r["device"], r["labels"]) for r in rows})
@@ -268,6 +269,9 @@ def main() -> None:
         train(a.datasets, model, a.sizes, a.repeats, a.target, a.strategies, a.skip_random, over or None)
     else:
         print(table())
+        for metric in ("rouge_l", "loss"):  # generation targets (benchmarks/transfer_generation.py)
+            if any(r["metric"] == metric for r in json.loads(RESULTS.read_text())["rows"]):
+                print("\n" + table(metric=metric))
 
 
 if __name__ == "__main__":

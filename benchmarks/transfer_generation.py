@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if metric in r["metrics"]:
                 rows.append({
                     "dataset": "self_instruct", "target": TARGET, "labels": n, "selection": arm,
+                    # the campaign's (proxy) strategy that chose alft's set
+                    "strategy": cfg.strategy.name if arm == "alft" else None,
                     "repeat": repeat, "metric": metric, "value": r["metrics"][metric],
                     "seconds": r["seconds"], "device": "cpu", "load_avg": mean(loads),
                 })

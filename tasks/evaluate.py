@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from alft.campaign.context import CampaignContext, rel, run_step
-from alft.campaign.rounds import eval_embeddings, pool_embeddings, prior_model, round_files, round_model, stop_set
+from alft.campaign.rounds import (
+    batch_errors,
+    eval_embeddings,
+    pool_embeddings,
+    prior_model,
+    round_files,
+    round_model,
+    stop_set,
+)
 from tasks._common import say, step_task
 
 
@@ -66,6 +74,9 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
         metrics.update(control)
         if control:
             result["control"] = {k.removeprefix("control."): v for k, v in control.items()}
+        if ctx.config.task == "classification":
+            # how often the batch held the scoring model's mistakes: the bandit's reward (labels only)
+            result["batch_error"], result["expected_error"] = batch_errors(ctx, round_no)
 
         def commit(conn):
             store.add_metrics(conn, ctx.name, round_no, n_labels, metrics)

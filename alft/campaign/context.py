@@ -241,6 +241,17 @@ def check_workdir(cfg: CampaignConfig) -> None:
         ) from None
 
 
+def prelabel_descriptions(cfg) -> dict[str, str] | None:
+    """``oracle.prelabel_descriptions``, else ``zero_shot.descriptions`` when zero_shot is set,
+    read and checked (label -> description), or None."""
+    from alft.models.zeroshot import load_descriptions
+
+    value, name = cfg.oracle.prelabel_descriptions, "oracle.prelabel_descriptions"
+    if value is None and cfg.zero_shot is not None:
+        value, name = cfg.zero_shot.descriptions, "zero_shot.descriptions"
+    return load_descriptions(value, name=name)
+
+
 def preflight(cfg: CampaignConfig) -> dict[str, Any]:
     """Every check that needs no write: data, labels, model, an existing campaign's identity,
     and that no live process runs it already."""
@@ -250,7 +261,6 @@ def preflight(cfg: CampaignConfig) -> dict[str, Any]:
     check_model_folder(resolve_model(cfg))
     if cfg.oracle.prelabel == "llm" and cfg.task == "classification":
         # a bad descriptions file is found now, not at the first batch's proposals
-        from alft.campaign.prelabel import prelabel_descriptions
         from alft.models.zeroshot import label_sentences
 
         where = "oracle.prelabel_descriptions" if cfg.oracle.prelabel_descriptions is not None else "zero_shot.descriptions"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from alft import faults
-from alft.campaign.context import RNG_AUDIT, CampaignContext
+from alft.campaign.context import RNG_AUDIT, CampaignContext, prelabel_descriptions
 from alft.campaign.mixed import AUTO, Threshold, auto_threshold, decide
 from alft.errors import LabelError, ModelError
 from alft.store.batches import AUTO_SOURCE, Shown
@@ -136,17 +136,6 @@ def _llm_labeler(model: str, labels: tuple[str, ...], device: str = "cpu", descr
     tok, lm = load_causal_lm(path, "prelabel LLM (oracle.prelabel_model)", device=pick_device(device))
     described = None if descriptions is None else json.loads(descriptions)
     return LLMLabeler(lm, tok, list(labels), model_path=path, template=PRELABEL_TEMPLATE, descriptions=described)
-
-
-def prelabel_descriptions(cfg) -> dict[str, str] | None:
-    """``oracle.prelabel_descriptions``, else ``zero_shot.descriptions`` when zero_shot is set,
-    read and checked (label -> description), or None."""
-    from alft.models.zeroshot import load_descriptions
-
-    value, name = cfg.oracle.prelabel_descriptions, "oracle.prelabel_descriptions"
-    if value is None and cfg.zero_shot is not None:
-        value, name = cfg.zero_shot.descriptions, "zero_shot.descriptions"
-    return load_descriptions(value, name=name)
 
 
 def llm_probs(ctx: CampaignContext, texts: list[str], demos) -> np.ndarray:

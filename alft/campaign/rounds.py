@@ -277,7 +277,6 @@ def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
     metrics = store.metrics(ctx.name)
     out: list[PastRound] = []
     prev_pred: np.ndarray | None = None
-    labels: dict[str, str] | None = None  # read once, when a round has probabilities
     for r in store.rounds(ctx.name):
         rn = r["round"]
         if rn >= before:
@@ -292,11 +291,6 @@ def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
         if pred is not None and prev_pred is not None and pred.shape == prev_pred.shape:
             agreement = float((pred == prev_pred).mean())
         prev_pred = pred
-        batch_error = expected_error = None
-        if ctx.config.task == "classification" and round_files(ctx, rn)["probs"].exists():
-            if labels is None:
-                labels = store.current_labels(ctx.name, overlap=ctx.config.oracle.policy())
-            batch_error, expected_error = _batch_errors(ctx, rn, labels)
         out.append(
             PastRound(
                 round=rn,
@@ -305,28 +299,39 @@ def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
                 strategy=sel.get("arm") or sel.get("strategy"),
                 agreement=agreement,
                 selection_info=dict(sel.get("info") or {}),
-                batch_error=batch_error,
-                expected_error=expected_error,
+                # recorded by the round's evaluate step (batch_errors); None for older rounds
+                batch_error=ev.get("batch_error"),
+                expected_error=ev.get("expected_error"),
             )
         )
     return tuple(out)
 
 
-def _batch_errors(ctx: CampaignContext, round_no: int, labels: dict[str, str]) -> tuple[float | None, float | None]:
-    """``PastRound.batch_error`` and ``expected_error`` of a round from its ``probs.npy`` (rows:
-    the round's candidates, scored by the previous round's model) and the labels people gave."""
+def batch_errors(ctx: CampaignContext, round_no: int) -> tuple[float | None, float | None]:
+    """``PastRound.batch_error`` and ``expected_error`` of a labeled round, from its
+    ``probs.npy`` (rows: the round's candidates, scored by the previous round's model) and the
+    resolved labels; (None, None) without probabilities (round 0, strategies that need none).
+
+    Computed once, by the round's evaluate step, and read back from its result: history is
+    replayed every round, and a 1M-candidate ``probs.npy`` is hundreds of MB.
+    """
     files = round_files(ctx, round_no)
+    if ctx.config.task != "classification" or not files["probs"].exists():
+        return None, None
     try:
-        probs = np.load(files["probs"])  # [m, C]
+        probs = np.load(files["probs"], mmap_mode="r")  # [m, C]
         cand = np.load(files["candidates"])  # [m] pool ids
     except (OSError, ValueError):
         return None, None
     if probs.ndim != 2 or probs.shape[0] != cand.shape[0] or probs.shape[1] != len(ctx.data.labels) or not probs.size:
         return None, None
-    row = {int(p): i for i, p in enumerate(cand.tolist())}
+    labels = ctx.store.current_labels(ctx.name, overlap=ctx.config.oracle.policy())
+    batch = ctx.store.selections(ctx.name, round_no)
+    pos = {int(p): i for i, p in enumerate(cand.tolist())}
+    row = {int(s["pool_id"]): pos.get(int(s["pool_id"])) for s in batch}
     index = {lab: c for c, lab in enumerate(ctx.data.labels)}
     hits = []
-    for s in ctx.store.selections(ctx.name, round_no):
+    for s in batch:
         lab = labels.get(s["example_id"])
         i = row.get(int(s["pool_id"]))
         if lab is None or i is None or lab not in index:
@@ -334,8 +339,8 @@ def _batch_errors(ctx: CampaignContext, round_no: int, labels: dict[str, str]) -
         hits.append(int(probs[i].argmax()) != index[lab])
     if not hits:
         return None, None
-    expected = float(np.mean(1.0 - probs.max(axis=1)))
-    return float(np.mean(hits)), expected
+    top = np.concatenate([probs[i : i + 65536].max(axis=1) for i in range(0, probs.shape[0], 65536)])  # [m]
+    return float(np.mean(hits)), float(np.mean(1.0 - top))
 
 
 def query_inputs(
