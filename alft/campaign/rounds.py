@@ -327,8 +327,12 @@ def batch_errors(ctx: CampaignContext, round_no: int) -> tuple[float | None, flo
         return None, None
     labels = ctx.store.current_labels(ctx.name, overlap=ctx.config.oracle.policy())
     batch = ctx.store.selections(ctx.name, round_no)
-    pos = {int(p): i for i, p in enumerate(cand.tolist())}
-    row = {int(s["pool_id"]): pos.get(int(s["pool_id"])) for s in batch}
+    # candidate row of each batch pool id without a dict over every candidate (1M at scale)
+    order = np.argsort(cand, kind="stable")  # [m]
+    pids = np.asarray([int(s["pool_id"]) for s in batch], dtype=np.int64)  # [k]
+    at = np.minimum(np.searchsorted(cand[order], pids), max(len(cand) - 1, 0))  # [k]
+    found = cand[order][at] == pids  # [k]
+    row = {int(p): (int(order[a]) if f else None) for p, a, f in zip(pids, at, found, strict=True)}
     index = {lab: c for c, lab in enumerate(ctx.data.labels)}
     hits = []
     for s in batch:
