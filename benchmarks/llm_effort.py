@@ -34,7 +34,9 @@ from the ranked list or a full choice); ``one_key`` the kept pre-selected propos
 Campaigns run with ``benchmarks.plain.run_plain`` (the step functions without Prefect or
 MLflow) on a pool subset (``--pool``) with the packaged all-MiniLM-L6-v2 encoder, the head
 trainer and margin sampling; the LLM is the packaged SmolLM2-135M-Instruct. Results go to
-``benchmarks/results/llm_effort.json`` (a list of rows).
+``benchmarks/results/llm_effort.json`` (a list of rows). A row's ``mode`` is how people label
+(``none | prelabel | mixed``) and ``prelabeler`` who proposes (``llm | classifier``, None
+without proposals): ``--modes classifier`` writes ``mode: prelabel, prelabeler: classifier``.
 
     .venv/bin/python benchmarks/llm_effort.py [--datasets banking77,sms_spam] [--seeds 0]
 """
@@ -66,6 +68,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 DESCRIPTIONS = {"sms_spam": SMS_DESCRIPTIONS}
 WORK = ROOT / "benchmarks" / ".work" / "llm_effort"
 MODES = ("none", "prelabel", "mixed", "classifier", "classifier_mixed")
+# What a row records: ``mode`` is how people label (none | prelabel | mixed, the issue's table) and
+# ``prelabeler`` who proposes (llm | classifier; None without proposals).
+ROW_MODE = {
+    "none": ("none", None),
+    "prelabel": ("prelabel", "llm"),
+    "mixed": ("mixed", "llm"),
+    "classifier": ("prelabel", "classifier"),
+    "classifier_mixed": ("mixed", "classifier"),
+}
 ACCEPT_S = 1.0
 READ_S = 0.5
 RANKED_KEYS = 9  # digits 1-9 pick the first nine listed labels (page.js)
@@ -222,7 +233,8 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
     history = store.history(name)
     row = {
         "dataset": dataset,
-        "mode": mode,
+        "mode": ROW_MODE[mode][0],
+        "prelabeler": ROW_MODE[mode][1],
         "seed": seed,
         "budget": cfg.budget,
         **effort(events, len(labels), cfg.oracle.preselect_min_confidence, ranked),
@@ -269,6 +281,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--out", default=str(RESULTS / "llm_effort.json"))
     ap.add_argument("--work", default=str(WORK), help="campaign folders and data subsets (ignored by git)")
     args = ap.parse_args(argv)
+    unknown = [m for m in args.modes.split(",") if m not in ROW_MODE]
+    if unknown:
+        ap.error(f"--modes: unknown {', '.join(unknown)} (known: {', '.join(MODES)})")
     offline_env()
     data_dir = Path(args.data_dir) if args.data_dir else shared_data()
     rows = []
@@ -279,9 +294,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 rows.append(run_one(dataset, mode, seed, args, files))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    # A run replaces its own (dataset, mode, seed, budget, max_error) rows and keeps the others: the LLM
-    # modes cost CPU-hours, so a cheaper mode can be added without re-running them.
-    key = lambda r: (r["dataset"], r["mode"], r["seed"], r["budget"], r.get("max_error"))  # noqa: E731
+    # A run replaces its own (dataset, mode, prelabeler, seed, budget, max_error) rows and keeps the
+    # others: the LLM modes cost CPU-hours, so a cheaper mode can be added without re-running them.
+    key = lambda r: (r["dataset"], r["mode"], r.get("prelabeler"), r["seed"], r["budget"], r.get("max_error"))  # noqa: E731
     new = {key(r) for r in rows}
     kept = [r for r in json.loads(out.read_text()) if key(r) not in new] if out.exists() else []
     out.write_text(json.dumps(kept + rows, indent=1) + "\n", encoding="utf-8")

@@ -7,9 +7,11 @@ farthest from everything taken so far. Greedy is within a factor 2 of the optima
 
 Distances are Euclidean between embeddings (for unit vectors ``d^2 = 2 - 2 cos``). The
 state is one float32 vector over the candidates, the squared distance of each to its
-nearest centre; each pick updates it with one pass over the candidates' embeddings, block
-by block (see ``diversity.CandidateBlocks``). Time ``O(m * (l + k) * d)``, extra memory
-``O(m)`` plus one block; no ``[m, m]`` matrix anywhere.
+nearest centre as of its last update, brought up to date lazily, a cell of positions at a
+time, only where it could still hold the next pick (``_greedy``). Time ``O(m * l * d)``
+for the labeled distances plus, at worst, ``O(m * k * d)`` for the picks (in practice a
+small fraction of it); extra memory ``O(m)`` plus ``k`` centres and one block; no ``[m, m]``
+matrix anywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ __all__ = ["covering_radius", "kcenter_approx_select", "kcenter_select"]
 #: Below this many labeled examples, the approximate variant still searches them exactly:
 #: an IVF index only pays for its training once the labeled set is large.
 IVF_MIN_LABELED = 50_000
+
+#: Positions per cell of the lazy traversal (``_greedy``): the unit brought up to date at once.
+#: Smaller cells skip more work but pay more Python per refresh (benchmarks/selection_scale.py).
+CELL_ROWS = 16384
 
 
 def _faiss():
@@ -56,58 +62,153 @@ def _sq_dists(
 
 
 def _greedy(
-    blocks: CandidateBlocks, init_d2: np.ndarray | None, k: int
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Farthest-first traversal over ``blocks``.
+    blocks: CandidateBlocks, init_d2: np.ndarray | None, k: int, cell_rows: int = CELL_ROWS
+) -> tuple[np.ndarray, float, str]:
+    """Farthest-first traversal over ``blocks``, exact, with lazy distance updates.
 
     ``init_d2``: float32[m] by position, squared distance of each candidate to its nearest
-    labeled example (updated in place), or None when nothing is labeled. Returns the ``k``
-    picked *positions* in pick order, the final squared distances (``-inf`` at picked
-    positions) and how the first pick was made.
+    labeled example (overwritten), or None when nothing is labeled. Returns the ``k`` picked
+    *positions* in pick order, the squared covering radius after them (``-inf`` when every
+    candidate is taken) and how the first pick was made.
 
     With nothing labeled, the first pick is the candidate farthest from the candidates'
     mean: deterministic (no rng draw), and an extreme point of the pool, so the traversal
     starts at the boundary rather than in the middle of a dense mode. Every later pick is
-    the argmax of the distance vector; ``np.argmax`` returns the first maximum, so ties go
-    to the lowest position, that is the lowest pool id.
+    the candidate with the largest squared distance to its nearest centre; ties go to the
+    lowest position, that is the lowest pool id.
+
+    Why lazy: a pass over all ``m`` candidates per pick is bounded by memory bandwidth (1,000
+    passes over a 1M x 384 pool read 1.5 TB). Distances to the nearest centre only shrink,
+    so a candidate's distance as of its last update is an upper bound. Positions are cut
+    into cells of ``cell_rows``; each cell keeps the number of centres it has seen and the
+    max of its (possibly stale) distances in a heap. A pick pops the cell with the largest
+    bound: if it has seen every centre its bound is exact and no other cell can beat it;
+    otherwise it is brought up to date against the centres added since, and goes back.
+    Cells far from the new centres are never touched again. Every distance is the same
+    FAISS kernel value as an eager pass would compute and a minimum is exact, so the picks
+    are identical to the eager traversal's, ties included: the heap orders equal bounds by
+    cell, and a cell's first maximum is its lowest position.
     """
     faiss = _faiss()
-    m = blocks.m
-    buf = np.empty(blocks.chunk_rows, dtype=np.float32)  # windows never exceed chunk_rows
+    m, d = blocks.m, blocks.d
     if init_d2 is None:
-        total = np.zeros(blocks.d, dtype=np.float64)
+        total = np.zeros(d, dtype=np.float64)
         for _, _, blk in blocks:
             total += blk.sum(axis=0, dtype=np.float64)  # [d]
         mean = (total / m).astype(np.float32)  # [d]
+        buf = np.empty(blocks.chunk_rows, dtype=np.float32)  # windows never exceed chunk_rows
         to_mean = np.empty(m, dtype=np.float32)
         for s, e, d2 in _sq_dists(faiss, blocks, mean, buf):
             to_mean[s:e] = d2
         first = int(np.argmax(to_mean))
-        del to_mean
+        del to_mean, buf
         mind = np.full(m, np.inf, dtype=np.float32)
         how = "farthest_from_mean"
     else:
         mind = init_d2
         first = int(np.argmax(mind))
         how = "farthest_from_labeled"
+    c = max(1, int(cell_rows))
+    starts = np.arange(0, m, c)  # [cells] first position of each cell
+    n_cells = starts.size
+    seen = np.zeros(m, dtype=np.int32)  # [m] centres each candidate's distance accounts for
+    centres = np.empty((k + 1, d), dtype=np.float32)  # [k, d] picked vectors, pick order
+    neg2c = np.empty((k + 1, d), dtype=np.float32)  # [k, d] -2 x the centres
+    sq = np.empty(k + 1, dtype=np.float32)  # [k] their squared norms
+    # float32 GEMM distances are within this relative error of the kernel's (d roundings of
+    # |x|^2 + |c|^2 - 2 x.c, with a margin of 4)
+    rel = 4.0 * d * float(np.finfo(np.float32).eps)
+    n = 0  # centres so far
+
+    def refresh(pos: np.ndarray) -> None:
+        """Bring the candidates at ``pos`` up to date against the centres they have not seen.
+
+        A float32 GEMM finds, for each candidate, the centres within rounding error of its
+        nearest; only those are measured with the FAISS kernel, so the stored distance is
+        exactly the kernel value an eager pass would hold (picks identical, ties included).
+        """
+        lo = int(seen[pos].min())
+        x = blocks.gather(pos)  # [r, d]
+        # |x - c|^2 = |x|^2 + (|c|^2 - 2 x.c): the first term is the same for a row's every
+        # centre, so the row's nearest needs only h. Centres a row has seen are left in:
+        # mind is already at most their distance, so they change nothing.
+        h = x @ neg2c[lo:n].T  # [r, p]
+        h += sq[None, lo:n]
+        # the GEMM's rounding, bounded for every centre of the row at once
+        tol = 2.0 * rel * (np.einsum("ij,ij->i", x, x) + sq[lo:n].max())  # [r]
+        near_t, near_j = np.nonzero(h <= (h.min(axis=1) + tol)[:, None])  # [q]
+        exact = np.empty(near_t.size, dtype=np.float32)  # [q] kernel values of those pairs
+        xt = np.ascontiguousarray(x[near_t])  # [q, d]
+        ids = (near_j + lo).astype(np.int64)
+        faiss.fvec_L2sqr_by_idx(
+            faiss.swig_ptr(exact), faiss.swig_ptr(xt), faiss.swig_ptr(centres),
+            faiss.swig_ptr(ids), d, near_t.size, 1,
+        )
+        best = np.full(pos.size, np.inf, dtype=np.float32)
+        np.minimum.at(best, near_t, exact)
+        np.minimum(mind[pos], best, out=best)
+        mind[pos] = best
+        seen[pos] = n
+
+    def cell_max(cells: np.ndarray) -> np.ndarray:
+        return np.array([mind[i * c : i * c + c].max() for i in cells.tolist()], dtype=np.float32)
+
+    cmax = np.empty(n_cells, dtype=np.float32)  # [cells] max (possibly stale) distance
+
+    def settle() -> int:
+        """The next pick: the position with the largest exact distance (first on ties).
+
+        Rounds of: take the ``w`` cells with the largest maxima, threshold ``tau`` the
+        smallest of those maxima, bring every stale candidate at or above ``tau`` up to date
+        (one GEMM). Then every distance >= tau anywhere is exact; if one remains the top is
+        exact and it is the pick, else the next round goes lower, with twice the cells.
+        """
+        w = 8
+        while True:
+            top = np.argpartition(-cmax, w - 1)[:w] if w < n_cells else np.arange(n_cells)
+            tau = cmax[top].min()
+            cells = np.flatnonzero(cmax >= tau)  # the top w and any tied with the w-th
+            rows = [i * c + np.flatnonzero((mind[i * c : i * c + c] >= tau) & (seen[i * c : i * c + c] < n))
+                    for i in cells.tolist()]
+            stale = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+            if stale.size:
+                refresh(stale)
+                cmax[cells] = cell_max(cells)
+            best = cmax.max()
+            if best >= tau:  # every distance >= tau is exact: the top one is the pick
+                first = int(np.flatnonzero(cmax == best)[0])
+                s = first * c
+                return s + int(np.argmax(mind[s : s + c]))
+            w *= 2
+
+    from threadpoolctl import threadpool_limits
+
     picks = np.empty(k, dtype=np.int64)
     nxt = first
-    for i in range(k):
-        picks[i] = nxt
-        for s, e, d2 in _sq_dists(faiss, blocks, blocks.vector(nxt), buf):
-            np.minimum(mind[s:e], d2, out=mind[s:e])
-        mind[nxt] = -np.inf  # never again
-        if i + 1 < k:
-            nxt = int(np.argmax(mind))
-    return picks, mind, how
+    # The traversal is sequential: small GEMMs and FAISS calls, one after the other. Thread
+    # pools pay a hand-off on each (measured on 2 shared cores: 38 CPU s at 100k with the
+    # default pools against 1.4 s with one thread, the same picks).
+    with threadpool_limits(limits=1):
+        for t in range(k):
+            picks[t] = nxt
+            centres[n] = blocks.vector(nxt)
+            sq[n] = float(np.dot(centres[n], centres[n]))
+            neg2c[n] = -2.0 * centres[n]
+            mind[nxt] = -np.inf  # never again
+            n += 1
+            if t == 0:
+                cmax[:] = np.maximum.reduceat(mind, starts)
+            else:
+                cmax[nxt // c] = mind[nxt // c * c : nxt // c * c + c].max()
+            if t + 1 < k:
+                nxt = settle()
+        radius2 = mind[settle()] if m > k else -np.inf
+    return picks, float(radius2), how
 
 
-def _radius(mind: np.ndarray) -> float:
-    """Covering radius (Euclidean) from the squared-distance vector; 0 when all are taken."""
-    live = mind[mind != -np.inf]  # [m - taken]
-    if live.size == 0:
-        return 0.0
-    return math.sqrt(max(float(live.max()), 0.0))
+def _radius(d2: float) -> float:
+    """Euclidean radius from a squared one; 0 when every candidate is taken (``-inf``)."""
+    return math.sqrt(max(d2, 0.0)) if d2 != -np.inf else 0.0
 
 
 def kcenter_select(
@@ -117,6 +218,7 @@ def kcenter_select(
     rng: np.random.Generator,
     *,
     chunk_rows: int | None = None,
+    cell_rows: int = CELL_ROWS,
 ) -> Selection:
     """Exact greedy k-center: ``k`` row positions into ``inputs.unlabeled``, farthest first.
 
@@ -124,8 +226,9 @@ def kcenter_select(
     embeddings). The distance of every candidate to its nearest labeled example
     (``inputs.labeled``, pool ids) is found with a FAISS ``IndexFlatL2`` over the labeled
     rows, searched block by block; then ``k`` picks, each the candidate farthest from the
-    labeled set and the batch so far, each followed by one pass updating the distances.
-    ``chunk_rows`` bounds the rows per block (default: 32 MiB of float32).
+    labeled set and the batch so far, the distances brought up to date lazily (``_greedy``).
+    ``chunk_rows`` bounds the rows per block (default: 32 MiB of float32); ``cell_rows`` is
+    the lazy traversal's cell (``_greedy``; it changes speed, never the picks).
 
     ``info``: ``covering_radius`` (Euclidean, max over candidates of the distance to the
     nearest labeled or selected example, after selection), ``radius_before`` (the same
@@ -137,11 +240,11 @@ def kcenter_select(
     init = None
     if inputs.labeled.size:
         init = nearest_labeled(blocks, labeled_vectors(inputs.embeddings, inputs.labeled), "l2")
-    before = _radius(init) if init is not None else None
-    picks, mind, how = _greedy(blocks, init, k)
+    before = _radius(float(init.max())) if init is not None else None
+    picks, radius2, how = _greedy(blocks, init, k, cell_rows)
     return Selection(
         rows=blocks.to_rows(picks),
-        info={"covering_radius": _radius(mind), "radius_before": before, "first_pick": how},
+        info={"covering_radius": _radius(radius2), "radius_before": before, "first_pick": how},
     )
 
 
@@ -181,6 +284,7 @@ def kcenter_approx_select(
     nprobe: int = 16,
     ivf_min_labeled: int = IVF_MIN_LABELED,
     chunk_rows: int | None = None,
+    cell_rows: int = CELL_ROWS,
 ) -> Selection:
     """Greedy k-center on a random subsample, for pools too large for ``kcenter_select``.
 
@@ -216,11 +320,11 @@ def kcenter_approx_select(
         else:
             init = nearest_labeled(blocks, lab_x, "l2")
         del lab_x
-    picks, mind, how = _greedy(blocks, init, k)
+    picks, radius2, how = _greedy(blocks, init, k, cell_rows)
     return Selection(
         rows=sub_rows[blocks.to_rows(picks)],
         info={
-            "covering_radius_sample": _radius(mind),
+            "covering_radius_sample": _radius(radius2),
             "sampled": int(n_s),
             "ivf": bool(use_ivf),
             "first_pick": how,

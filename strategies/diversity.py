@@ -124,6 +124,10 @@ class CandidateBlocks:
         for s, e, blk, sel in self.windows():
             yield s, e, blk if sel is None else blk[sel]
 
+    def gather(self, positions: np.ndarray) -> np.ndarray:
+        """float32 ``[len(positions), d]``, C-contiguous copy of the embeddings at ``positions``."""
+        return self._f32(self.embeddings[self.ids[positions]])
+
     def vector(self, position: int) -> np.ndarray:
         """float32[d], the embedding at ``position``."""
         return self._f32(self.embeddings[int(self.ids[position])])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from alft.campaign.context import CampaignContext, run_step
+from alft.campaign.context import CampaignContext, blas_limits, run_step
 from alft.campaign.rounds import decoding_plan, query_inputs, round_files, round_strategy, save_model_inputs
 from alft.fsutil import atomic_save_npy
 from tasks._common import say, step_task
@@ -16,7 +16,8 @@ def score_pool(ctx: CampaignContext, round_no: int) -> dict:
     def compute():
         strategy, spec_name = round_strategy(ctx, round_no)
         inputs = query_inputs(ctx, round_no, strategy.needs, candidates=None)
-        scores = strategy.score(inputs)
+        with blas_limits(ctx.config):
+            scores = strategy.score(inputs)
         files = round_files(ctx, round_no)
         atomic_save_npy(files["candidates"], inputs.unlabeled)
         if scores is not None:

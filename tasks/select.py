@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from alft.campaign.context import RNG_CONTROL, RNG_SELECT, CampaignContext, run_step
+from alft.campaign.context import RNG_CONTROL, RNG_SELECT, CampaignContext, blas_limits, run_step
 from alft.campaign.control import CONTROL, control_size, draw_control
 from alft.campaign.rounds import batch_size_for, query_inputs, round_files, round_strategy
 from tasks._common import in_prefect_run, say, step_task
@@ -29,7 +29,8 @@ def select_batch(ctx: CampaignContext, round_no: int) -> dict:
         # random control arm (rounds >= 1): the strategy gets k - c places, with its usual inputs
         # and generator; the c control examples come from a stream of their own (alft/campaign/control.py)
         c = control_size(ctx.config.strategy.control_share, k) if round_no > 0 else 0
-        query = strategy.select(scores, inputs, k - c, ctx.rng(round_no, RNG_SELECT))
+        with blas_limits(ctx.config):
+            query = strategy.select(scores, inputs, k - c, ctx.rng(round_no, RNG_SELECT))
         rows = [
             (pool.ids[int(p)], int(p), None if math.isnan(s) else float(s))
             for p, s in zip(query.pool_ids, query.scores, strict=True)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
-from alft.campaign.context import RNG_TRAIN, CampaignContext, rel, resolve_model, run_step, set_threads
+from alft.campaign.context import (
+    RNG_TRAIN,
+    CampaignContext,
+    blas_limits,
+    rel,
+    resolve_model,
+    run_step,
+    set_threads,
+)
 from alft.errors import StoreError
 from alft.fsutil import atomic_dir
 from alft.campaign.rounds import pool_embeddings, round_files, training_responses, training_set
@@ -53,7 +62,10 @@ def fine_tune(ctx: CampaignContext, round_no: int) -> dict:
             emb = pool_embeddings(ctx)[pids] if trainer.needs_embeddings else None
             texts = [data.pool.texts[int(i)] for i in pids]
             kwargs = {"previous": previous} if previous is not None else {}
-            model = trainer.fit(texts, emb, y, data.labels, seed=seed, **kwargs)
+            # the head is numpy/scikit-learn work: its BLAS pools are held; torch trainers use model.num_threads
+            limits = blas_limits(ctx.config) if trainer.kind == "head" else contextlib.nullcontext()
+            with limits:
+                model = trainer.fit(texts, emb, y, data.labels, seed=seed, **kwargs)
             n_train = int(len(y))
             extra["n_classes_seen"] = int(len(set(y.tolist())))
         path = atomic_dir(round_files(ctx, round_no)["model"], model.save)

@@ -132,6 +132,13 @@ def set_threads(cfg: CampaignConfig) -> None:
         torch.set_num_threads(n)
 
 
+def blas_limits(cfg: CampaignConfig):
+    """Context: BLAS thread pools held to ``model.blas_threads`` (threadpoolctl), restored after."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=cfg.model.blas_threads, user_api="blas")
+
+
 def campaign_facts(cfg: CampaignConfig) -> dict[str, Any]:
     """What identifies a campaign's data and model; a resumed run must match it exactly.
 

@@ -105,6 +105,16 @@ class ModelConfig(Strict):
         "embeddings, whose vectors are nearly all alike. Applied after the cache, which keeps the raw vectors",
     )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    blas_threads: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="BLAS threads (OpenBLAS of numpy, SciPy, scikit-learn and FAISS, set through "
+        "threadpoolctl) while a strategy scores and selects and while the head trainer fits; 1 because "
+        "these are many small or memory-bound calls, where a thread pool's hand-off costs more than it "
+        "gives (the head's fit ran 10x slower with 2 threads than with 1 on 2 shared cores); raise it on "
+        "a dedicated many-core machine. Torch steps use model.num_threads",
+    )
     cache_dir: str | None = Field(
         None, description="embedding cache folder (default: $ALFT_CACHE_DIR or ~/.cache/alft)"
     )

@@ -70,7 +70,10 @@ def test_the_benchmark_runs_every_mode_on_a_tiny_setting(tmp_path, banking_subse
         "--data-dir", str(tmp_path / "data"), "--work", str(tmp_path / "work"), "--out", str(out),
     ])
     assert json.loads(out.read_text()) == rows
-    assert [r["mode"] for r in rows] == ["none", "prelabel", "mixed", "classifier", "classifier_mixed"]
+    # the modes, and who proposed
+    assert [(r["mode"], r["prelabeler"]) for r in rows] == [
+        ("none", None), ("prelabel", "llm"), ("mixed", "llm"), ("prelabel", "classifier"), ("mixed", "classifier"),
+    ]
     keys = {"dataset", "mode", "seed", "budget", "human_decisions", "human_seconds", "accuracy", "auto_labels", "auto_label_error"}
     assert all(keys <= set(r) for r in rows)
     none, pre, mixed, clf, clf_mixed = rows
@@ -85,3 +88,12 @@ def test_the_benchmark_runs_every_mode_on_a_tiny_setting(tmp_path, banking_subse
     # classifier proposals: none in round 0 (no classifier yet), the head's label from round 1
     assert clf["llm"] is None and clf["prelabel_accuracy"] is not None and clf_mixed["max_error"] == 0.02
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
+
+
+def test_an_unknown_mode_is_refused_before_anything_runs(tmp_path, capsys):
+    from benchmarks.llm_effort import main
+
+    with pytest.raises(SystemExit):
+        main(["--modes", "none,llm_only", "--out", str(tmp_path / "rows.json")])
+    assert "--modes: unknown llm_only" in capsys.readouterr().err
+    assert not (tmp_path / "rows.json").exists()

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strategies import QueryInputs, StrategyOptionError, get_strategy
+from benchmarks.kcenter_reference import eager_kcenter
 from strategies.coreset import covering_radius, kcenter_approx_select, kcenter_select
 
 
@@ -235,3 +236,42 @@ def test_approx_bad_options(options, fragment):
 def test_kcenter_has_no_options():
     with pytest.raises(StrategyOptionError, match="has no option 'sample'"):
         get_strategy("kcenter", sample=10)
+
+
+@pytest.mark.parametrize("cell_rows", [1, 7, 64, 1024])
+@pytest.mark.parametrize("case", ["cold", "labeled", "sparse_labeled", "duplicates", "grid_ties", "minilm_width"])
+def test_lazy_traversal_picks_exactly_what_the_eager_one_did(case, cell_rows):
+    rng = np.random.default_rng(17)
+    n, d = 600, 16
+    emb = unit_pool(n, d, 3)
+    labeled = np.array([], dtype=np.int64)
+    if case == "labeled":
+        labeled = rng.choice(n, 40, replace=False)
+    if case == "sparse_labeled":  # most of the pool labeled: candidate spans are gathered
+        labeled = rng.choice(n, 450, replace=False)
+    if case == "duplicates":  # exact copies: equal distances everywhere, ties by pool id
+        emb = emb[rng.integers(0, 60, n)]
+        labeled = rng.choice(n, 5, replace=False)
+    if case == "minilm_width":  # 384-d, the width FAISS's kernels see in production
+        emb = unit_pool(n, 384, 4)
+        labeled = rng.choice(n, 10, replace=False)
+    if case == "grid_ties":  # integer grid: many candidates at exactly the same distance
+        emb = rng.integers(0, 3, size=(n, 4)).astype(np.float32)
+        labeled = np.array([0])
+    unlabeled = np.setdiff1d(np.arange(n), labeled)
+    rng.shuffle(unlabeled)
+    k = 60
+    inputs = QueryInputs(unlabeled=unlabeled, labeled=labeled, embeddings=emb)
+    q = kcenter_select(None, inputs, k, np.random.default_rng(0), cell_rows=cell_rows, chunk_rows=50)
+    assert unlabeled[q.rows].tolist() == eager_kcenter(emb, unlabeled, labeled, k)
+    # the reported radius is the exact one, though most cells were never brought up to date
+    assert q.info["covering_radius"] == pytest.approx(covering_radius(inputs, q.rows), abs=1e-5)
+
+
+def test_lazy_traversal_takes_every_candidate_when_k_is_the_pool():
+    emb = unit_pool(30, 8, 5)
+    inputs = QueryInputs(unlabeled=np.arange(1, 30), labeled=np.array([0]), embeddings=emb)
+    q = kcenter_select(None, inputs, 29, np.random.default_rng(0), cell_rows=4)
+    assert sorted(inputs.unlabeled[q.rows].tolist()) == list(range(1, 30))
+    assert q.info["covering_radius"] == 0.0
+    assert inputs.unlabeled[q.rows].tolist() == eager_kcenter(emb, inputs.unlabeled, inputs.labeled, 29)
