@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 
+import numpy as np
+
 from alft.campaign.context import CampaignContext, blas_limits, run_step
 from alft.campaign.rounds import decoding_plan, query_inputs, round_files, round_strategy, save_model_inputs
 from alft.fsutil import atomic_save_npy
@@ -29,6 +31,10 @@ def score_pool(ctx: CampaignContext, round_no: int) -> dict:
             "has_scores": scores is not None,
             "has_probs": inputs.probs is not None,
         }
+        if inputs.probs is not None and inputs.probs.size and ctx.config.task == "classification":
+            # the scoring model's own expected error rate over the candidates, from the probabilities
+            # in memory now: evaluate's batch_errors (the bandit's reward) need not re-read them
+            result["expected_error"] = float(np.mean(1.0 - inputs.probs.max(axis=1)))  # [m] -> scalar
         if scores is not None and scores.size:
             result.update(score_min=float(scores.min()), score_max=float(scores.max()), score_mean=float(scores.mean()))
         if inputs.generation is not None:

@@ -313,7 +313,9 @@ def batch_errors(ctx: CampaignContext, round_no: int) -> tuple[float | None, flo
     resolved labels; (None, None) without probabilities (round 0, strategies that need none).
 
     Computed once, by the round's evaluate step, and read back from its result: history is
-    replayed every round, and a 1M-candidate ``probs.npy`` is hundreds of MB.
+    replayed every round, and a 1M-candidate ``probs.npy`` is hundreds of MB. Only the batch's
+    rows are read (memory-mapped); ``expected_error`` comes from the score step's result, which
+    computed it while the probabilities were in memory (rounds scored before it did: from the file).
     """
     files = round_files(ctx, round_no)
     if ctx.config.task != "classification" or not files["probs"].exists():
@@ -329,9 +331,10 @@ def batch_errors(ctx: CampaignContext, round_no: int) -> tuple[float | None, flo
     batch = ctx.store.selections(ctx.name, round_no)
     # candidate row of each batch pool id without a dict over every candidate (1M at scale)
     order = np.argsort(cand, kind="stable")  # [m]
+    sorted_ids = cand[order]  # [m]
     pids = np.asarray([int(s["pool_id"]) for s in batch], dtype=np.int64)  # [k]
-    at = np.minimum(np.searchsorted(cand[order], pids), max(len(cand) - 1, 0))  # [k]
-    found = cand[order][at] == pids  # [k]
+    at = np.minimum(np.searchsorted(sorted_ids, pids), max(len(cand) - 1, 0))  # [k]
+    found = sorted_ids[at] == pids  # [k]
     row = {int(p): (int(order[a]) if f else None) for p, a, f in zip(pids, at, found, strict=True)}
     index = {lab: c for c, lab in enumerate(ctx.data.labels)}
     hits = []
@@ -343,8 +346,11 @@ def batch_errors(ctx: CampaignContext, round_no: int) -> tuple[float | None, flo
         hits.append(int(probs[i].argmax()) != index[lab])
     if not hits:
         return None, None
-    top = np.concatenate([probs[i : i + 65536].max(axis=1) for i in range(0, probs.shape[0], 65536)])  # [m]
-    return float(np.mean(hits)), float(np.mean(1.0 - top))
+    expected = (ctx.store.step_result(ctx.name, round_no, "score") or {}).get("expected_error")
+    if expected is None:
+        top = np.concatenate([probs[i : i + 65536].max(axis=1) for i in range(0, probs.shape[0], 65536)])  # [m]
+        expected = float(np.mean(1.0 - top))
+    return float(np.mean(hits)), float(expected)
 
 
 def query_inputs(

@@ -49,6 +49,8 @@ def test_bandit_over_model_based_arms_runs_and_records_its_choices(tmp_path, ban
     wrong = [labels[int(probs[row[s["pool_id"]]].argmax())] != gold[s["example_id"]] for s in store.selections(cfg.name, 2)]
     assert hist[2].batch_error == pytest.approx(np.mean(wrong))
     assert hist[2].expected_error == pytest.approx(float(np.mean(1 - probs.max(axis=1))))
+    # ... computed by the score step while the probabilities were in memory, not re-read
+    assert store.step_result(cfg.name, 2, "score")["expected_error"] == hist[2].expected_error
     assert infos[2]["last_reward"] == pytest.approx(hist[2].batch_error - hist[2].expected_error)
     # every model-derived input the arms need was persisted for select by round 1's score step
     files = round_files(ctx, 1)
