@@ -79,15 +79,16 @@ def _greedy(
 
     Why lazy: a pass over all ``m`` candidates per pick is bounded by memory bandwidth (1,000
     passes over a 1M x 384 pool read 1.5 TB). Distances to the nearest centre only shrink,
-    so a candidate's distance as of its last update is an upper bound. Positions are cut
-    into cells of ``cell_rows``; each cell keeps the number of centres it has seen and the
-    max of its (possibly stale) distances in a heap. A pick pops the cell with the largest
-    bound: if it has seen every centre its bound is exact and no other cell can beat it;
-    otherwise it is brought up to date against the centres added since, and goes back.
-    Cells far from the new centres are never touched again. Every distance is the same
-    FAISS kernel value as an eager pass would compute and a minimum is exact, so the picks
-    are identical to the eager traversal's, ties included: the heap orders equal bounds by
-    cell, and a cell's first maximum is its lowest position.
+    so a candidate's distance as of its last update is an upper bound. Each candidate keeps
+    the number of centres its distance has seen; positions are cut into cells of
+    ``cell_rows``, each with the max of its (possibly stale) distances. A pick (``settle``)
+    brings up to date only the stale candidates at or above a threshold taken from the top
+    cells' maxima, lowering it until the largest distance is known to be exact; candidates
+    far from the new centres are rarely touched again. Every stored distance is the same
+    FAISS kernel value an eager pass would compute (a GEMM only shortlists the centres) and a
+    minimum is exact, so the picks are identical to the eager traversal's
+    (``benchmarks/kcenter_reference.py``), ties included: the first cell holding the maximum,
+    and its first position, is the lowest position.
     """
     faiss = _faiss()
     m, d = blocks.m, blocks.d
