@@ -29,7 +29,9 @@ from benchmarks.plain import ROOT, cpu_model, offline_env, run_plain  # noqa: E4
 DATASETS = {"banking77": ROOT / "conf" / "banking77.yaml", "sms_spam": ROOT / "conf" / "sms_spam.yaml"}
 
 
-def campaign_config(dataset: str, strategy: str, seed: int, budget: int, batch: int, initial: int, work: Path):
+def campaign_config(
+    dataset: str, strategy: str, seed: int, budget: int, batch: int, initial: int, work: Path, extra: tuple = ()
+):
     from alft.config import load_config
 
     return load_config(
@@ -41,9 +43,12 @@ def campaign_config(dataset: str, strategy: str, seed: int, budget: int, batch: 
             f"batch_size={batch}",
             f"initial_size={initial}",
             "cold_start.name=random",
+            # the protocol's head is the plain one; --set turns the shipped semi-supervised head on
+            "trainer.head.semi_supervised=null",
             f"strategy={{name: {strategy}}}",
             "stop={}",
             f"workdir={work / f'{strategy}-s{seed}'}",
+            *extra,
         ],
     )
 
@@ -57,6 +62,7 @@ def read_curve(cfg) -> list[dict]:
     for r in store.rounds(cfg.name):
         steps = {s["step"]: s["seconds"] for s in store.steps(cfg.name, r["round"])}
         ev = store.step_result(cfg.name, r["round"], "evaluate")
+        sel = store.step_result(cfg.name, r["round"], "select") or {}
         out.append(
             {
                 "round": r["round"],
@@ -64,6 +70,10 @@ def read_curve(cfg) -> list[dict]:
                 "accuracy": metrics[r["round"]]["accuracy"],
                 "macro_f1": metrics[r["round"]]["macro_f1"],
                 "seconds": steps,
+                # what an adaptive strategy chose (bandit arm, schedule phase) and the coverage it read
+                "arm": sel.get("arm") or sel.get("strategy"),
+                "phase": (sel.get("info") or {}).get("phase"),
+                "class_coverage": ev.get("class_coverage"),
             }
         )
     return out
@@ -85,7 +95,8 @@ def full_data_reference(cfg) -> dict:
     yp = np.array([idx[g] for g in data.pool.gold])
     ye = np.array([idx[g] for g in data.eval.gold])
     t = time.perf_counter()
-    model = HeadTrainer(cfg.trainer.head).fit([], xp, yp, data.labels, seed=0)
+    # every pool example is labeled here: nothing is left to spread labels to
+    model = HeadTrainer(cfg.trainer.head.model_copy(update={"semi_supervised": None})).fit([], xp, yp, data.labels, seed=0)
     pred = model.predict_proba([], xe).argmax(1)
     from sklearn.metrics import f1_score
 
@@ -195,6 +206,16 @@ def main() -> None:
     ap.add_argument("--checkpoints", nargs="+", type=int, default=[500, 1000, 2000])
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work" / "learning_curve")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="config override for every campaign (e.g. trainer.head.semi_supervised={k: 10})",
+    )
+    ap.add_argument("--variant", default="", help="suffix of the results files and work folder (with --set)")
+    ap.add_argument(
+        "--record-default", metavar="STRATEGY", default=None,
+        help="also copy this run's STRATEGY row into learning_curve_<dataset>.json's summary as 'default' "
+        "(run with the shipped config's cold start, e.g. --set cold_start.name=kmeans)",
+    )
     args = ap.parse_args()
 
     offline_env()
@@ -202,15 +223,18 @@ def main() -> None:
 
     logging.getLogger("alft").setLevel(logging.WARNING)
     if args.strategies is None:
-        from strategies import available
+        from strategies import available, get_strategy
 
-        args.strategies = [s.name for s in available()]
-    args.work = args.work / args.dataset
+        # a classification benchmark: leave out what needs a generative model's statistics
+        args.strategies = [s.name for s in available() if "generation" not in get_strategy(s.name).needs]
+    suffix = f"_{args.variant}" if args.variant else ""
+    args.work = args.work / f"{args.dataset}{suffix}"
     shutil.rmtree(args.work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     curves: dict[str, dict[int, list[dict]]] = {}
     started = time.time()
-    jobs = [(args.dataset, st, seed, args.budget, args.batch, args.initial, args.work) for st in args.strategies for seed in args.seeds]
+    jobs = [(args.dataset, st, seed, args.budget, args.batch, args.initial, args.work, tuple(args.set))
+            for st in args.strategies for seed in args.seeds]
     cfg = campaign_config(*jobs[0])
     _embed_once(cfg)  # workers then find every vector in the shared cache
     if args.jobs > 1:
@@ -234,7 +258,7 @@ def main() -> None:
             curves.setdefault(strategy, {})[seed] = curve
             _report(strategy, seed, curve, secs)
     curves = {st: dict(sorted(curves[st].items())) for st in args.strategies}
-    name = f"learning_curve_{args.dataset}"
+    name = f"learning_curve_{args.dataset}{suffix}"
     previous = args.out / f"{name}.json"
     if args.merge and previous.exists():
         old = json.loads(previous.read_text())
@@ -243,7 +267,8 @@ def main() -> None:
         args.strategies = list(dict.fromkeys([*old["protocol"].get("strategies", []), *args.strategies]))
     reference = full_data_reference(cfg)
     table = summarize(curves, args.checkpoints)
-    name = f"learning_curve_{args.dataset}"
+    if args.merge and previous.exists() and "default" in old["summary"]:
+        table["default"] = old["summary"]["default"]  # recorded from another run (--record-default)
     result = {
         "dataset": args.dataset,
         "protocol": {
@@ -256,6 +281,7 @@ def main() -> None:
             "seeds": args.seeds,
             "strategies": args.strategies,
             "jobs": args.jobs,
+            "overrides": args.set,
         },
         "machine": {"python": platform.python_version(), "cpu": cpu_model(), "cores": _cores()},
         "minutes": (time.time() - started) / 60,
@@ -264,6 +290,13 @@ def main() -> None:
         "curves": curves,
     }
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    if args.record_default:
+        main_file = args.out / f"learning_curve_{args.dataset}.json"
+        main_result = json.loads(main_file.read_text())
+        row = dict(table[args.record_default])
+        row["config"] = {"strategy": args.record_default, "overrides": args.set, "source": f"{name}.json"}
+        main_result["summary"]["default"] = row
+        main_file.write_text(json.dumps(main_result, indent=1))
     md = markdown(table, reference, args.checkpoints)
     (args.out / f"{name}.md").write_text(md + "\n")
     plot(curves, reference, args.out / f"{name}.png", f"{args.dataset}: head trainer, {len(args.seeds)} seeds")
@@ -284,8 +317,8 @@ def _one(job):
     import logging
 
     logging.getLogger("alft").setLevel(logging.WARNING)
-    dataset, strategy, seed, budget, batch, initial, work = job
-    cfg = campaign_config(dataset, strategy, seed, budget, batch, initial, work)
+    dataset, strategy, seed, budget, batch, initial, work, extra = job
+    cfg = campaign_config(dataset, strategy, seed, budget, batch, initial, work, extra)
     t = time.perf_counter()
     run_plain(cfg)
     return strategy, seed, read_curve(cfg), time.perf_counter() - t

@@ -6,10 +6,12 @@ re-run or resumed round decides exactly as it did the first time.
 
 ``schedule``
     Diversity-heavy while the model is immature, uncertainty-heavy after. Maturity is a
-    configurable rule over the labels so far and the agreement between the last two
-    rounds' predictions on the held-out set; the share of the batch each side gets in each
-    phase is configurable (1/0 switches outright; 0.5/0.1 blends). The phase and the
-    reason are recorded for the round.
+    configurable rule over measured signals: the share of the label set the labels cover
+    (default: diversity until 95 % of the classes have a label, because uncertainty cannot
+    find a class the model has never seen), the agreement between the last two rounds'
+    predictions on the held-out set, and, if asked, a label count; the share of the batch
+    each side gets in each phase is configurable (1/0 switches outright; 0.5/0.1 blends).
+    The phase and the reason are recorded for the round.
 ``bandit``
     Thompson sampling over registered strategies (the arms), in the spirit of Active
     Learning by Learning (Hsu & Lin, 2015) but rewarded from the labels alone: the reward
@@ -78,14 +80,24 @@ def schedule_phase(
     *,
     switch_labels: int | None,
     switch_agreement: float | None,
+    switch_coverage: float | None = None,
 ) -> tuple[str, str]:
     """``("early" | "late", reason)``: late once every configured maturity condition holds.
 
-    ``n_labeled`` counts labeled and already-selected pool ids. Agreement comes from the
-    newest finished round; where none is known yet the model counts as immature.
+    ``n_labeled`` counts labeled and already-selected pool ids. Coverage and agreement come
+    from the newest finished round; where one is not known yet the model counts as immature.
     """
     reasons = []
     mature = True
+    if switch_coverage is not None:
+        coverage = history[-1].class_coverage if history else None
+        if coverage is None:
+            mature = False
+            reasons.append("class coverage not measured yet")
+        else:
+            ok = coverage >= switch_coverage - 1e-12
+            mature &= ok
+            reasons.append(f"class coverage {coverage:.3f} {'>=' if ok else '<'} {switch_coverage:g}")
     if switch_labels is not None:
         ok = n_labeled >= switch_labels
         mature &= ok
@@ -110,6 +122,7 @@ def _schedule_selector(
     early_share: Mapping[str, float],
     switch_labels: int | None,
     switch_agreement: float | None,
+    switch_coverage: float | None,
 ):
     def select(
         scores: np.ndarray | None, inputs: QueryInputs, k: int, rng: np.random.Generator
@@ -119,6 +132,7 @@ def _schedule_selector(
             int(inputs.labeled.size),
             switch_labels=switch_labels,
             switch_agreement=switch_agreement,
+            switch_coverage=switch_coverage,
         )
         k_early = int(round(k * early_share[phase]))
         k_late = k - k_early
@@ -241,21 +255,26 @@ def _arm(name: Any, option: str, owner: str) -> Strategy:
 
 @register(
     "schedule",
-    "diversity while the model is immature (few labels / rounds disagree), uncertainty after; "
+    "diversity until the labels cover the classes (and, if set, rounds agree), uncertainty after; "
     "shares per phase configurable",
 )
 def _schedule(
-    early: str = "kcenter",
+    early: str = "kmeans",
     late: str = "margin",
-    switch_labels: int | None = 500,
-    switch_agreement: float | None = 0.9,
+    switch_coverage: float | None = 0.95,
+    switch_agreement: float | None = None,
+    switch_labels: int | None = None,
     early_share: float = 1.0,
     late_share: float = 0.0,
 ) -> Strategy:
     e, lt = _arm(early, "early", "schedule"), _arm(late, "late", "schedule")
-    if switch_labels is None and switch_agreement is None:
+    if switch_labels is None and switch_agreement is None and switch_coverage is None:
         raise StrategyOptionError(
-            "schedule needs a switch rule: set switch_labels, switch_agreement or both"
+            "schedule needs a switch rule: set switch_coverage, switch_agreement or switch_labels"
+        )
+    if switch_coverage is not None and not 0.0 < float(switch_coverage) <= 1.0:
+        raise StrategyOptionError(
+            f"schedule option switch_coverage must be in (0, 1], got {switch_coverage!r}"
         )
     if switch_labels is not None and (not isinstance(switch_labels, int) or switch_labels < 1):
         raise StrategyOptionError(f"schedule option switch_labels must be >= 1, got {switch_labels!r}")
@@ -272,6 +291,7 @@ def _schedule(
         {"early": float(early_share), "late": float(late_share)},
         switch_labels,
         None if switch_agreement is None else float(switch_agreement),
+        None if switch_coverage is None else float(switch_coverage),
     )
     return Strategy(name="schedule", selector=select, needs=e.needs | lt.needs)
 

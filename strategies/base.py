@@ -152,6 +152,8 @@ class PastRound:
     expected_error: that model's own estimate of its error over all the round's candidates,
         mean(1 - max p); the same None cases. ``batch_error - expected_error`` is how much
         more often than the model expected the batch held its mistakes.
+    class_coverage: share of the label set that has at least one resolved label after this
+        round (classification only; None otherwise or for rounds evaluated before it existed).
     """
 
     round: int
@@ -162,6 +164,7 @@ class PastRound:
     selection_info: Mapping[str, Any] = field(default_factory=dict)
     batch_error: float | None = None
     expected_error: float | None = None
+    class_coverage: float | None = None
 
 
 @dataclass(frozen=True)

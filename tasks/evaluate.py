@@ -7,6 +7,7 @@ import numpy as np
 from alft.campaign.context import CampaignContext, rel, run_step
 from alft.campaign.rounds import (
     batch_errors,
+    class_coverage,
     eval_embeddings,
     pool_embeddings,
     prior_model,
@@ -77,6 +78,10 @@ def evaluate(ctx: CampaignContext, round_no: int) -> dict:
         if ctx.config.task == "classification":
             # how often the batch held the scoring model's mistakes: the bandit's reward (labels only)
             result["batch_error"], result["expected_error"] = batch_errors(ctx, round_no)
+            # the schedule's switch signal: have the labels found (nearly) every class yet?
+            result["class_coverage"] = class_coverage(ctx)
+            if result["class_coverage"] is not None:
+                metrics["class_coverage"] = result["class_coverage"]
 
         def commit(conn):
             store.add_metrics(conn, ctx.name, round_no, n_labels, metrics)

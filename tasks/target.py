@@ -159,4 +159,4 @@ def _encoder(ctx: CampaignContext) -> dict:
 
     view = target_view(ctx.config)
     m = view.model
-    return encoder_config(m.path, resolve_model(view), m.max_length, m.batch_size, m.pooling, feature_mean(view, ctx.data))
+    return encoder_config(m.path, resolve_model(view), m.max_length, m.batch_size, m.pooling, feature_mean(view, ctx.data), onnx_quantize=m.onnx_quantize)

@@ -146,7 +146,7 @@ def encoder_record(ctx: CampaignContext) -> dict:
 
     m = ctx.config.model
     mean = feature_mean(ctx.config, ctx.data)
-    return encoder_config(m.path, resolve_model(ctx.config), m.max_length, m.batch_size, m.pooling, mean)
+    return encoder_config(m.path, resolve_model(ctx.config), m.max_length, m.batch_size, m.pooling, mean, onnx_quantize=m.onnx_quantize)
 
 
 def registered_name(ctx: CampaignContext) -> str:

@@ -62,6 +62,11 @@ def fine_tune(ctx: CampaignContext, round_no: int) -> dict:
             emb = pool_embeddings(ctx)[pids] if trainer.needs_embeddings else None
             texts = [data.pool.texts[int(i)] for i in pids]
             kwargs = {"previous": previous} if previous is not None else {}
+            if trainer.kind == "head" and ctx.config.trainer.head.semi_supervised is not None:
+                import numpy as np
+
+                # pool ids are the embeddings' row positions (pool_embeddings follows pool order)
+                kwargs.update(pool=pool_embeddings(ctx), pool_rows=np.asarray(pids, dtype=np.int64))
             # the head is numpy/scikit-learn work: its BLAS pools are held; torch trainers use model.num_threads
             limits = blas_limits(ctx.config) if trainer.kind == "head" else contextlib.nullcontext()
             with limits:

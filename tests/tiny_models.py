@@ -17,6 +17,14 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 1500):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
+    # The trainer's token *set* is reproducible, but the ids it gives characters, "##"
+    # characters and equally frequent merges follow Rust's per-process random HashMap order:
+    # every process got another vocabulary permutation, so another embedding table row per
+    # token and different embeddings from the same seeded weights (a campaign's labels and
+    # thresholds then changed from run to run). Renumber: specials first, the rest sorted.
+    trained = tok.get_vocab()
+    ordered = SPECIALS + sorted(t for t in trained if t not in SPECIALS)
+    tok.model = models.WordPiece({t: i for i, t in enumerate(ordered)}, unk_token="[UNK]")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

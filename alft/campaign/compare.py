@@ -21,10 +21,20 @@ Per campaign, over one metric (``accuracy`` by default) against labels:
   Positive: fewer labels than the baseline for the baseline's final metric.
 
 The baseline is ``--baseline NAME``, else the one campaign whose strategy is ``random``.
+
+**Seeds.** Campaigns whose configs differ only in ``name``, ``seed``, ``workdir``, ``store``
+and ``tracking`` are repeats of one configuration: ``compare_curves`` replaces them by their
+mean curve (on the label range all of them cover, each interpolated at every label point
+any of them has), drawn with a min-max band. Its row says how many seeds, the AUC and final
+metric as mean ± sd over the seeds, and the saving twice: from the mean curves (the headline)
+and its range over every (seed of the campaign, seed of the baseline) pair, each pair by the
+rule above. A range that spans 0 is called out in the notes: the curves are not
+distinguishable at these seeds, whatever the headline says.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +55,18 @@ class Curve:
     labels: tuple[float, ...]
     values: tuple[float, ...]
     facts: dict[str, Any] = field(default_factory=dict)
+    #: the seeds' own curves when this is a mean over repeats (empty for one campaign)
+    members: tuple[Curve, ...] = ()
+
+
+#: config keys that do not change what a campaign measures: repeats differ only in these
+REPEAT_KEYS = ("name", "seed", "workdir", "store", "tracking")
+
+
+def repeat_key(config: dict[str, Any]) -> str:
+    """Digest of a campaign config (``model_dump(mode="json")``) without ``REPEAT_KEYS``."""
+    rest = {k: v for k, v in config.items() if k not in REPEAT_KEYS}
+    return hashlib.blake2b(json.dumps(rest, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
 
 
 # --------------------------------------------------------------------------- pure numbers
@@ -115,13 +137,77 @@ def pick_baseline(curves: Sequence[Curve], baseline: str | None) -> Curve | None
     return rand[0] if rand else None
 
 
-def compare_curves(curves: Sequence[Curve], metric: str = "accuracy", baseline: str | None = None) -> dict[str, Any]:
-    """The comparison table: one row per campaign, plus the range, the baseline and notes."""
+# --------------------------------------------------------------------------- seeds
+def mean_curve(members: Sequence[Curve]) -> tuple[list[float], np.ndarray]:
+    """(labels, values[seeds, points]) of ``members`` on the label range all of them cover:
+    every label point any of them has there, each member linearly interpolated at it."""
+    rng = common_range(members)
+    if rng is None:
+        raise AlftError(
+            "the seeds of one configuration do not overlap in labels: "
+            + ", ".join(f"{c.name} {c.labels[0]:g}-{c.labels[-1]:g}" for c in members)
+        )
+    xs = sorted({float(x) for c in members for x in c.labels if rng[0] <= x <= rng[1]})
+    return xs, np.array([np.interp(xs, c.labels, c.values) for c in members])  # [seeds, points]
+
+
+def _group_name(members: Sequence[Curve]) -> str:
+    names = [c.name for c in members]
+    prefix = names[0]
+    for n in names[1:]:
+        while not n.startswith(prefix):
+            prefix = prefix[:-1]
+    prefix = prefix.rstrip("-_.s").rstrip("-_.") if prefix != names[0] else prefix
+    return f"{prefix or names[0]} ({len(members)} seeds)"
+
+
+def group_seeds(curves: Sequence[Curve]) -> list[Curve]:
+    """Curves with repeats of one configuration (same ``facts["repeat_key"]``) replaced, at
+    the first one's place, by their mean curve (``members``: the repeats); others as given."""
+    groups: dict[str, list[Curve]] = {}
+    for c in curves:
+        key = c.facts.get("repeat_key")
+        groups.setdefault(key if key is not None else f"\0{id(c)}", []).append(c)
+    out = []
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        xs, ys = mean_curve(members)
+        seeds = [m.facts.get("seed") for m in members]
+        facts = {k: v for k, v in members[0].facts.items() if k not in ("seed", "mlflow_run_id", "stop_reason")}
+        facts.update(seeds=seeds, campaigns=[m.name for m in members])
+        out.append(Curve(_group_name(members), members[0].strategy, tuple(xs), tuple(ys.mean(0).tolist()),
+                         facts, tuple(members)))
+    return out
+
+
+def _pair_savings(c: Curve, base: Curve) -> list[float | None]:
+    """Saving of each seed of ``c`` against each seed of ``base`` (each pair by the one rule)."""
+    out = []
+    for b in base.members or (base,):
+        needed_b = labels_to_reach(b.labels, b.values, b.values[-1])
+        for m in c.members or (c,):
+            out.append(label_saving(labels_to_reach(m.labels, m.values, b.values[-1]), needed_b))
+    return out
+
+
+def compare_curves(
+    curves: Sequence[Curve], metric: str = "accuracy", baseline: str | None = None, seeds: bool = True
+) -> dict[str, Any]:
+    """The comparison table: one row per campaign (per configuration, its seeds averaged, when
+    ``seeds``), plus the range, the baseline and notes."""
     if not curves:
         raise AlftError("nothing to compare: no campaign given")
     empty = [c.name for c in curves if not c.labels]
     if empty:
         raise AlftError(f"campaign {', '.join(empty)} has no evaluated round with metric '{metric}'")
+    if seeds:
+        if baseline is not None:  # the baseline may be named by any of its seeds
+            for c in group_seeds(curves):
+                if baseline in c.facts.get("campaigns", ()):
+                    baseline = c.name
+        curves = group_seeds(curves)
     base = pick_baseline(curves, baseline)
     rng = common_range(curves)
     notes: list[str] = []
@@ -162,10 +248,29 @@ def compare_curves(curves: Sequence[Curve], metric: str = "accuracy", baseline: 
             "saving_vs_baseline": None,
             **c.facts,
         }
+        if c.members:
+            row["seeds_n"] = len(c.members)
+            row[f"final_{metric}_sd"] = float(np.std([m.values[-1] for m in c.members], ddof=1))
+            if rng is not None:
+                row["auc_sd"] = float(np.std([auc_on_range(m.labels, m.values, *rng) for m in c.members], ddof=1))
+            band = mean_curve(c.members)[1]
+            row["band"] = {"min": band.min(0).tolist(), "max": band.max(0).tolist()}
         if target is not None:
             needed = labels_to_reach(c.labels, c.values, target)
             row["labels_to_baseline_final"] = needed
             row["saving_vs_baseline"] = label_saving(needed, base_needed)
+            if (c.members or base.members) and c is not base:
+                pairs = _pair_savings(c, base)
+                got = [p for p in pairs if p is not None]
+                row["saving_range"] = [min(got), max(got)] if got else None
+                row["saving_pairs_unreached"] = len(pairs) - len(got)
+                if got and min(got) < 0 < max(got) or (got and len(got) < len(pairs)):
+                    notes.append(
+                        f"{c.name}: the saving over seed pairs spans "
+                        + (f"{min(got):+.0%} to {max(got):+.0%}" if got else "nothing")
+                        + (f" ({len(pairs) - len(got)} of {len(pairs)} pairs never reach it)" if len(got) < len(pairs) else "")
+                        + f": not distinguishable from the baseline at {len(c.members) or 1} x {len(base.members) or 1} seeds"
+                    )
             if needed is None:
                 notes.append(f"{c.name} never reaches the baseline's final {metric} {target:.4f}: no saving")
             elif c.values[0] >= target and c is not base:
@@ -181,6 +286,7 @@ def compare_curves(curves: Sequence[Curve], metric: str = "accuracy", baseline: 
         else {"campaign": base.name, "strategy": base.strategy, "target": target, "labels_needed": base_needed},
         "rows": rows,
         "curves": {c.name: {"labels": list(c.labels), metric: list(c.values)} for c in curves},
+        "groups": {c.name: list(c.facts["campaigns"]) for c in curves if c.members},
         "notes": notes,
     }
 
@@ -210,6 +316,7 @@ def read_curve(store, name: str, metric: str, display: str | None = None) -> Cur
         "cold_start": cfg.cold_start.name,
         "stop_reason": row.get("stop_reason"),
         "mlflow_run_id": row.get("mlflow_run_id"),
+        "repeat_key": repeat_key(cfg.model_dump(mode="json")),
     }
     if cfg.strategy.control_share:
         facts["control_share"] = cfg.strategy.control_share
@@ -237,6 +344,10 @@ def table_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rng = comparison["common_range"]
     auc_head = f"AUC {rng[0]:g}-{rng[1]:g}" if rng else "AUC"
     head = ["campaign", "strategy", "rounds", "labels", f"final {m}", auc_head, "labels to baseline final", "saving"]
+    grouped = any(r.get("seeds_n") for r in comparison["rows"])
+    if grouped:
+        head.insert(2, "seeds")
+        head.append("saving over seed pairs")
     control = any("mean_control_accuracy" in r for r in comparison["rows"])
     if control:
         head += ["control acc (mean)", "error strategy / random (mean)"]
@@ -254,6 +365,18 @@ def table_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             ("never" if comparison["baseline"] else "-") if needed is None else f"{needed:.1f}",
             "-" if saving is None else f"{saving:+.1%}",
         ]
+        if grouped:
+            n = r.get("seeds_n")
+            line.insert(2, str(n or 1))
+            if n:  # mean ± sd over the seeds
+                line[5] += f" ± {r[f'final_{m}_sd']:.4f}"
+                if r["auc"] is not None and "auc_sd" in r:
+                    line[6] += f" ± {r['auc_sd']:.4f}"
+            sr = r.get("saving_range")
+            line.append(
+                "-" if "saving_range" not in r else "never" if sr is None
+                else f"{sr[0]:+.0%} to {sr[1]:+.0%}" + (f" ({r['saving_pairs_unreached']} never)" if r["saving_pairs_unreached"] else "")
+            )
         if control:
             se, re_ = r.get("mean_control_strategy_error"), r.get("mean_control_random_error")
             line += [
@@ -285,6 +408,11 @@ def figure(curves: Sequence[Curve], comparison: dict[str, Any], title: str | Non
         (metric,),
     )
     ax = fig.axes[0]
+    colour = {ln.get_label(): ln.get_color() for ln in ax.get_lines()}
+    for c in curves:
+        if c.members:  # the seeds' min-max around the mean line
+            ys = mean_curve(c.members)[1]
+            ax.fill_between(c.labels, ys.min(0), ys.max(0), color=colour.get(names[c.name]), alpha=0.15, lw=0)
     base = comparison["baseline"]
     if base is not None:
         ax.axhline(base["target"], color="k", ls="--", lw=0.8, label=f"{base['campaign']} final")
@@ -336,7 +464,8 @@ def log_comparison(
     for r in comparison["rows"]:
         n = r["campaign"]
         values[f"final_{m}.{n}"] = r[f"final_{m}"]
-        for key, val in (("auc", r["auc"]), ("saving", r["saving_vs_baseline"]), ("labels_needed", r["labels_to_baseline_final"])):
+        for key, val in (("auc", r["auc"]), ("saving", r["saving_vs_baseline"]), ("labels_needed", r["labels_to_baseline_final"]),
+                         ("auc_sd", r.get("auc_sd")), (f"final_{m}_sd", r.get(f"final_{m}_sd"))):
             if val is not None:
                 values[f"{key}.{n}"] = val
     tracker.log_metrics(run_id, values, 0, int(time.time() * 1000))

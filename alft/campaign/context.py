@@ -288,14 +288,32 @@ def preflight(cfg: CampaignConfig) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- embeddings
 @lru_cache(maxsize=4)
-def _encoder(path: str, max_length: int, batch_size: int, pooling: str = "mean"):
+def _encoder(
+    path: str,
+    max_length: int,
+    batch_size: int,
+    pooling: str = "mean",
+    backend: str = "auto",
+    quantize: str | None = None,
+    cache_dir: str | None = None,
+    num_threads: int | None = None,
+):
     from alft.models.encoder import EncodeOptions, Encoder
 
-    return Encoder(path, EncodeOptions(max_length=max_length, batch_size=batch_size, pooling=pooling))
+    options = EncodeOptions(
+        max_length=max_length, batch_size=batch_size, pooling=pooling, backend=backend, quantize=quantize
+    )
+    return Encoder(path, options, cache_dir=cache_dir, num_threads=num_threads)
 
 
 def encoder_for(cfg: CampaignConfig):
-    return _encoder(resolve_model(cfg), cfg.model.max_length, cfg.model.batch_size, cfg.model.pooling)
+    """The campaign's encoder (memoised). Its ONNX session, if any, takes ``model.num_threads``
+    intra-op threads, else torch's thread count when it is made (``set_threads``, ``shard_threads``)."""
+    m = cfg.model
+    return _encoder(
+        resolve_model(cfg), m.max_length, m.batch_size, m.pooling, m.backend, m.onnx_quantize,
+        str(cfg.cache_dir()), m.num_threads,
+    )
 
 
 @lru_cache(maxsize=4)
@@ -309,7 +327,8 @@ def model_key(cfg: CampaignConfig) -> str:
     """Cache folder name: the model's content digest plus the encode options."""
     path = resolve_model(cfg)
     stamp = Path(path).stat().st_mtime if Path(path).exists() else 0.0
-    enc_opts = f"len{cfg.model.max_length}-{cfg.model.pooling}-l2"  # EncodeOptions.key()
+    quant = f"-{cfg.model.onnx_quantize}" if cfg.model.onnx_quantize else ""  # int8 vectors differ
+    enc_opts = f"len{cfg.model.max_length}-{cfg.model.pooling}-l2{quant}"  # EncodeOptions.key()
     return f"{_model_digest(path, stamp)}-{enc_opts}"
 
 
@@ -323,6 +342,7 @@ def embedding_cache(cfg: CampaignConfig):
         enc.dim,
         describe={
             "model": cfg.model.path, "max_length": cfg.model.max_length, "pooling": cfg.model.pooling, "normalize": True,
+            **({"onnx_quantize": cfg.model.onnx_quantize} if cfg.model.onnx_quantize else {}),
         },
     )
 

@@ -302,9 +302,20 @@ def round_history(ctx: CampaignContext, before: int) -> tuple[PastRound, ...]:
                 # recorded by the round's evaluate step (batch_errors); None for older rounds
                 batch_error=ev.get("batch_error"),
                 expected_error=ev.get("expected_error"),
+                class_coverage=ev.get("class_coverage"),
             )
         )
     return tuple(out)
+
+
+def class_coverage(ctx: CampaignContext) -> float | None:
+    """Share of the label set with at least one resolved label now (``PastRound.class_coverage``);
+    None outside classification or without a label set."""
+    labels = ctx.data.labels if ctx.config.task == "classification" else None
+    if not labels:
+        return None
+    seen = set(ctx.store.current_labels(ctx.name, overlap=ctx.config.oracle.policy()).values())
+    return len(seen.intersection(labels)) / len(labels)
 
 
 def batch_errors(ctx: CampaignContext, round_no: int) -> tuple[float | None, float | None]:

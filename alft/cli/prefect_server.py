@@ -15,6 +15,11 @@ through a launcher (``_LAUNCHER``) that ties the server to this process:
 Either way uvicorn shuts down on SIGTERM, and the watchdog exits hard 5 s later if it has not.
 The server's environment turns Prefect's telemetry off (``SERVER_ENV_DEFAULTS``) unless the
 user set those variables: alft runs on offline machines.
+
+Starting that server costs 10-30 s per command. ``reuse_local_server`` first looks for a
+Prefect server that is already up where ``prefect server start`` listens (``LOCAL_SERVER_URL``,
+or ``ALFT_PREFECT_LOCAL_URL``), of the same minor version, and points ``PREFECT_API_URL`` at
+it; ``ALFT_PREFECT_REUSE=0`` turns that off.
 """
 
 from __future__ import annotations
@@ -51,6 +56,69 @@ sys.argv = ["uvicorn", *sys.argv[3:]]
 import runpy
 runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 """
+
+#: where ``prefect server start`` listens unless told otherwise
+LOCAL_SERVER_URL = "http://127.0.0.1:4200/api"
+
+
+def local_server(url: str, timeout: float = 1.0) -> str | None:
+    """The Prefect server version answering at API ``url`` (``/health`` true within ``timeout``,
+    then ``/admin/version`` a string within 5 s: its first answer took 1.9 s on 2 cores), or None
+    when nothing, or something else, answers there. A closed port fails at once."""
+    import json
+    import urllib.request
+
+    base = url.rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout) as r:  # noqa: S310 (a local URL)
+            if r.status != 200 or json.loads(r.read() or b"null") is not True:
+                return None
+        with urllib.request.urlopen(f"{base}/admin/version", timeout=max(timeout, 5.0)) as r:  # noqa: S310
+            version = json.loads(r.read())
+    except (OSError, ValueError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def _profile_sets_api_url() -> bool:
+    """Whether the Prefect profiles file names an API URL (then the user chose a server)."""
+    from pathlib import Path
+
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser()
+    try:
+        return "PREFECT_API_URL" in (home / "profiles.toml").read_text()
+    except OSError:
+        return False
+
+
+def _prefect_imported() -> bool:
+    import sys
+
+    return "prefect" in sys.modules
+
+
+def reuse_local_server() -> tuple[str | None, str]:
+    """(URL, why): point ``PREFECT_API_URL`` at a local Prefect server that is already running,
+    so this command starts none. Call it before Prefect is imported (its settings are read
+    once). URL is None where nothing is reused; ``why`` says why, for the log."""
+    from importlib.metadata import version
+
+    if os.environ.get("PREFECT_API_URL"):
+        return None, "PREFECT_API_URL is set"
+    if os.environ.get("ALFT_PREFECT_REUSE", "1") == "0":
+        return None, "ALFT_PREFECT_REUSE=0"
+    if _prefect_imported() or _profile_sets_api_url():
+        return None, "Prefect's settings are already chosen"
+    url = os.environ.get("ALFT_PREFECT_LOCAL_URL", LOCAL_SERVER_URL)
+    found = local_server(url)
+    if found is None:
+        return None, f"no Prefect server at {url}"
+    mine = version("prefect")
+    if found.split(".")[:2] != mine.split(".")[:2]:
+        return None, f"the Prefect server at {url} runs {found}, this client {mine}"
+    os.environ["PREFECT_API_URL"] = url
+    return url, f"Prefect server {found} already running"
+
 
 _lock = threading.Lock()
 

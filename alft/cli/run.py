@@ -35,9 +35,17 @@ def run(
     """Run (or resume) a campaign until a stop rule holds, then print its summary."""
     _env_defaults(verbose)
     console = _console()
+    from alft.cli.prefect_server import reuse_local_server
+
+    reused, _why = reuse_local_server()  # before Prefect reads its settings
     _setup_logging(console, verbose)
     from alft.config import load_config
 
+    if reused:
+        console.print(
+            f"Prefect: using the server already running at {reused} (ALFT_PREFECT_REUSE=0 starts a temporary one)",
+            highlight=False, soft_wrap=True, style="dim",
+        )
     try:
         cfg = load_config(config, set_ or [])
         _preflight(cfg, console)

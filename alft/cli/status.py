@@ -144,8 +144,13 @@ def compare(
     ] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment of the comparison run")] = "alft/compare",
     no_mlflow: Annotated[bool, typer.Option("--no-mlflow", help="write the files only")] = False,
+    per_seed: Annotated[
+        bool, typer.Option("--per-seed", help="one row per campaign, even for repeats that differ only in seed")
+    ] = False,
 ) -> None:
-    """Compare campaigns: learning curves on one plot, AUC, final metric, labels saved versus a baseline."""
+    """Compare campaigns: learning curves on one plot, AUC, final metric, labels saved versus a baseline.
+
+    Campaigns that differ only in seed are averaged into one curve with a min-max band."""
     _env_defaults(False)
     console = _console()
     from alft.campaign import compare as cmp
@@ -159,8 +164,9 @@ def compare(
             curves.append(cmp.read_curve(st, name, metric, display))
             folders.append(_campaign_folder(st, cfg))
             cfgs.append(cfg)
-        result = cmp.compare_curves(curves, metric, baseline)
-        paths = cmp.write_outputs(curves, result, out)
+        result = cmp.compare_curves(curves, metric, baseline, seeds=not per_seed)
+        shown = curves if per_seed else cmp.group_seeds(curves)
+        paths = cmp.write_outputs(shown, result, out)
     except _user_errors() as exc:
         _fail(console, exc)
     from rich.console import Console
@@ -168,7 +174,7 @@ def compare(
 
     con = Console()
     head, cells = cmp.table_rows(result)
-    table = Table(title=f"{metric}: {len(curves)} campaigns", title_justify="left")
+    table = Table(title=f"{metric}: {len(curves)} campaigns", title_justify="left")  # seeds averaged per row
     for h in head:
         table.add_column(h)
     for row in cells:

@@ -53,6 +53,7 @@ from alft.config.target import TargetModelConfig
 from alft.config.trainers import (
     HeadTrainerConfig,
     LoraConfig,
+    SemiSupervisedConfig,
     SFTTrainerConfig,
     TrainerConfig,
     TransformerTrainerConfig,
@@ -68,6 +69,7 @@ __all__ = [
     "ModelConfig",
     "OracleConfig",
     "PlateauConfig",
+    "SemiSupervisedConfig",
     "SFTTrainerConfig",
     "StabilizingConfig",
     "StopConfig",

@@ -38,7 +38,7 @@ class CampaignConfig(Strict):
     workdir: str | None = Field(None, description="campaign folder (default: runs/<name>)")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
-    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="margin"))
+    strategy: StrategyConfig = Field(default_factory=lambda: StrategyConfig(name="two_stage"))
     task: Literal["classification", "generation"] = Field(
         "classification",
         description="classification: a label from the label set; generation: the expert writes the "

@@ -104,7 +104,25 @@ class ModelConfig(Strict):
         "(the eval split with the pool's mean, never its own), then L2-normalise again; for decoder "
         "embeddings, whose vectors are nearly all alike. Applied after the cache, which keeps the raw vectors",
     )
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="how the encoder embeds: onnx = ONNX Runtime on the encoder exported once (fused by "
+        "onnxruntime's transformer optimizer, cached in the alft cache by the model's digest; vectors equal "
+        "torch's within 1e-5; ~2.4x torch's speed on a 2-core CPU, benchmarks/embedding_throughput.py); torch = transformers in torch; auto = onnx when "
+        "onnxruntime is installed and the model is a BERT-like encoder that exports, else torch (a log "
+        "line names the choice). onnx without onnxruntime is an error",
+    )
+    onnx_quantize: Literal["int8"] | None = Field(
+        None,
+        description="int8 = embed with the ONNX graph's int8 dynamic quantisation (weights int8, cached "
+        "apart from the fp32 graph): faster on CPU, vectors differ slightly, so it is part of the embedding "
+        "cache key; needs the onnx backend (auto must resolve to onnx); null = fp32",
+    )
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads, and the ONNX Runtime session's intra-op threads (default: all cores)",
+    )
     blas_threads: int = Field(
         1,
         ge=1,
@@ -141,6 +159,12 @@ class ModelConfig(Strict):
         description="task_runner dask: scheduler address of a running cluster (tcp://host:8786); "
         "default: a LocalCluster of min(shards, cores) single-threaded worker processes for the run",
     )
+
+    @model_validator(mode="after")
+    def _quantize_needs_onnx(self) -> ModelConfig:
+        if self.onnx_quantize is not None and self.backend == "torch":
+            raise ValueError("model.onnx_quantize needs model.backend onnx or auto, not torch")
+        return self
 
     @field_validator("path")
     @classmethod

@@ -9,6 +9,28 @@ from pydantic import Field
 from alft.config.base import Strict
 
 
+class SemiSupervisedConfig(Strict):
+    """Label spreading over a k-nearest-neighbour graph of the pool's embeddings (Zhou et al.
+    2004): the unlabeled pool gets spread labels, which join the head's fit as weighted
+    pseudo-labels, faded out as the labels per class grow (README, "Semi-supervised head")."""
+
+    kind: Literal["label_spreading"] = "label_spreading"
+    k: int = Field(10, ge=1, le=200, description="neighbours per pool example in the graph")
+    alpha: float = Field(
+        0.9, gt=0, lt=1, description="how far labels travel: the share of each step taken from the neighbours"
+    )
+    iterations: int = Field(30, ge=1, le=1000, description="spreading steps (alpha^30 = 0.04 at 0.9)")
+    weight: float = Field(
+        0.3, gt=0, le=1, description="sample weight of a pseudo-label, times its spread confidence "
+        "(a human label weighs 1)"
+    )
+    fade_per_class: float | None = Field(
+        30.0, gt=0, description="the pseudo-labels' weight falls linearly with the labels per class "
+        "(labels / classes) and is 0 from this many on: spread labels help a label-starved head and "
+        "only blur one that has enough (null: constant weight)"
+    )
+
+
 class HeadTrainerConfig(Strict):
     """Multinomial logistic regression on frozen embeddings."""
 
@@ -21,6 +43,9 @@ class HeadTrainerConfig(Strict):
     )
     mc_dropout: float = Field(
         0.1, gt=0, lt=1, description="feature dropout rate of the MC samples (strategies such as bald)"
+    )
+    semi_supervised: SemiSupervisedConfig | None = Field(
+        None, description="also fit on the unlabeled pool's spread labels (null: labeled examples only)"
     )
 
 

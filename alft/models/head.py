@@ -111,12 +111,45 @@ class HeadTrainer:
         labels: list[str],
         seed: int,
         progress: Callable[[str], None] | None = None,
+        *,
+        pool: np.ndarray | None = None,
+        pool_rows: np.ndarray | None = None,
     ) -> HeadModel:
+        """``pool``: float[n, d] every pool embedding, and ``pool_rows``: the labeled examples'
+        row positions in it (same order as ``y``); both needed by ``semi_supervised``."""
         from sklearn.linear_model import LogisticRegression
 
         check_training_set(y, labels)
         if embeddings is None or embeddings.shape[0] != y.shape[0]:
             raise TrainerError("the head trainer needs one embedding per labeled example")
+        weights = None
+        ss = self.cfg.semi_supervised
+        w_pseudo = 0.0
+        if ss is not None:
+            from alft.models.spreading import pseudo_label_weight
+
+            if pool is None or pool_rows is None or pool_rows.shape != y.shape:
+                raise TrainerError(
+                    "trainer.head.semi_supervised needs the pool's embeddings and the labeled rows' positions in it"
+                )
+            w_pseudo = pseudo_label_weight(ss.weight, int(y.size), len(labels), ss.fade_per_class)
+            if progress is not None and w_pseudo == 0.0:
+                progress(f"label spreading faded out: {y.size} labels >= {ss.fade_per_class:g} per class")
+        if w_pseudo > 0.0:
+            from alft.models.spreading import pseudo_labels
+
+            rows, py, conf = pseudo_labels(
+                np.asarray(pool, dtype=np.float32), pool_rows, y, len(labels),
+                k=ss.k, alpha=ss.alpha, iterations=ss.iterations, seed=seed,
+            )
+            if progress is not None:
+                progress(
+                    f"label spreading: {rows.size} pseudo-labels, weight {w_pseudo:.3f} × confidence "
+                    f"(mean {conf.mean() if conf.size else 0:.2f})"
+                )
+            embeddings = np.vstack([embeddings, pool[rows]])  # [m + u, d]
+            weights = np.concatenate([np.ones(y.size), w_pseudo * conf])
+            y = np.concatenate([y, py])
         classes = np.unique(y)
         if classes.size == 1:
             d = embeddings.shape[1]
@@ -136,7 +169,7 @@ class HeadTrainer:
             # classes outnumber half the samples; both are expected in round 0
             warnings.simplefilter("ignore", ConvergenceWarning)
             warnings.filterwarnings("ignore", message="The number of unique classes")
-            clf.fit(embeddings.astype(np.float64), y)
+            clf.fit(embeddings.astype(np.float64), y, sample_weight=weights)
         coef, intercept = clf.coef_, clf.intercept_
         if classes.size == 2:  # sklearn keeps one row for binary problems; make it softmax-shaped
             coef = np.vstack([-coef[0] / 2, coef[0] / 2])

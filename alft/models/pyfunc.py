@@ -96,18 +96,24 @@ def _encoder(enc: dict[str, Any]):
         max_length=int(enc["max_length"]),
         batch_size=int(enc.get("batch_size", 256)),
         pooling=str(enc.get("pooling", "mean")),  # models logged before model.pooling: mean
+        # the campaign's int8 graph when it embedded with one (fp32 vectors are backend-independent)
+        quantize=enc.get("onnx_quantize"),
     )
     return Encoder(path, options)
 
 
 def encoder_config(
-    path: str, resolved: str, max_length: int, batch_size: int, pooling: str = "mean", center=None
+    path: str, resolved: str, max_length: int, batch_size: int, pooling: str = "mean", center=None,
+    onnx_quantize: str | None = None,
 ) -> dict[str, Any]:
     """What a head model's MLflow model needs to embed texts as the campaign did.
 
-    ``center``: the pool's mean vector (``[d]``) when the campaign centred its features.
+    ``center``: the pool's mean vector (``[d]``) when the campaign centred its features;
+    ``onnx_quantize``: ``model.onnx_quantize`` when the campaign embedded with an int8 graph.
     """
     out = {"path": path, "resolved": resolved, "max_length": max_length, "batch_size": batch_size, "pooling": pooling}
+    if onnx_quantize is not None:
+        out["onnx_quantize"] = onnx_quantize
     if center is not None:
         out["center"] = [float(v) for v in center]
     return out

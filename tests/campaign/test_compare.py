@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -17,6 +18,9 @@ from alft.campaign.compare import (
     compare_curves,
     label_saving,
     labels_to_reach,
+    mean_curve,
+    repeat_key,
+    table_rows,
 )
 from alft.errors import AlftError
 
@@ -78,19 +82,86 @@ def test_compare_curves_against_the_random_baseline():
         compare_curves([rand, marg], baseline="x")
 
 
+def _seed(name: str, strategy: str, key: str, seed: int, values) -> Curve:
+    return Curve(name, strategy, (20, 40, 60), tuple(values), {"repeat_key": key, "seed": seed})
+
+
+def test_repeats_that_differ_only_in_seed_become_one_mean_curve_with_its_spread():
+    r0, r1 = _seed("lc-r-s0", "random", "R", 0, (0.5, 0.6, 0.7)), _seed("lc-r-s1", "random", "R", 1, (0.5, 0.62, 0.66))
+    m0, m1 = _seed("lc-m-s0", "margin", "M", 0, (0.55, 0.75, 0.8)), _seed("lc-m-s1", "margin", "M", 1, (0.6, 0.7, 0.74))
+    res = compare_curves([r0, m0, r1, m1])
+    rows = {r["campaign"]: r for r in res["rows"]}
+    assert list(rows) == ["lc-r (2 seeds)", "lc-m (2 seeds)"]
+    assert res["groups"] == {"lc-r (2 seeds)": ["lc-r-s0", "lc-r-s1"], "lc-m (2 seeds)": ["lc-m-s0", "lc-m-s1"]}
+    # the baseline is the random mean (0.5, 0.61, 0.68): its final 0.68 first reached at 60
+    assert res["baseline"]["target"] == pytest.approx(0.68) and res["baseline"]["labels_needed"] == pytest.approx(60)
+    m = rows["lc-m (2 seeds)"]
+    assert m["seeds_n"] == 2 and m["seeds"] == [0, 1]
+    # margin's mean (0.575, 0.725, 0.77) reaches 0.68 at 20 + 0.105 / 0.15 * 20 = 34
+    assert m["labels_to_baseline_final"] == pytest.approx(34) and m["saving_vs_baseline"] == pytest.approx(1 - 34 / 60)
+    # per seed pair: m0 reaches r0's 0.7 at 35, r1's 0.66 at 31; m1 at 40 and 32; both baselines need 60
+    assert m["saving_range"] == [pytest.approx(1 - 40 / 60), pytest.approx(1 - 31 / 60)]
+    assert m["saving_pairs_unreached"] == 0
+    # member AUCs over 20-60: 0.7125 and 0.685; the random seeds' are both 0.6
+    assert m["auc"] == pytest.approx((0.7125 + 0.685) / 2) and m["auc_sd"] == pytest.approx(0.0275 / math.sqrt(2))
+    assert rows["lc-r (2 seeds)"]["auc_sd"] == pytest.approx(0.0, abs=1e-12)
+    assert m["final_accuracy"] == pytest.approx(0.77) and m["final_accuracy_sd"] == pytest.approx(0.06 / math.sqrt(2))
+    assert m["band"] == {"min": [0.55, 0.7, 0.74], "max": [0.6, 0.75, 0.8]}
+    assert not any("not distinguishable" in n for n in res["notes"])
+    head, cells = table_rows(res)
+    assert head[2] == "seeds" and head[-1] == "saving over seed pairs"
+    assert cells[1][2] == "2" and cells[1][-1] == "+33% to +48%" and " ± 0.0424" in cells[1][5]
+    # per seed, as before
+    assert len(compare_curves([r0, m0, r1, m1], seeds=False, baseline="lc-r-s0")["rows"]) == 4
+    # the baseline may be named by one of its seeds
+    assert compare_curves([r0, m0, r1, m1], baseline="lc-r-s1")["baseline"]["campaign"] == "lc-r (2 seeds)"
+
+
+def test_a_saving_that_some_seed_pairs_never_reach_is_called_indistinguishable():
+    r0, r1 = _seed("r-0", "random", "R", 0, (0.5, 0.6, 0.7)), _seed("r-1", "random", "R", 1, (0.5, 0.62, 0.66))
+    x0, x1 = _seed("x-0", "entropy", "X", 0, (0.5, 0.6, 0.71)), _seed("x-1", "entropy", "X", 1, (0.5, 0.6, 0.65))
+    res = compare_curves([r0, r1, x0, x1])
+    x = res["rows"][1]
+    # x0 reaches 0.7 at 40 + 0.1 / 0.11 * 20 and 0.66 at 40 + 0.06 / 0.11 * 20; x1 reaches neither
+    assert x["saving_range"] == [pytest.approx(1 - (40 + 20 / 1.1) / 60), pytest.approx(1 - (40 + 1.2 / 0.11) / 60)]
+    assert x["saving_pairs_unreached"] == 2
+    assert any("2 of 4 pairs never reach it" in n and "not distinguishable" in n for n in res["notes"])
+
+
+def test_the_mean_curve_uses_every_seeds_points_inside_the_range_all_cover():
+    a = Curve("a", "m", (20, 40, 60), (0.2, 0.4, 0.6))
+    b = Curve("b", "m", (20, 30, 50), (0.3, 0.4, 0.5))
+    xs, ys = mean_curve([a, b])
+    assert xs == [20, 30, 40, 50]
+    np.testing.assert_allclose(ys, [[0.2, 0.3, 0.4, 0.5], [0.3, 0.4, 0.45, 0.5]])
+    with pytest.raises(AlftError, match="seeds of one configuration do not overlap"):
+        mean_curve([a, Curve("c", "m", (70, 80), (0.1, 0.2))])
+
+
+def test_repeat_key_ignores_only_what_does_not_change_the_measurement():
+    cfg = {"name": "a", "seed": 0, "workdir": "x", "store": {}, "tracking": {}, "strategy": {"name": "margin"}}
+    assert repeat_key(cfg) == repeat_key({**cfg, "name": "b", "seed": 7, "workdir": "y", "tracking": {"uri": "z"}})
+    assert repeat_key(cfg) != repeat_key({**cfg, "strategy": {"name": "entropy"}})
+
+
 # --------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def two_campaigns(tmp_path_factory, banking_subset, tiny_model):
-    """random (80 labels) and margin with a 0.25 control arm (100 labels), run without Prefect."""
+    """random (80 labels) and margin with a 0.25 control arm (100 labels), run without Prefect;
+    and a second seed of the random one (``cmp-random-s4``)."""
     from alft.config import load_config
     from benchmarks.plain import run_plain
     from tests.conftest import campaign_yaml
 
     out = {}
-    for name, strategy, budget in (("cmp-random", {"name": "random"}, 80), ("cmp-margin", {"name": "margin", "control_share": 0.25}, 100)):
+    for name, strategy, budget, seed in (
+        ("cmp-random", {"name": "random"}, 80, 3),
+        ("cmp-margin", {"name": "margin", "control_share": 0.25}, 100, 3),
+        ("cmp-random-s4", {"name": "random"}, 80, 4),
+    ):
         tmp = tmp_path_factory.mktemp(name)
         path = campaign_yaml(
-            tmp, banking_subset, tiny_model, name=name, strategy=strategy, budget=budget,
+            tmp, banking_subset, tiny_model, name=name, strategy=strategy, budget=budget, seed=seed,
             tracking={"log_models": False},
         )
         cfg = load_config(path)
@@ -194,6 +265,31 @@ def test_compare_cli_end_to_end(two_campaigns, tmp_path):
     }
     assert run.data.metrics["auc.cmp-margin"] == pytest.approx(rows["cmp-margin"]["auc"])
     assert not math.isnan(run.data.metrics["final_accuracy.cmp-random"])
+
+
+def test_compare_cli_averages_the_seeds_of_one_configuration(two_campaigns, tmp_path):
+    from alft.cli import app
+    from alft.store.campaign_store import CampaignStore
+
+    (r3, c3), (r4, c4), (mp, _) = (two_campaigns[n] for n in ("cmp-random", "cmp-random-s4", "cmp-margin"))
+    out = tmp_path / "seeds.png"
+    res = CliRunner().invoke(app, ["compare", str(r3), str(mp), str(r4), "--out", str(out), "--no-mlflow"])
+    assert res.exit_code == 0, res.output
+    table = json.loads(out.with_suffix(".json").read_text())
+    assert [r["campaign"] for r in table["rows"]] == ["cmp-random (2 seeds)", "cmp-margin"]
+    assert table["groups"] == {"cmp-random (2 seeds)": ["cmp-random", "cmp-random-s4"]}
+    acc = [[p.metrics["accuracy"] for p in CampaignStore(c.store_url()).history(c.name)] for c in (c3, c4)]
+    row = table["rows"][0]
+    assert row["seeds"] == [3, 4] and row["final_accuracy"] == pytest.approx((acc[0][-1] + acc[1][-1]) / 2)
+    assert row["band"]["min"] == pytest.approx([min(a, b) for a, b in zip(*acc, strict=True)])
+    assert table["baseline"]["campaign"] == "cmp-random (2 seeds)"
+    assert "saving_range" in table["rows"][1] and "saving over seed pairs" in out.with_suffix(".md").read_text()
+    res = CliRunner().invoke(app, ["compare", str(r3), str(r4), str(mp), "--out", str(out), "--no-mlflow",
+                                   "--per-seed", "--baseline", "cmp-random"])
+    assert res.exit_code == 0, res.output
+    assert [r["campaign"] for r in json.loads(out.with_suffix(".json").read_text())["rows"]] == [
+        "cmp-random", "cmp-random-s4", "cmp-margin"
+    ]
 
 
 def test_compare_cli_bad_input(two_campaigns, tmp_path):

@@ -110,3 +110,29 @@ def test_dedup_gate_is_applied_from_config(tmp_path, banking_subset, tiny_model)
         assert int((near_labeled | near_earlier).sum()) <= info["dedup_filled"], f"round {r}"
         dropped += info["dedup_dropped_labeled"] + info["dedup_dropped_in_batch"]
     assert dropped > 0  # the gate had something to do on this pool
+
+
+def test_the_schedule_switches_when_the_labels_cover_the_classes(tmp_path, banking_subset, tiny_model):
+    labels = json.loads(banking_subset["labels"].read_text())
+    cfg, store, ctx = _run(
+        tmp_path, banking_subset, tiny_model, "schedule-run",
+        {"name": "schedule", "options": {"switch_coverage": 1.0}}, initial_size=5, batch_size=25,
+    )
+    hist = round_history(ctx, 4)
+    # each round's coverage, by hand: the classes among the gold labels of every batch so far
+    gold = store.current_labels(cfg.name)
+    seen: set[str] = set()
+    for h in hist:
+        seen |= {gold[s["example_id"]] for s in store.selections(cfg.name, h.round)}
+        assert h.class_coverage == pytest.approx(len(seen & set(labels)) / len(labels)), h.round
+        assert store.metrics(cfg.name)[h.round]["class_coverage"] == h.class_coverage  # an MLflow metric too
+    # the phase of round r follows round r-1's coverage, and says why
+    for h in hist[1:]:
+        info = store.step_result(cfg.name, h.round, "select")["info"]
+        before = hist[h.round - 1].class_coverage
+        assert info["phase"] == ("late" if before >= 1.0 else "early"), (h.round, before, info)
+        assert f"class coverage {before:.3f}" in info["reason"]
+        assert info["arm"] == ("margin" if before >= 1.0 else "kmeans")
+    # 5 labels cannot cover 8 classes, so both phases happen
+    phases = [store.step_result(cfg.name, h.round, "select")["info"]["phase"] for h in hist[1:]]
+    assert phases[0] == "early" and "late" in phases, phases

@@ -80,7 +80,9 @@ def _start_run(tmp_path: Path, files, model, **env_over) -> tuple[subprocess.Pop
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "COLUMNS"))}
     for key in ("DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED"):  # what alft sets unless the user did
         env.pop(key, None)
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), **env_over)
+    # these tests are about the temporary server: never reuse one found on the machine
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), ALFT_PREFECT_REUSE="0")
+    env.update(env_over)
     log = tmp_path / "run.log"
     with open(log, "wb") as fh:
         run = subprocess.Popen([sys.executable, "-m", "alft.cli", "run", str(cfg)], cwd=REPO, env=env,
@@ -177,3 +179,104 @@ def test_the_users_telemetry_choice_wins(tmp_path):
             time.sleep(0.02)
         if _alive(server, started):
             os.kill(server, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- reuse
+def test_alft_run_reuses_a_prefect_server_that_is_already_running(tmp_path, banking_subset, tiny_model, prefect_server):
+    import httpx
+
+    run, log = _start_run(tmp_path, banking_subset, tiny_model, ALFT_PREFECT_REUSE="1", ALFT_PREFECT_LOCAL_URL=prefect_server)
+    try:
+        assert run.wait(600) == 0, log.read_text()
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait(30)
+    out = log.read_text()
+    assert f"using the server already running at {prefect_server}" in out, out
+    # the campaign's flow run is in that server, and completed
+    runs = httpx.post(f"{prefect_server}/flow_runs/filter", json={"limit": 200}, timeout=30).json()
+    mine = [r for r in runs if (r.get("parameters") or {}).get("config", {}).get("name") == "test-campaign"
+            and r["state_type"] == "COMPLETED"]
+    assert mine, [(r["name"], r["state_type"]) for r in runs]
+
+
+class _FakeApi:
+    """A local HTTP server answering /api/health and /api/admin/version like Prefect would."""
+
+    def __init__(self, version: str, healthy: bool = True):
+        import http.server
+        import json
+        import threading
+
+        body = {"/api/health": json.dumps(healthy), "/api/admin/version": json.dumps(version)}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                data = body.get(self.path)
+                self.send_response(200 if data else 404)
+                self.end_headers()
+                self.wfile.write((data or "").encode())
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/api"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def reuse_env(monkeypatch, tmp_path):
+    from alft.cli import prefect_server as ps
+
+    for key in ("PREFECT_API_URL", "ALFT_PREFECT_REUSE", "ALFT_PREFECT_LOCAL_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(ps, "_prefect_imported", lambda: False)  # as in a fresh `alft run` process
+    return ps
+
+
+def test_reuse_takes_a_server_of_the_same_minor_version_only(reuse_env, monkeypatch):
+    import os
+    from importlib.metadata import version
+
+    mine = version("prefect")
+    same, other = _FakeApi(mine), _FakeApi("2.20.0")
+    try:
+        monkeypatch.setenv("ALFT_PREFECT_LOCAL_URL", other.url)
+        assert reuse_env.reuse_local_server() == (None, f"the Prefect server at {other.url} runs 2.20.0, this client {mine}")
+        assert "PREFECT_API_URL" not in os.environ
+        monkeypatch.setenv("ALFT_PREFECT_LOCAL_URL", same.url)
+        assert reuse_env.reuse_local_server() == (same.url, f"Prefect server {mine} already running")
+        assert os.environ["PREFECT_API_URL"] == same.url
+        # set now: nothing more to decide
+        assert reuse_env.reuse_local_server() == (None, "PREFECT_API_URL is set")
+    finally:
+        same.close()
+        other.close()
+
+
+def test_reuse_is_off_when_asked_when_nothing_answers_or_when_a_profile_names_a_server(reuse_env, monkeypatch, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+    monkeypatch.setenv("ALFT_PREFECT_LOCAL_URL", closed)
+    assert reuse_env.reuse_local_server() == (None, f"no Prefect server at {closed}")
+    unhealthy = _FakeApi("3.9.1", healthy=False)
+    try:
+        assert reuse_env.local_server(unhealthy.url) is None
+    finally:
+        unhealthy.close()
+    monkeypatch.setenv("ALFT_PREFECT_REUSE", "0")
+    assert reuse_env.reuse_local_server() == (None, "ALFT_PREFECT_REUSE=0")
+    monkeypatch.delenv("ALFT_PREFECT_REUSE")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "profiles.toml").write_text('[profiles.work]\nPREFECT_API_URL = "http://server:4200/api"\n')
+    assert reuse_env.reuse_local_server() == (None, "Prefect's settings are already chosen")

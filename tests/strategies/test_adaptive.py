@@ -39,6 +39,27 @@ def test_schedule_phase_needs_every_condition():
     assert schedule_phase(low, 150, switch_labels=100, switch_agreement=0.9)[0] == "early"
 
 
+def test_schedule_phase_by_class_coverage():
+    h = (PastRound(round=0, n_labels=100, class_coverage=0.74), PastRound(round=1, n_labels=200, class_coverage=0.95))
+    assert schedule_phase(h[:1], 100, switch_labels=None, switch_agreement=None, switch_coverage=0.95) == (
+        "early", "class coverage 0.740 < 0.95")
+    assert schedule_phase(h, 200, switch_labels=None, switch_agreement=None, switch_coverage=0.95) == (
+        "late", "class coverage 0.950 >= 0.95")
+    phase, reason = schedule_phase((), 10_000, switch_labels=None, switch_agreement=None, switch_coverage=0.5)
+    assert phase == "early" and reason == "class coverage not measured yet"
+
+
+def test_the_default_schedule_switches_on_class_coverage_not_a_label_count():
+    base = make_inputs(n_pool=80, n_labeled=10)
+    s = get_strategy("schedule")
+    low = (PastRound(round=0, n_labels=10, class_coverage=0.5),)
+    full = (PastRound(round=0, n_labels=10, class_coverage=1.0),)
+    q_low = s.query(dataclasses.replace(base, history=low), 8, np.random.default_rng(0))
+    q_full = s.query(dataclasses.replace(base, history=full), 8, np.random.default_rng(0))
+    assert (q_low.info["phase"], q_low.info["arm"]) == ("early", "kmeans")
+    assert (q_full.info["phase"], q_full.info["arm"]) == ("late", "margin")  # 10 labels: no count needed
+
+
 def test_schedule_phase_without_agreement_is_immature():
     phase, reason = schedule_phase((), 10_000, switch_labels=None, switch_agreement=0.5)
     assert phase == "early" and "no agreement" in reason
@@ -46,7 +67,9 @@ def test_schedule_phase_without_agreement_is_immature():
 
 def test_schedule_switches_from_diversity_to_uncertainty():
     base = make_inputs(n_pool=80, n_labeled=10)
-    s = get_strategy("schedule", early="kmeans", late="margin", switch_labels=None, switch_agreement=0.9)
+    s = get_strategy(
+        "schedule", early="kmeans", late="margin", switch_coverage=None, switch_labels=None, switch_agreement=0.9
+    )
     early_in = dataclasses.replace(base, history=rounds(0.5, 0.6, agreements=[None, 0.5]))
     late_in = dataclasses.replace(base, history=rounds(0.5, 0.6, agreements=[None, 0.95]))
     rng = lambda: np.random.default_rng(3)  # noqa: E731
@@ -61,7 +84,7 @@ def test_schedule_switches_from_diversity_to_uncertainty():
 def test_schedule_blends_shares_without_overlap():
     base = make_inputs(n_pool=80, n_labeled=10)
     s = get_strategy(
-        "schedule", early="kmeans", late="margin", switch_labels=1000, switch_agreement=None, early_share=0.25
+        "schedule", early="kmeans", late="margin", switch_coverage=None, switch_labels=1000, early_share=0.25
     )
     q = s.query(base, 8, np.random.default_rng(0))
     assert (q.info["k_early"], q.info["k_late"]) == (2, 6)
@@ -75,7 +98,8 @@ def test_schedule_blends_shares_without_overlap():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"switch_labels": None, "switch_agreement": None}, "needs a switch rule"),
+        ({"switch_coverage": None}, "needs a switch rule"),
+        ({"switch_coverage": 0.0}, r"switch_coverage must be in \(0, 1\]"),
         ({"switch_agreement": 1.5}, r"switch_agreement must be in \(0, 1\]"),
         ({"early_share": -0.1}, r"early_share must be in \[0, 1\]"),
         ({"early": "bandit"}, "cannot be another adaptive strategy"),
