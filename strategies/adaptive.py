@@ -74,6 +74,19 @@ def _rows_of(inputs: QueryInputs, pool_ids: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- schedule
+def _meets(threshold: float | None, value: float | None, name: str, unmeasured: str, tol: float, reasons: list) -> bool:
+    """Whether a measured maturity signal reaches ``threshold`` (True when not configured; False
+    while unmeasured), appending the reason."""
+    if threshold is None:
+        return True
+    if value is None:
+        reasons.append(unmeasured)
+        return False
+    ok = value >= threshold - tol
+    reasons.append(f"{name} {value:.3f} {'>=' if ok else '<'} {threshold:g}")
+    return ok
+
+
 def schedule_phase(
     history: Sequence[PastRound],
     n_labeled: int,
@@ -87,32 +100,16 @@ def schedule_phase(
     ``n_labeled`` counts labeled and already-selected pool ids. Coverage and agreement come
     from the newest finished round; where one is not known yet the model counts as immature.
     """
-    reasons = []
-    mature = True
-    if switch_coverage is not None:
-        coverage = history[-1].class_coverage if history else None
-        if coverage is None:
-            mature = False
-            reasons.append("class coverage not measured yet")
-        else:
-            ok = coverage >= switch_coverage - 1e-12
-            mature &= ok
-            reasons.append(f"class coverage {coverage:.3f} {'>=' if ok else '<'} {switch_coverage:g}")
+    last = history[-1] if history else None
+    reasons: list[str] = []
+    mature = _meets(switch_coverage, last and last.class_coverage, "class coverage",
+                    "class coverage not measured yet", 1e-12, reasons)
     if switch_labels is not None:
         ok = n_labeled >= switch_labels
         mature &= ok
         reasons.append(f"{n_labeled} labels {'>=' if ok else '<'} {switch_labels}")
-    if switch_agreement is not None:
-        agreement = history[-1].agreement if history else None
-        if agreement is None:
-            mature = False
-            reasons.append("no agreement between rounds measured yet")
-        else:
-            ok = agreement >= switch_agreement
-            mature &= ok
-            reasons.append(
-                f"agreement {agreement:.3f} {'>=' if ok else '<'} {switch_agreement}"
-            )
+    mature &= _meets(switch_agreement, last and last.agreement, "agreement",
+                     "no agreement between rounds measured yet", 0.0, reasons)
     return ("late" if mature else "early"), "; ".join(reasons)
 
 

@@ -203,11 +203,9 @@ def compare_curves(
     if empty:
         raise AlftError(f"campaign {', '.join(empty)} has no evaluated round with metric '{metric}'")
     if seeds:
-        if baseline is not None:  # the baseline may be named by any of its seeds
-            for c in group_seeds(curves):
-                if baseline in c.facts.get("campaigns", ()):
-                    baseline = c.name
         curves = group_seeds(curves)
+        if baseline is not None:  # the baseline may be named by any of its seeds
+            baseline = next((c.name for c in curves if baseline in c.facts.get("campaigns", ())), baseline)
     base = pick_baseline(curves, baseline)
     rng = common_range(curves)
     notes: list[str] = []

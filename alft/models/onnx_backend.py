@@ -12,7 +12,7 @@ Cache layout, ``<cache root>/onnx/<model digest>-<exporter stamp>/``::
     model.onnx         the optimised fp32 graph
     model.int8.onnx    its int8 dynamic quantisation (model.onnx_quantize: int8), on demand
     <graph>.json       {"blake2b", "size", ...}: written after the graph; the commit point
-    lock               flock target: one process builds, the others wait and reuse
+    lock               flock target (alft.fsutil.folder_lock): one process builds, the others wait and reuse
 
 Both files are written to a temporary name and renamed into place (``alft.fsutil``), so a
 killed export never leaves a graph under the final name; a graph whose sidecar is missing
@@ -21,21 +21,18 @@ or whose bytes do not match it (truncated, corrupted) is rebuilt.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import inspect
 import json
 import logging
 import os
 import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from alft.errors import ModelError
-from alft.fsutil import atomic_write, atomic_write_text
+from alft.fsutil import atomic_write, atomic_write_text, file_digest, folder_lock
 
 log = logging.getLogger("alft")
 
@@ -87,14 +84,6 @@ def graph_dir(cache_root: Path, digest: str) -> Path:
     return Path(cache_root) / "onnx" / f"{digest}-{_stamp()}"
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sidecar(graph: Path) -> Path:
     return graph.with_name(graph.name + ".json")
 
@@ -106,7 +95,7 @@ def is_valid(graph: Path) -> bool:
         meta = json.loads(side.read_text(encoding="utf-8"))
         if graph.stat().st_size != meta["size"]:
             return False
-        return _file_digest(graph) == meta["blake2b"]
+        return file_digest(graph, "blake2b") == meta["blake2b"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -115,19 +104,8 @@ def _commit(built: Path, graph: Path, describe: dict) -> None:
     """Move ``built`` to ``graph`` atomically, then write its sidecar (the commit point)."""
     _sidecar(graph).unlink(missing_ok=True)  # a stale sidecar must never vouch for a new graph
     atomic_write(graph, lambda tmp: os.replace(built, tmp))
-    meta = {"size": graph.stat().st_size, "blake2b": _file_digest(graph), **describe}
+    meta = {"size": graph.stat().st_size, "blake2b": file_digest(graph, "blake2b"), **describe}
     atomic_write_text(_sidecar(graph), json.dumps(meta, indent=2) + "\n")
-
-
-@contextmanager
-def _locked(folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _input_names(model) -> list[str]:
@@ -229,7 +207,7 @@ def build_graph(model, cache_root: Path, digest: str, quantize: str | None = Non
     target = fp32 if quantize is None else folder / f"model.{quantize}.onnx"
     if is_valid(target):
         return target
-    with _locked(folder):
+    with folder_lock(folder):
         if not is_valid(fp32):
             with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as tmp:
                 raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"

@@ -27,7 +27,6 @@ killed or concurrent conversion never leaves a half-written folder behind a vali
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib
 import io
@@ -37,8 +36,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stderr
+from collections.abc import Callable
+from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from alft import progress
 from alft.config.campaign import default_cache_dir
 from alft.config.sections import PACKAGED_MODELS
 from alft.errors import ModelError
-from alft.fsutil import atomic_write_text
+from alft.fsutil import atomic_write_text, file_digest, folder_lock
 
 META = "alft_gguf.json"
 
@@ -169,21 +168,7 @@ def source_for(path: str, registry: dict[str, PackagedLLM] | None = None) -> Sou
 # --------------------------------------------------------------------------- the cache
 def sha256_file(path: Path) -> str:
     """Streamed sha256 of a file (8 MiB blocks: never the whole file in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    with open(root / "lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return file_digest(path, "sha256")
 
 
 def _complete(folder: Path) -> bool:
@@ -222,7 +207,7 @@ def resolve_gguf(path: str, cache_dir: Path | None = None, *, registry: dict[str
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ModelError(f"model cache {root}: cannot create ({exc.strerror})") from None
-    with _locked(root):
+    with folder_lock(root):
         hit = _lookup(root, source.stamp)  # another process may have converted it meanwhile
         if hit is not None:
             return str(hit)
