@@ -9,6 +9,9 @@
 * ``classifier`` / ``classifier_mixed``: the same two with ``oracle.prelabel: model``: the
   proposal is the campaign's own classifier's label (the head trained on the labels so far;
   no LLM, nothing proposed in round 0), to tell what the LLM adds over the proxy it feeds.
+* ``pooled`` / ``pooled_mixed``: the same two with ``oracle.prelabel: pooled``: a mixture of
+  the classifier's and the LLM's probabilities, the LLM's share fitted on the expert's earlier
+  labels (round 0: the LLM's, zero-shot).
 
 The expert is the gold column (``oracle.human: simulated``), so every mode ends with the same
 number of labels; what differs is what people had to do. Time model, per human label, after
@@ -16,10 +19,10 @@ what the labeling page shows (``alft/human/page``):
 
 * a pre-selected proposal kept with Enter (confidence >= ``oracle.preselect_min_confidence``):
   ``ACCEPT_S`` = 1 s;
-* with ``prelabel: model`` the page lists the labels the classifier gives >= 5 % first, most
-  likely first, the first nine with the digit that picks them: a label at rank ``r`` there
-  costs reading down to it and two keys, ``ACCEPT_S + READ_S * r`` (``READ_S`` = 0.5 s per
-  label read), never more than a full choice;
+* the page lists the labels the proposal's probabilities give >= 5 % first (the server sends
+  the top ``LIST_SIZE``), most likely first, the first nine with the digit that picks them:
+  a label at rank ``r`` there costs reading down to it and two keys, ``ACCEPT_S + READ_S * r``
+  (``READ_S`` = 0.5 s per label read), never more than a full choice;
 * any other label is a full choice among C labels, ``2 + 4 * ln(C / 2) / ln(77 / 2)`` seconds
   (2 s for a binary label, 6 s for BANKING77's 77 intents), plus ``READ_S`` for each proposal
   or ranked label the page showed and the expert read and passed over (a wrong suggestion is
@@ -35,7 +38,7 @@ Campaigns run with ``benchmarks.plain.run_plain`` (the step functions without Pr
 MLflow) on a pool subset (``--pool``) with the packaged all-MiniLM-L6-v2 encoder, the head
 trainer and margin sampling; the LLM is the packaged SmolLM2-135M-Instruct. Results go to
 ``benchmarks/results/llm_effort.json`` (a list of rows). A row's ``mode`` is how people label
-(``none | prelabel | mixed``) and ``prelabeler`` who proposes (``llm | classifier``, None
+(``none | prelabel | mixed``) and ``prelabeler`` who proposes (``llm | classifier | llm+classifier``, None
 without proposals): ``--modes classifier`` writes ``mode: prelabel, prelabeler: classifier``.
 
     .venv/bin/python benchmarks/llm_effort.py [--datasets banking77,sms_spam] [--seeds 0]
@@ -67,7 +70,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 #: names are read as they are.
 DESCRIPTIONS = {"sms_spam": SMS_DESCRIPTIONS}
 WORK = ROOT / "benchmarks" / ".work" / "llm_effort"
-MODES = ("none", "prelabel", "mixed", "classifier", "classifier_mixed")
+MODES = ("none", "prelabel", "mixed", "classifier", "classifier_mixed", "pooled", "pooled_mixed")
 # What a row records: ``mode`` is how people label (none | prelabel | mixed, the issue's table) and
 # ``prelabeler`` who proposes (llm | classifier; None without proposals).
 ROW_MODE = {
@@ -76,11 +79,14 @@ ROW_MODE = {
     "mixed": ("mixed", "llm"),
     "classifier": ("prelabel", "classifier"),
     "classifier_mixed": ("mixed", "classifier"),
+    "pooled": ("prelabel", "llm+classifier"),
+    "pooled_mixed": ("mixed", "llm+classifier"),
 }
+#: the modes whose proposals come (partly) from the LLM
+LLM_MODES = ("prelabel", "mixed", "pooled", "pooled_mixed")
 ACCEPT_S = 1.0
 READ_S = 0.5
 RANKED_KEYS = 9  # digits 1-9 pick the first nine listed labels (page.js)
-RANK_MIN_P = 0.05  # the page ranks labels at 5 % or more only (page.js suggestionProb)
 
 
 def choose_seconds(n_labels: int) -> float:
@@ -126,15 +132,20 @@ def effort(
 
 
 def page_ranking(probs: np.ndarray, labels: list[str]) -> list[str]:
-    """The labels the page lists first for one example, best first: those at >= ``RANK_MIN_P``
-    (``probs``: float[C], one row of the round's ``probs.npy``; ties by label-set order)."""
-    order = np.argsort(-probs, kind="stable")  # [C]
-    return [labels[int(c)] for c in order if probs[c] >= RANK_MIN_P]
+    """The labels the page lists first for one example, best first: of the ``LIST_SIZE`` the
+    server sends, those at >= ``LIST_MIN_P`` (``probs``: float[C]; ties by label-set order)."""
+    from alft.campaign.prelabel import LIST_MIN_P, LIST_SIZE
+
+    order = np.argsort(-probs, kind="stable")[:LIST_SIZE]  # [S]
+    return [labels[int(c)] for c in order if probs[c] >= LIST_MIN_P]
 
 
-def page_rankings(workdir: Path, events: list[dict[str, Any]], pool_ids: dict[str, int], labels: list[str]) -> dict[str, list[str]]:
-    """example id -> ``page_ranking`` from the round's own ``probs.npy`` (candidate rows), for each
-    labeled example of a round that has one (round 0 has no classifier yet)."""
+def page_rankings(
+    workdir: Path, events: list[dict[str, Any]], pool_ids: dict[str, int], labels: list[str], own: bool = False
+) -> dict[str, list[str]]:
+    """example id -> ``page_ranking`` for each labeled example of a round with probabilities:
+    the score step's ``probs.npy`` (candidate rows; ``prelabel: model``, none in round 0), or
+    with ``own`` the proposals' ``proposal_probs.npz`` (``prelabel: llm | pooled``), as the page reads."""
     out: dict[str, list[str]] = {}
     cache: dict[int, tuple[dict[int, int], np.ndarray] | None] = {}
     for e in events:
@@ -142,7 +153,11 @@ def page_rankings(workdir: Path, events: list[dict[str, Any]], pool_ids: dict[st
         if r not in cache:
             d = workdir / "rounds" / f"{r:03d}"
             try:
-                probs, cand = np.load(d / "probs.npy"), np.load(d / "candidates.npy")  # [n_cand, C], [n_cand]
+                if own:
+                    with np.load(d / "proposal_probs.npz") as z:
+                        probs, cand = z["probs"], z["pool_ids"]  # [k, C], [k]
+                else:
+                    probs, cand = np.load(d / "probs.npy"), np.load(d / "candidates.npy")  # [n_cand, C], [n_cand]
                 cache[r] = ({int(p): i for i, p in enumerate(cand.tolist())}, probs)
             except OSError:
                 cache[r] = None
@@ -180,13 +195,14 @@ def config(name: str, mode: str, seed: int, files: dict[str, Path], args, workdi
     from alft.config import CampaignConfig
 
     oracle: dict[str, Any] = {"kind": "simulated", "prelabel": "none"}
-    if mode in ("prelabel", "mixed"):
-        oracle = {"kind": "simulated", "prelabel": "llm", "prelabel_model": args.llm, "prelabel_shots": args.shots}
+    if mode in LLM_MODES:
+        source = "pooled" if mode.startswith("pooled") else "llm"
+        oracle = {"kind": "simulated", "prelabel": source, "prelabel_model": args.llm, "prelabel_shots": args.shots}
         if descriptions:
             oracle["prelabel_descriptions"] = descriptions
     elif mode in ("classifier", "classifier_mixed"):
         oracle = {"kind": "simulated", "prelabel": "model"}
-    if mode in ("mixed", "classifier_mixed"):
+    if mode in ("mixed", "classifier_mixed", "pooled_mixed"):
         oracle.update(kind="mixed", human="simulated")
         if args.max_error is not None:
             oracle["mixed"] = {"max_error": args.max_error}
@@ -224,10 +240,9 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
     with open(files["pool"], encoding="utf-8") as fh:
         pool_rows = [json.loads(line) for line in fh if line.strip()]
     gold = {r["id"]: r["label"] for r in pool_rows}
-    # the page ranks the classifier's labels only with prelabel model (alft/human/page/handout.py)
-    ranked = (
-        page_rankings(workdir, events, {r["id"]: i for i, r in enumerate(pool_rows)}, labels)
-        if cfg.oracle.prelabel == "model" else None
+    # the page ranks the labels of the proposals' own probabilities (alft/human/page/handout.py)
+    ranked = page_rankings(
+        workdir, events, {r["id"]: i for i, r in enumerate(pool_rows)}, labels, own=cfg.oracle.prelabel != "model"
     )
     auto = [e for e in events if e["source"] == "auto"]
     history = store.history(name)
@@ -248,9 +263,9 @@ def run_one(dataset: str, mode: str, seed: int, args, files: dict[str, Path]) ->
         "pool": args.pool,
         "eval": args.eval,
         "batch": args.batch,
-        "shots": args.shots if mode in ("prelabel", "mixed") else None,
-        "descriptions": bool(DESCRIPTIONS.get(dataset)) if mode in ("prelabel", "mixed") else None,
-        "llm": args.llm if mode in ("prelabel", "mixed") else None,
+        "shots": args.shots if mode in LLM_MODES else None,
+        "descriptions": bool(DESCRIPTIONS.get(dataset)) if mode in LLM_MODES else None,
+        "llm": args.llm if mode in LLM_MODES else None,
         "encoder": args.encoder,
         "max_error": cfg.oracle.mixed.max_error if cfg.oracle.kind == "mixed" else None,
     }

@@ -139,6 +139,7 @@ CASES = [
         {"pick": "farthest_from_labeled", "weight_by_size": True},
     ),
     ("badge", "badge", {}),
+    ("badge(sketch_dim=None)", "badge", {"sketch_dim": None}),
     ("two_stage", "two_stage", {}),
 ]
 NEEDS_MODEL = {"badge", "two_stage"}
@@ -263,12 +264,19 @@ def notes(report: dict) -> list[str]:
     big = max(report["sizes"], key=lambda sz: sz["n_pool"])
     kc = by.get((big["n_pool"], "kcenter"), {})
     if "median_s" in kc:
-        per_pass = kc["median_s"] / report["k"]
         gb = big["n_candidates"] * report["dim"] * 4 / 1e9
         out.append(
-            f"- kcenter is one memory-bound pass over the candidates per pick: {per_pass:.3f} s "
-            f"per pass at {big['n_pool']:,} ({gb:.1f} GB read, {gb / per_pass:.0f} GB/s), so its "
-            "time grows as k x m; its extra memory is O(m) (distance vector, one block)."
+            f"- kcenter's traversal is lazy (`strategies/coreset._greedy`): at {big['n_pool']:,} its "
+            f"{kc['median_s']:.1f} s are {kc['median_s'] / report['k'] * 1000:.0f} ms per pick, where one "
+            f"pass over the {gb:.1f} GB of candidates per pick (the eager loop) is bound by memory "
+            "bandwidth; its extra memory is O(m) (distance vector, one block)."
+        )
+    bd = by.get((big["n_pool"], "badge"), {})
+    if bd.get("info", {}).get("badge_path") == "sketch":
+        out.append(
+            "- badge's `sketch_dim: auto` takes the Khatri-Rao sketch here; `sketch_dim=None` is the exact "
+            "path. Both seed with lazy D^2 draws (`strategies/seeding.py`); most of their time is the "
+            "gradient embedding (and the sketch's build), see benchmarks/results/badge_seeding.md."
         )
     out += [
         "- kmeans' extra memory is mostly its training sample (max_points_per_centroid x "

@@ -25,6 +25,7 @@ from strategies.base import (
     Strategy,
 )
 from strategies.registry import StrategyOptionError, register
+from strategies.seeding import d2_seeding
 from strategies.selectors import top_k
 
 __all__ = [
@@ -167,52 +168,23 @@ def _first_centre(sq_norms: np.ndarray, rng: np.random.Generator) -> int:
     return int(best[0]) if best.size == 1 else int(rng.choice(best))
 
 
-def _d2_seeding(first: int, dist_to, m: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """k-means++ seeding: ``k`` row positions, each next one drawn with probability
-    proportional to its squared distance to the nearest one already chosen.
-
-    ``dist_to(row) -> float[m]`` gives squared distances from every row to ``row``.
-    """
-    chosen = [first]
-    taken = np.zeros(m, dtype=bool)
-    taken[first] = True
-    min_d = np.asarray(dist_to(first), dtype=np.float64)  # [m]
-    for _ in range(1, k):
-        weights = np.where(taken, 0.0, min_d)  # [m]
-        total = weights.sum()
-        if not np.isfinite(total):
-            raise InvalidInputError(
-                f"gradient distances overflow (sum {total}); features or head are too large"
-            )
-        if total > 0.0:
-            nxt = int(rng.choice(m, p=weights / total))
-        else:
-            # Every remaining gradient coincides with a chosen one (e.g. a saturated model
-            # whose gradients are all zero): any of them adds as much, so draw uniformly.
-            nxt = int(rng.choice(np.flatnonzero(~taken)))
-        chosen.append(nxt)
-        taken[nxt] = True
-        if len(chosen) < k:
-            min_d = np.minimum(min_d, dist_to(nxt))
-    return np.asarray(chosen, dtype=np.int64)
-
-
 def kmeanspp_exact(a: np.ndarray, b: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """k-means++ seeding over ``g_i = a_i ⊗ b_i`` with exact distances; ``k`` row positions.
 
-    First centre: the largest ``||g||``; then D^2 sampling. Each new centre costs
-    O(m * (k_a + h)) through the identity of ``gradient_sq_dists``; memory stays
+    First centre: the largest ``||g||``; then D^2 sampling (``strategies.seeding.d2_seeding``:
+    exact draws, lazy updates). A full update costs O(m * c * (k_a + h)) for the c centres
+    added since the last one, through the identity of ``gradient_sq_dists``; memory stays
     O(m * (k_a + h)).
     """
     m = a.shape[0]
     sq_norms = gradient_sq_norms(a, b)  # [m]
     first = _first_centre(sq_norms, rng)
 
-    def dist_to(row: int) -> np.ndarray:
-        d = sq_norms + sq_norms[row] - 2.0 * (a @ a[row]) * (b @ b[row])  # [m]
-        return np.maximum(d, 0.0)  # rounding only, as in gradient_sq_dists
+    def sq_dists(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        cross = (a[rows] @ a[centres].T) * (b[rows] @ b[centres].T)  # [r, c]
+        return sq_norms[rows, None] + sq_norms[None, centres] - 2.0 * cross  # rounding: d2_seeding clips at 0
 
-    return _d2_seeding(first, dist_to, m, k, rng)
+    return d2_seeding(first, sq_dists, m, k, rng)[0]
 
 
 def sketch_gradients(
@@ -244,25 +216,23 @@ def kmeanspp_sketch(
     """k-means++ seeding over a ``dim``-wide sketch of ``g_i = a_i ⊗ b_i``; ``k`` rows.
 
     Same first centre as the exact path (largest exact ``||g||``, which is cheap), then D^2
-    sampling with float32 distances on the sketch computed by FAISS: O(m * dim) per centre.
+    sampling (``strategies.seeding.d2_seeding``, lazy updates) with float32 distances on the
+    sketch: a full update is one GEMM against the centres added since the last.
     """
     m = a.shape[0]
     first = _first_centre(gradient_sq_norms(a, b), rng)
-    import faiss
 
     sk = np.ascontiguousarray(sketch_gradients(a, b, dim, rng))  # [m, D] float32
-    out = np.empty(m, dtype=np.float32)  # [m]
-    centre = np.empty(dim, dtype=np.float32)  # [D]
+    sq = np.einsum("ij,ij->i", sk, sk, dtype=np.float64)  # [m]
 
-    def dist_to(row: int) -> np.ndarray:
-        # FAISS's single-threaded SIMD L2 kernel over the whole sketch: a memory-bound
-        # matrix-vector product, where multi-threaded BLAS pays a thread hand-off per call
-        # (the same choice as k-center's distance updates in strategies/coreset.py).
-        centre[:] = sk[row]
-        faiss.fvec_L2sqr_ny(faiss.swig_ptr(out), faiss.swig_ptr(centre), faiss.swig_ptr(sk), dim, m)
-        return out.copy()
+    def sq_dists(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        if rows.size == 1:  # one row against the centres added since its last update
+            x = sk[rows[0]]  # [D]
+            return (((sk[centres] - x) ** 2).sum(axis=1, dtype=np.float64))[None, :]  # [1, c]
+        cross = sk[rows] @ sk[centres].T  # [r, c] float32: one GEMM for many centres at once
+        return sq[rows, None] + sq[None, centres] - 2.0 * cross  # rounding: d2_seeding clips at 0
 
-    return _d2_seeding(first, dist_to, m, k, rng)
+    return d2_seeding(first, sq_dists, m, k, rng)[0]
 
 
 def _auto_sketch_dim(m: int, width: int, k: int) -> int | None:

@@ -266,7 +266,7 @@ def preflight(cfg: CampaignConfig) -> dict[str, Any]:
 
     facts = campaign_facts(cfg)
     check_model_folder(resolve_model(cfg))
-    if cfg.oracle.prelabel == "llm" and cfg.task == "classification":
+    if cfg.oracle.prelabel in ("llm", "pooled") and cfg.task == "classification":
         # a bad descriptions file is found now, not at the first batch's proposals
         from alft.models.zeroshot import label_sentences
 

@@ -9,7 +9,15 @@
   examples (FAISS inner product over the campaign's L2-normalised embeddings; auto labels
   are never demonstrations). Generation: a greedy draft of the causal LM
   (``oracle.prelabel_model``, default the campaign's current model).
+* ``pooled``: both, pooled (``alft.models.pooling``): ``(1 - λ) p_model + λ p_llm``, λ fitted on
+  earlier rounds' proposals that people have since labeled (the share that puts their labels
+  highest in the page's list; ``DEFAULT_SHARE`` until ``MIN_FIT`` such rows exist); round 0
+  (no classifier yet) proposes the LLM's label.
 * ``none``: nothing.
+
+With ``llm`` and ``pooled`` the round's probabilities (``proposal_probs.npz``: the proposed
+rows, the LLM's, the classifier's, the weights) are written before the proposals are stored:
+the page ranks the proposed probabilities' labels, and later rounds fit the pool's share on them.
 
 ``ensure_proposals`` writes the proposals, the round's marker (``prelabel_rounds``) and, for
 ``oracle.kind: mixed``, the auto-accepted label events in one transaction; a re-run (after a
@@ -30,9 +38,16 @@ from alft import faults
 from alft.campaign.context import RNG_AUDIT, CampaignContext, prelabel_descriptions
 from alft.campaign.mixed import AUTO, Threshold, auto_threshold, decide
 from alft.errors import LabelError, ModelError
+from alft.models import pooling
 from alft.store.batches import AUTO_SOURCE, Shown
 
 log = logging.getLogger("alft")
+
+#: labels the labeling page lists first with an example, most probable first, where the digits
+#: 1-9 pick them (alft/human/page, page.js): the proposal source's top ``LIST_SIZE`` ...
+LIST_SIZE = 9
+#: ... at ``LIST_MIN_P`` or more (below, a class is noise, not a suggestion)
+LIST_MIN_P = 0.05
 
 
 # --------------------------------------------------------------------------- classifier
@@ -206,8 +221,17 @@ def compute_proposals(
     else:
         demos = demonstrations(ctx, pool_ids, oracle.prelabel_shots)
         info["shots"] = 0 if demos is None else oracle.prelabel_shots
-        probs = llm_probs(ctx, [pool.texts[int(i)] for i in pool_ids], demos)  # [k, C]
-        agrees = None if clf is None else clf.argmax(axis=1) == probs.argmax(axis=1)
+        llm = llm_probs(ctx, [pool.texts[int(i)] for i in pool_ids], demos)  # [k, C]
+        agrees = None if clf is None else clf.argmax(axis=1) == llm.argmax(axis=1)
+        probs, share = llm, None
+        if source == "pooled":
+            if clf is None:
+                info["pool"] = "LLM only: no classifier before the first labels"
+            else:
+                share, fit = pool_share(ctx, round_no)
+                probs = pooling.pool(clf, llm, share)  # [k, C]
+                info.update(pool_share=share, **fit)
+        save_proposal_probs(ctx, round_no, pool_ids, probs, llm, clf, share)
     top = probs.argmax(axis=1)  # [k]
     rows = [
         {
@@ -219,6 +243,65 @@ def compute_proposals(
         for i, ex in enumerate(ids)
     ]
     return rows, info
+
+
+def save_proposal_probs(
+    ctx: CampaignContext, round_no: int, pool_ids: np.ndarray, probs: np.ndarray,
+    llm: np.ndarray, clf: np.ndarray | None, share: float | None,
+) -> None:
+    """Write the round's ``proposal_probs.npz`` (atomically; a re-run rewrites it identically):
+    ``pool_ids`` int[k] (batch rows, selection order), ``probs`` [k, C] (what was proposed),
+    ``llm`` [k, C], ``clf`` [k, C] (absent before the first classifier), ``share`` (pooled: λ)."""
+    from alft.campaign.rounds import round_files
+    from alft.fsutil import atomic_write
+
+    arrays = {"pool_ids": np.asarray(pool_ids, dtype=np.int64), "probs": probs, "llm": llm}
+    if clf is not None:
+        arrays["clf"] = clf
+    if share is not None:
+        arrays["share"] = np.asarray(share, dtype=np.float64)
+
+    def write(tmp) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(round_files(ctx, round_no)["proposal_probs"], write)
+
+
+def proposal_probs(ctx: CampaignContext, round_no: int) -> dict[str, np.ndarray] | None:
+    """The round's ``proposal_probs.npz`` as arrays (see ``save_proposal_probs``), or None."""
+    from alft.campaign.rounds import round_files
+
+    try:
+        with np.load(round_files(ctx, round_no)["proposal_probs"]) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+def pool_share(ctx: CampaignContext, round_no: int) -> tuple[float, dict[str, Any]]:
+    """``oracle.prelabel: pooled``'s LLM share λ for ``round_no``: fitted on every earlier
+    round's proposals that had both sources and have a human label now (auto labels never
+    count), ``alft.models.pooling.fit_share`` with the page's list (``LIST_SIZE`` at ``LIST_MIN_P``)."""
+    labels = {lab: c for c, lab in enumerate(ctx.data.labels)}
+    human = human_labels(ctx)
+    pool = ctx.data.pool
+    clf, llm, y = [], [], []
+    for r in range(round_no):
+        z = proposal_probs(ctx, r)
+        if z is None or "clf" not in z:
+            continue
+        for i, pid in enumerate(z["pool_ids"].tolist()):
+            lab = human.get(pool.ids[int(pid)])
+            if lab is not None and lab in labels:
+                clf.append(z["clf"][i])
+                llm.append(z["llm"][i])
+                y.append(labels[lab])
+    c = len(labels)
+    stack = (lambda rows: np.stack(rows)) if y else (lambda rows: np.empty((0, c)))
+    return pooling.fit_share(
+        stack(clf), stack(llm), np.asarray(y, dtype=np.int64), list_size=LIST_SIZE, min_p=LIST_MIN_P
+    )
 
 
 def calibration(ctx: CampaignContext, round_no: int) -> Threshold:

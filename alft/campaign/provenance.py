@@ -9,6 +9,9 @@ Per round ``r`` (the events of the examples selected in ``r``):
   provenance, and their share; ``labels.unknown`` counts votes stored before schema v4.
 * ``prelabel.accuracy``: the share of human votes equal to the example's proposal, over the
   examples that had one (blind audits included: the honest measure); ``prelabel.n`` of them.
+* ``prelabel.pool_share_llm`` / ``prelabel.pool_fit_rows`` (``prelabel: pooled``, rounds with a
+  classifier): the LLM's share λ of the pool and the labeled rows it was fitted on (under
+  ``alft.models.pooling.MIN_FIT``: ``DEFAULT_SHARE``).
 * ``auto.count``, ``auto.threshold`` (only when one was calibrated), ``auto.calibration_n``,
   ``auto.audit_n`` (audited examples people labeled) and ``auto.audit_error`` (the share of
   those where people disagreed with the proposal; only when ``auto.audit_n > 0``).
@@ -76,6 +79,9 @@ def human_side(store, name: str, round_no: int, generation: bool) -> tuple[dict[
 
     marker = store.prelabel_round(name, round_no)
     info = (marker or {}).get("info") or {}
+    if "pool_share" in info:  # prelabel pooled: the LLM's share and the labels that fitted it
+        metrics["prelabel.pool_share_llm"] = float(info["pool_share"])
+        metrics["prelabel.pool_fit_rows"] = float(info.get("fit_rows", 0))
     if "calibration_n" in info:
         metrics["auto.count"] = float(by.get("auto", 0))
         metrics["auto.calibration_n"] = float(info["calibration_n"])

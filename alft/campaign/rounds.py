@@ -36,6 +36,7 @@ def round_files(ctx: CampaignContext, round_no: int) -> dict[str, Path]:
         "candidates": d / "candidates.npy",
         "scores": d / "scores.npy",
         "probs": d / "probs.npy",
+        "proposal_probs": d / "proposal_probs.npz",
         "prob_samples": d / "prob_samples.npy",
         "features": d / "features.npy",
         "head": d / "head.npz",

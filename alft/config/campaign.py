@@ -87,6 +87,11 @@ class CampaignConfig(Strict):
             raise ValueError("task generation has no label set: remove data.labels")
         if generation and self.zero_shot is not None:
             raise ValueError("zero_shot gives class probabilities: it needs task classification")
+        if generation and self.oracle.prelabel == "pooled":
+            raise ValueError(
+                "oracle.prelabel pooled pools class probabilities: it needs task classification "
+                "(generation: prelabel llm writes drafts, model shows the data's candidates)"
+            )
         if self.model.embeddings == "current" and self.trainer.kind == "head":
             raise ValueError(
                 "model.embeddings 'current' needs a fine-tuned encoder (trainer.kind transformer or "

@@ -257,15 +257,17 @@ class OracleConfig(Strict):
         description="kind mixed: who labels what is not auto-accepted: human = people (page, files, Label "
         "Studio, Prefect input), simulated = the gold column (benchmarks, tests)",
     )
-    prelabel: Literal["none", "model", "llm"] = Field(
+    prelabel: Literal["none", "model", "llm", "pooled"] = Field(
         "model",
         description="what annotators are shown with each example: model = the previous round's classifier's "
         "label (generation: the data's candidate response), llm = the LLM labeler's label (generation: "
-        "a draft the current causal LM writes), none = nothing",
+        "a draft the current causal LM writes), pooled = the label of the classifier's and the LLM "
+        "labeler's probabilities pooled (product, weights fitted on the campaign's human labels; "
+        "classification only), none = nothing",
     )
     prelabel_model: str | None = Field(
         None,
-        description="prelabel llm: the LLM labeler's causal LM (folder, hub id, packaged: or gguf: name; "
+        description="prelabel llm or pooled: the LLM labeler's causal LM (folder, hub id, packaged: or gguf: name; "
         "default packaged:smollm2-135m-instruct); generation: the causal LM writing drafts (default: the "
         "campaign's current model)",
     )
@@ -273,12 +275,12 @@ class OracleConfig(Strict):
         4,
         ge=0,
         le=64,
-        description="prelabel llm: demonstrations per text, its nearest labeled examples by inner product "
+        description="prelabel llm or pooled: demonstrations per text, its nearest labeled examples by inner product "
         "of the campaign's embeddings (0: zero-shot)",
     )
     prelabel_descriptions: dict[str, str] | str | None = Field(
         None,
-        description="prelabel llm: label -> description (or a JSON file of one), scored instead of the label "
+        description="prelabel llm or pooled: label -> description (or a JSON file of one), scored instead of the label "
         "name (a name like 'ham' is jargon to an LLM); default: zero_shot.descriptions when zero_shot is set",
     )
     preselect_min_confidence: float = Field(
@@ -321,7 +323,7 @@ class OracleConfig(Strict):
                 raise ValueError(f"oracle.{key} applies to oracle.kind mixed only (kind is {self.kind!r})")
             return self
         if self.prelabel == "none":
-            raise ValueError("oracle.kind mixed accepts proposals: set oracle.prelabel to model or llm")
+            raise ValueError("oracle.kind mixed accepts proposals: set oracle.prelabel to model, llm or pooled")
         if self.overlap != 1:
             raise ValueError(f"oracle.kind mixed needs oracle.overlap 1 (an auto label is the example's one vote), got {self.overlap}")
         return self

@@ -60,6 +60,8 @@ _FIELDS = re.compile(r"\{(text|labels)\}")
 _MARK = "\u2063ALFT\u2063"  # a string no chat template produces: finds where a reply ends
 #: texts that say nothing (Zhao et al. 2021): the label prior is the mean score after them
 CONTENT_FREE = ("N/A", "", "[MASK]")
+#: ``{labels}`` in every turn after the first of a few-shot prompt (``LLMLabeler.prompt``)
+LISTED_ABOVE = "the labels listed above"
 
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
@@ -344,7 +346,15 @@ class LLMLabeler:
         return text if len(ids) <= self.max_text_tokens else self.tokenizer.decode(ids[: self.max_text_tokens])
 
     def prompt(self, text: str, demos: Sequence[tuple[str, str]] | None = None) -> str:
-        """The prompt string for ``text``, ending where the label's tokens start."""
+        """The prompt string for ``text``, ending where the label's tokens start.
+
+        With demonstrations, ``{labels}`` lists the label set in the first turn only; later
+        turns say ``LISTED_ABOVE`` instead. The listing is most of a prompt's tokens at many
+        labels (BANKING77: ~400 of a turn's ~430 with SmolLM2's tokenizer), so repeating it per
+        shot multiplied a text's cost by the number of shots, and with the listing before the
+        text (the shipped template) the first turn's listing is in the prefix every prompt
+        shares, encoded once per call (``benchmarks/results/llm_fewshot_layout.md``).
+        """
         listing = ", ".join(self.verbalizations)
         verbal = dict(zip(self.labels, self.verbalizations, strict=True))
         shots = []
@@ -353,8 +363,8 @@ class LLMLabeler:
                 raise ModelError(
                     f"few-shot demonstration {j}: label {d_label!r} is not in the label set of {len(self.labels)}"
                 )
-            shots.append((fill(self.template, self._cut(d_text), listing), verbal[d_label]))
-        query = fill(self.template, self._cut(text), listing)
+            shots.append((fill(self.template, self._cut(d_text), listing if j == 0 else LISTED_ABOVE), verbal[d_label]))
+        query = fill(self.template, self._cut(text), LISTED_ABOVE if shots else listing)
         if self.chat:
             messages = []
             for user, answer in shots:

@@ -250,3 +250,73 @@ def test_mixed_accepts_above_the_calibrated_threshold_and_audits_blind(tmp_path,
     submit(c2.store, c2.ctx.name, [LabelItem(c.pool.ids[20], gold[20])], annotator="early", source="page", label_set=c.labels)
     ensure_proposals(c2.ctx, 1)
     assert {p["example_id"]: p["decision"] for p in c2.store.proposals(c2.ctx.name, 1)} == decisions
+
+
+# --------------------------------------------------------------------------- pooled
+def test_pooled_proposals_mix_classifier_and_llm_and_keep_their_probabilities(
+    tmp_path, banking_subset, tiny_model, tiny_llm
+):
+    from alft.campaign import prelabel
+    from alft.models.pooling import DEFAULT_SHARE, pool
+
+    labels = json.loads(banking_subset["labels"].read_text())
+    c = build(tmp_path, banking_subset, tiny_model,
+              {"kind": "human", "wait": "poll", "prelabel": "pooled", "prelabel_model": str(tiny_llm), "prelabel_shots": 2},
+              probs_for=lambda pid: peaked(labels, labels[pid % len(labels)], 0.7))
+    pids = np.asarray(c.batch)
+    marker = prelabel.ensure_proposals(c.ctx, 1)
+    # round 1: no earlier round had both sources, so the share is the default
+    assert marker["source"] == "pooled"
+    assert marker["info"] == {"source": "pooled", "shots": 2, "pool_share": DEFAULT_SHARE, "fit_rows": 0, "fitted": 0}
+    saved = prelabel.proposal_probs(c.ctx, 1)
+    assert saved["pool_ids"].tolist() == c.batch and float(saved["share"]) == DEFAULT_SHARE
+    llm = prelabel._llm_labeler(str(tiny_llm), tuple(labels), c.ctx.config.model.device)
+    want_llm = llm.probs([c.pool.texts[i] for i in c.batch], demos=prelabel.demonstrations(c.ctx, pids, 2))  # [10, C]
+    clf = np.stack([peaked(labels, labels[p % len(labels)], 0.7) for p in c.batch]).astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(saved["llm"], want_llm, atol=1e-12)
+    np.testing.assert_allclose(saved["clf"], clf, atol=1e-12)
+    np.testing.assert_allclose(saved["probs"], pool(clf, want_llm, DEFAULT_SHARE), atol=1e-12)
+    by_id = {p["example_id"]: p for p in c.store.proposals(c.ctx.name, 1)}
+    for i, pid in enumerate(c.batch):
+        p = by_id[c.pool.ids[pid]]
+        assert p["label"] == labels[int(saved["probs"][i].argmax())]
+        assert p["confidence"] == pytest.approx(float(saved["probs"][i].max()))
+        assert p["agrees"] == (want_llm[i].argmax() == pid % len(labels))  # the two sources' top labels
+
+
+def test_pooled_share_is_fitted_on_earlier_rounds_human_labels_only(tmp_path, banking_subset, tiny_model, monkeypatch):
+    from alft.campaign import prelabel
+    from alft.campaign.prelabel import LIST_MIN_P, LIST_SIZE
+    from alft.models import pooling
+    from alft.store.batches import AUTO_SOURCE
+
+    labels = json.loads(banking_subset["labels"].read_text())
+    c = build(tmp_path, banking_subset, tiny_model, {"kind": "human", "wait": "poll", "prelabel": "pooled"})
+    rng = np.random.default_rng(1)
+    k, n_lab = len(c.batch), len(labels)
+    clf = rng.dirichlet(np.ones(n_lab), k)  # [10, C]
+    llm = rng.dirichlet(np.ones(n_lab), k)
+    prelabel.save_proposal_probs(c.ctx, 1, np.asarray(c.batch), clf, llm, clf, 0.5)
+    # round 0 had no classifier: its file has no clf rows and never enters the fit
+    prelabel.save_proposal_probs(c.ctx, 0, np.asarray(c.round0), llm[:1].repeat(20, 0), llm[:1].repeat(20, 0), None, None)
+    people = c.batch[:7]
+    with c.store.transaction() as conn:
+        c.store.add_label_events(conn, c.ctx.name, 1, [(c.pool.ids[p], c.pool.gold[p]) for p in people], "ann", "human")
+        c.store.add_label_events(conn, c.ctx.name, 1, [(c.pool.ids[c.batch[8]], labels[0])], "llm-auto", AUTO_SOURCE)
+    y = np.asarray([labels.index(c.pool.gold[p]) for p in people])
+    assert prelabel.pool_share(c.ctx, 2) == (pooling.DEFAULT_SHARE, {"fit_rows": 7, "fitted": 0})  # under MIN_FIT
+    monkeypatch.setattr(pooling, "MIN_FIT", 1)
+    want = pooling.fit_share(clf[:7], llm[:7], y, list_size=LIST_SIZE, min_p=LIST_MIN_P)
+    assert want[1]["fitted"] == 1 and prelabel.pool_share(c.ctx, 2) == want
+
+
+def test_pooled_needs_classification(tmp_path, banking_subset, tiny_model):
+    from alft.config import CampaignConfig, load_config
+
+    cfg = load_config(campaign_yaml(tmp_path, banking_subset, tiny_model, oracle={"kind": "simulated", "prelabel": "pooled"}))
+    raw = cfg.model_dump(mode="json")
+    raw.update(task="generation")
+    raw["data"]["labels"] = None
+    raw["trainer"]["kind"] = "sft"
+    with pytest.raises(ValueError, match="oracle.prelabel pooled pools class probabilities: it needs task classification"):
+        CampaignConfig.model_validate(raw)

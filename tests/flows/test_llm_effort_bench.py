@@ -73,16 +73,29 @@ def test_the_benchmark_runs_every_mode_on_a_tiny_setting(tmp_path, banking_subse
     # the modes, and who proposed
     assert [(r["mode"], r["prelabeler"]) for r in rows] == [
         ("none", None), ("prelabel", "llm"), ("mixed", "llm"), ("prelabel", "classifier"), ("mixed", "classifier"),
+        ("prelabel", "llm+classifier"), ("mixed", "llm+classifier"),
     ]
     keys = {"dataset", "mode", "seed", "budget", "human_decisions", "human_seconds", "accuracy", "auto_labels", "auto_label_error"}
     assert all(keys <= set(r) for r in rows)
-    none, pre, mixed, clf, clf_mixed = rows
+    none, pre, mixed, clf, clf_mixed, pooled, pooled_mixed = rows
     # nothing proposed: every one of the 40 labels is a full choice among 8
     assert (none["human_decisions"], none["one_key"], none["auto_labels"]) == (40, 0, 0)
     assert none["human_seconds"] == round(40 * choose_seconds(8), 1) and none["prelabel_accuracy"] is None
     assert pre["human_decisions"] == 40 and pre["prelabel_accuracy"] is not None
-    # every text has an LLM proposal: one passed over costs its reading on top of the choice
-    assert pre["human_seconds"] == round(pre["one_key"] + (40 - pre["one_key"]) * (choose_seconds(8) + 0.5), 1)
+    # every text has an LLM proposal, and the page ranks the LLM's own probabilities (rounds 0 and 1)
+    work = tmp_path / "work" / "effort-banking77-prelabel-s0"
+    for r in (0, 1):
+        with np.load(work / "rounds" / f"{r:03d}" / "proposal_probs.npz") as z:
+            assert z["probs"].shape == (20, 8) and ("clf" in z.files) == (r == 1)
+    assert pre["one_key"] + pre["ranked_picks"] <= 40
+    full = choose_seconds(8)
+    # each label costs 1 s (kept), 1 s + 0.5 s a listed label read (picked from the list), or a
+    # full choice plus reading what was listed (at most 9 labels)
+    assert pre["one_key"] + 1.5 * pre["ranked_picks"] <= pre["human_seconds"]
+    assert pre["human_seconds"] <= pre["one_key"] + 5.5 * pre["ranked_picks"] + (40 - pre["one_key"] - pre["ranked_picks"]) * (full + 4.5)
+    # pooled: round 0 is the LLM's alone (no classifier yet), round 1 the product with its weights
+    assert pooled["human_decisions"] == 40 and pooled["prelabel_accuracy"] is not None and pooled["llm"] == str(llm)
+    assert pooled_mixed["max_error"] == 0.02 and pooled_mixed["auto_labels"] == 0
     # 40 labels never calibrate a 2 % bound (that needs 149): mixed asks people for all of them
     assert (mixed["auto_labels"], mixed["auto_label_error"], mixed["human_decisions"]) == (0, None, 40)
     # classifier proposals: none in round 0 (no classifier yet), the head's label from round 1

@@ -110,6 +110,42 @@ def test_prelabel_none_shows_nothing(tmp_path, bank_pool):
     assert (ex["proposal"], ex["suggestion"], ex["suggestions"]) == (None, None, [])
 
 
+def test_llm_and_pooled_proposals_rank_their_own_probabilities(tmp_path, bank_pool):
+    """With ``prelabel: pooled`` (and ``llm``) the page lists the labels of the probabilities the
+    proposal came from (``proposal_probs.npz``), not the score step's classifier's."""
+    import dataclasses
+
+    from starlette.testclient import TestClient
+
+    from alft.campaign.context import CampaignContext
+    from alft.campaign.prelabel import save_proposal_probs
+    from alft.human.page.app import create_app
+    from alft.human.page.handout import SUGGESTIONS
+
+    labels = json.loads(bank_pool["labels"].read_text())
+    pids = [40, 41]
+    built = build_campaign(tmp_path, bank_pool, pids)  # its probs.npy ranks other labels
+    for source in ("pooled", "llm"):
+        cfg = built.cfg.model_copy(update={"oracle": built.cfg.oracle.model_copy(update={"prelabel": source})})
+        b = dataclasses.replace(built, cfg=cfg)
+        ctx = CampaignContext(config=cfg, uid=b.store.campaign(b.name)["uid"])
+        probs = np.full((2, len(labels)), 0.0)
+        probs[:, :12] = np.linspace(0.2, 0.02, 12)  # 12 labels ranked, 10 of them at >= 5 %
+        probs /= probs.sum(axis=1, keepdims=True)
+        save_proposal_probs(ctx, 1, np.asarray(pids), probs, probs, None, None)
+        if source == "pooled":  # stored once: the round's marker stays (the llm pass reads the file only)
+            rows = [{"example_id": b.batch[i], "label": labels[0], "confidence": float(probs[i, 0]), "agrees": None}
+                    for i in range(2)]
+            with b.store.transaction() as conn:
+                b.store.add_proposals(conn, b.name, 1, source, rows, {"source": source})
+        with TestClient(create_app(b.cfg, b.store, b.name), base_url=ORIGIN) as c:
+            ex = c.get("/api/next?annotator=a", headers=auth(b)).json()["example"]
+        assert [s["label"] for s in ex["suggestions"]] == labels[:SUGGESTIONS]
+        assert ex["suggestions"][0]["p"] == pytest.approx(probs[0, 0])
+        if source == "pooled":
+            assert ex["proposal"]["label"] == labels[0] and ex["proposal"]["source"] == "pooled"
+
+
 def build_marker(built):
     from alft.campaign.context import CampaignContext
     from alft.campaign.prelabel import ensure_proposals
@@ -281,3 +317,42 @@ def gen_pool_llm(tmp_path_factory, shared_data):
         r["draft"] = "the data's own draft"  # prelabel llm shows the LLM's draft instead
     texts = [r["instruction"] + " " + r["response"] for r in rows]
     return {"pool": write_jsonl(out / "pool.jsonl", rows)}, tiny_llama(out / "llama", texts)
+
+
+def test_pooled_proposals_in_chromium_name_both_sources_and_digits_pick_from_their_list(tmp_path, bank_pool, browser):
+    """prelabel pooled: the page says who proposes ("model + LLM"), lists the pooled
+    probabilities' labels first, and digit 2 stores the second of them (provenance corrected)."""
+    import dataclasses
+
+    from alft.campaign.context import CampaignContext
+    from alft.campaign.prelabel import save_proposal_probs
+    from alft.human.page.app import create_app, running
+
+    labels = json.loads(bank_pool["labels"].read_text())
+    pids = [40, 41]
+    built = build_campaign(tmp_path, bank_pool, pids)  # probs.npy ranks other labels: must not be read
+    cfg = built.cfg.model_copy(update={"oracle": built.cfg.oracle.model_copy(update={"prelabel": "pooled"})})
+    built = dataclasses.replace(built, cfg=cfg)
+    ctx = CampaignContext(config=cfg, uid=built.store.campaign(built.name)["uid"])
+    probs = np.full((2, len(labels)), 0.01 / (len(labels) - 3))
+    probs[:, [5, 9, 2]] = [0.45, 0.35, 0.19]  # pooled order: labels 5, 9, 2
+    probs /= probs.sum(axis=1, keepdims=True)
+    save_proposal_probs(ctx, 1, np.asarray(pids), probs, probs, probs, 0.3)
+    rows = [{"example_id": built.batch[i], "label": labels[5], "confidence": float(probs[i, 5]), "agrees": True}
+            for i in range(2)]
+    with built.store.transaction() as conn:
+        built.store.add_proposals(conn, built.name, 1, "pooled", rows, {"source": "pooled", "pool_share": 0.3})
+    with running(create_app(built.cfg, built.store, built.name)) as base:
+        browser.get(f"{base}/?token={built.token}&annotator=erin")
+        assert shown(browser) == built.batch[0]
+        assert f"model + LLM suggests {labels[5]} (45% confident)" in text_of(browser, "sugg")
+        assert text_of(browser, "chosen") == "—"  # 45 %: below the 0.5 pre-select
+        from selenium.webdriver.common.by import By
+
+        flt = browser.find_element(By.ID, "filter")
+        flt.send_keys("2")
+        assert text_of(browser, "chosen") == labels[9]
+        flt.send_keys("\n")
+        assert shown(browser, not_id=built.batch[0]) == built.batch[1]
+    e = built.store.label_events(built.name)[-1]
+    assert (e["example_id"], e["label"], e["provenance"], e["proposal"]) == (built.batch[0], labels[9], "corrected", labels[5])

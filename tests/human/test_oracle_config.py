@@ -38,7 +38,7 @@ def test_mixed_decides_who_answers_the_rest():
 @pytest.mark.parametrize(
     ("oracle", "message"),
     [
-        ({"kind": "mixed", "prelabel": "none"}, "oracle.kind mixed accepts proposals: set oracle.prelabel to model or llm"),
+        ({"kind": "mixed", "prelabel": "none"}, "oracle.kind mixed accepts proposals: set oracle.prelabel to model, llm or pooled"),
         ({"kind": "mixed", "overlap": 2}, "oracle.kind mixed needs oracle.overlap 1"),
         ({"kind": "human", "human": "simulated"}, "oracle.human applies to oracle.kind mixed only (kind is 'human')"),
         ({"mixed": {"max_error": 0.1}}, "oracle.mixed applies to oracle.kind mixed only (kind is 'simulated')"),
@@ -46,7 +46,7 @@ def test_mixed_decides_who_answers_the_rest():
         ({"kind": "mixed", "mixed": {"audit_share": 1}}, "less than 1"),
         ({"kind": "mixed", "mixed": {"surprise": 1}}, "Extra inputs are not permitted"),
         ({"preselect_min_confidence": 1.5}, "less than or equal to 1"),
-        ({"prelabel": "gpt"}, "'none', 'model' or 'llm'"),
+        ({"prelabel": "gpt"}, "'none', 'model', 'llm' or 'pooled'"),
         ({"prelabel_shots": -1}, "greater than or equal to 0"),
     ],
 )

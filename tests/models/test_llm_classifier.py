@@ -15,6 +15,7 @@ from alft.errors import ConfigError, ModelError
 from alft.models.llm_classifier import (
     CONTENT_FREE,
     PLAIN_ANSWER,
+    LISTED_ABOVE,
     LLMLabeler,
     fill,
     fit_temperature,
@@ -189,11 +190,14 @@ def test_chat_prompt_has_the_demonstrations_as_earlier_turns(llamas):
     demos = [("my card has not come", "card_arrival"), ("top-up failed again", "top_up_failed")]
     prompt = lab.prompt("where is my card", demos)
     opts = "Options: card arrival, card linking, card, top up failed, x, balance not updated after bank transfer"
+    # the label listing once, in the first turn: later turns refer to it
+    above = f"Options: {LISTED_ABOVE}"
     assert prompt == (
         f"<s>user\nClassify: my card has not come\n{opts}</s>\n<s>assistant\ncard arrival</s>\n"
-        f"<s>user\nClassify: top-up failed again\n{opts}</s>\n<s>assistant\ntop up failed</s>\n"
-        f"<s>user\nClassify: where is my card\n{opts}</s>\n<s>assistant\n"
+        f"<s>user\nClassify: top-up failed again\n{above}</s>\n<s>assistant\ntop up failed</s>\n"
+        f"<s>user\nClassify: where is my card\n{above}</s>\n<s>assistant\n"
     )
+    assert lab.prompt("where is my card").count(opts) == 1  # zero-shot: the query lists them
     # the reply ends with the template's end-of-turn token: every label target ends with it
     end = lab.tokenizer.convert_tokens_to_ids("</s>")
     assert {t[-1] for t in lab._label_targets()} == {end}

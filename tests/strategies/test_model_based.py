@@ -247,12 +247,19 @@ def _four_clusters(seed: int):
     return _head_inputs(feats, 0.5 * np.eye(4, 12)), labels
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_badge_exact_and_sketched_cover_the_same_clusters(seed):
-    inputs, labels = _four_clusters(seed)
-    exact = get_strategy("badge", sketch_dim=None).query(inputs, 4, np.random.default_rng(seed))
-    sketched = get_strategy("badge", sketch_dim=32).query(inputs, 4, np.random.default_rng(seed))
-    assert set(labels[exact.pool_ids]) == set(labels[sketched.pool_ids]) == {0, 1, 2, 3}
+def test_badge_exact_and_sketched_cover_the_four_clusters_almost_always():
+    # D^2 sampling can take a second row of a cluster: on these clusters, by enumeration of
+    # every 4-row sequence, with probability 1.4 % on exact distances, ~2.5 % on a 32-wide
+    # sketch (it distorts the small within-cluster distances). Over 200 draws each, at most
+    # 14 and 24 misses: binomial tails of 1e-7 at those rates (6e-7 at 4 % for the sketch),
+    # while a broken sampler fails (uniform draws miss a cluster 90 % of the time).
+    inputs, labels = _four_clusters(0)
+    misses = {None: 0, 32: 0}
+    for seed in range(200):
+        for dim in misses:
+            q = get_strategy("badge", sketch_dim=dim).query(inputs, 4, np.random.default_rng(seed))
+            misses[dim] += set(labels[q.pool_ids]) != {0, 1, 2, 3}
+    assert misses[None] <= 14 and misses[32] <= 24, misses
 
 
 def test_the_sketch_preserves_squared_distances_roughly():

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from alft.campaign.prelabel import LIST_SIZE
 from alft.config import CampaignConfig
 from alft.errors import AlftError
 from alft.human.labeling import (
@@ -35,6 +36,8 @@ from alft.resolve import AgreementCounts, agreement_counts
 from alft.store.batches import Shown
 
 log = logging.getLogger("alft")
+#: labels sent with an example, most probable first (the page lists those at LIST_MIN_P or more)
+SUGGESTIONS = LIST_SIZE
 
 CLAIM_TTL_S = 120.0
 
@@ -170,22 +173,30 @@ class LabelPage:
         return Snapshot(view.round, batch, events, states, *self._before(view.round), tally=tally)
 
     def suggestion(self, round_: int, pool_id: int) -> list[tuple[str, float]]:
-        """The model's top labels for a candidate of ``round_`` (best first); [] without probs."""
+        """The proposal source's top labels for a candidate of ``round_`` (best first); [] without
+        probs. ``prelabel: model``: the score step's ``probs.npy``; ``llm`` / ``pooled``: the
+        probabilities the proposals came from (``proposal_probs.npz``)."""
         from alft.campaign.rounds import round_files
 
         files = round_files(self.ctx, round_)
+        own = self.prelabel in ("llm", "pooled")
+        src = files["proposal_probs"] if own else files["probs"]
         try:
-            stamp = files["probs"].stat().st_mtime_ns
+            stamp = src.stat().st_mtime_ns
         except OSError:
             return []
         with self._lock:
             cached = self._probs.get(round_)
         if cached is None or cached[0] != stamp:
             try:
-                probs = np.load(files["probs"])
-                cand = np.load(files["candidates"])
-            except (OSError, ValueError) as exc:
-                log.warning("round %d: cannot read the model's probabilities (%s)", round_, exc)
+                if own:
+                    with np.load(src) as z:
+                        probs, cand = z["probs"], z["pool_ids"]
+                else:
+                    probs = np.load(files["probs"])
+                    cand = np.load(files["candidates"])
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("round %d: cannot read the proposals' probabilities (%s)", round_, exc)
                 return []
             if probs.ndim != 2 or probs.shape[0] != cand.shape[0] or probs.shape[1] != len(self.labels):
                 log.warning("round %d: probabilities of shape %s do not fit %d candidates x %d labels",
@@ -199,7 +210,7 @@ class LabelPage:
         if row is None:
             return []
         p = probs[row]
-        top = np.argsort(-p, kind="stable")[:5]
+        top = np.argsort(-p, kind="stable")[:SUGGESTIONS]
         return [(self.labels[int(i)], float(p[int(i)])) for i in top if math.isfinite(float(p[int(i)]))]
 
     def shown_for(
@@ -323,7 +334,7 @@ class LabelPage:
             return st.needs if st is not None else self.overlap
 
         sel = b.items[b.pos[ex]]
-        sugg = self.suggestion(b.round, sel["pool_id"]) if self.prelabel == "model" and not self.generation else []
+        sugg = self.suggestion(b.round, sel["pool_id"]) if self.prelabel != "none" and not self.generation else []
         shown = self.shown_for(b, ex, sugg)
         if shown is None or shown.kind != "label":
             sugg = []  # the classifier's ranking goes with its shown proposal only (never to a blind audit)

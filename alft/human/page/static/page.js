@@ -175,7 +175,8 @@
       while (s.firstChild) { s.removeChild(s.firstChild); }
       var prop = ex.proposal;
       if (prop) {
-        s.appendChild(document.createTextNode((prop.source === "llm" ? "LLM" : "model") + " suggests "));
+        var who = { llm: "LLM", pooled: "model + LLM" }[prop.source] || "model";
+        s.appendChild(document.createTextNode(who + " suggests "));
         var bEl = document.createElement("b");
         bEl.textContent = prop.label;
         s.appendChild(bEl);
