@@ -25,19 +25,23 @@ def tiny_llm(tmp_path_factory, banking_subset):
     return tiny_llama(tmp_path_factory.mktemp("tiny-llm"), texts)
 
 
-@pytest.fixture(scope="module")
-def llm_run(prefect_server, banking_subset, tiny_model, tiny_llm, tmp_path_factory):
+def run_campaign(tmp_path_factory, banking_subset, tiny_model, tiny_llm, prelabel: str, budget: int):
+    """A simulated campaign with ``oracle.prelabel`` (2 shots) under Prefect: (config, summary, store, gold)."""
     from flows.campaign import campaign
 
-    tmp = tmp_path_factory.mktemp("prelabel-llm")
+    name = f"prelabel-{prelabel}"
     cfg = load_config(campaign_yaml(
-        tmp, banking_subset, tiny_model, name="prelabel-llm", budget=40,
-        oracle={"kind": "simulated", "prelabel": "llm", "prelabel_model": str(tiny_llm), "prelabel_shots": 2},
+        tmp_path_factory.mktemp(name), banking_subset, tiny_model, name=name, budget=budget,
+        oracle={"kind": "simulated", "prelabel": prelabel, "prelabel_model": str(tiny_llm), "prelabel_shots": 2},
     ))
     summary = campaign(cfg)
-    store = CampaignStore(cfg.store_url())
     gold = {r["id"]: r["label"] for r in read_jsonl(banking_subset["pool"])}
-    return cfg, summary, store, gold
+    return cfg, summary, CampaignStore(cfg.store_url()), gold
+
+
+@pytest.fixture(scope="module")
+def llm_run(prefect_server, banking_subset, tiny_model, tiny_llm, tmp_path_factory):
+    return run_campaign(tmp_path_factory, banking_subset, tiny_model, tiny_llm, "llm", budget=40)
 
 
 def test_every_label_records_the_llm_proposal_it_answered(llm_run):
@@ -77,17 +81,7 @@ def test_mlflow_logs_the_prelabel_accuracy_and_provenance_counts_per_round(llm_r
 
 @pytest.fixture(scope="module")
 def pooled_run(prefect_server, banking_subset, tiny_model, tiny_llm, tmp_path_factory):
-    from flows.campaign import campaign
-
-    tmp = tmp_path_factory.mktemp("prelabel-pooled")
-    cfg = load_config(campaign_yaml(
-        tmp, banking_subset, tiny_model, name="prelabel-pooled", budget=60,
-        oracle={"kind": "simulated", "prelabel": "pooled", "prelabel_model": str(tiny_llm), "prelabel_shots": 2},
-    ))
-    summary = campaign(cfg)
-    store = CampaignStore(cfg.store_url())
-    gold = {r["id"]: r["label"] for r in read_jsonl(banking_subset["pool"])}
-    return cfg, summary, store, gold
+    return run_campaign(tmp_path_factory, banking_subset, tiny_model, tiny_llm, "pooled", budget=60)
 
 
 def test_pooled_proposals_fit_their_share_on_the_previous_rounds_labels(pooled_run):
