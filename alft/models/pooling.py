@@ -12,10 +12,11 @@ keeps every class either source finds plausible and lets the better-ranking one 
 probabilities put the human label highest in the list the labeling page shows (the top
 ``list_size`` labels at ``min_p`` or more; a label missing from it counts as
 ``list_size + 2``), ties to the smaller λ (the campaign's own classifier). Ranking, not
-log-likelihood: measured on BANKING77 proposals, the log-likelihood fit gave the LLM most of
-the weight (the classifier's zeros on unseen classes cost it dearly) and the page 16 %
-fewer seconds saved than the classifier alone; the list-position fit stays within 1-2 % of it
-(``benchmarks/results/llm_effort.md``). Until ``MIN_FIT`` such labels exist λ is
+log-likelihood: on BANKING77 (seed 0) a log-likelihood-fitted product gave the LLM all the
+weight (the classifier's zeros on unseen classes cost it dearly) and saved 16 % of the
+simulated labeling seconds where the classifier alone saves 32 %; this mixture saves 31-37 %
+over 3 seeds, 2.4 % less time than the classifier alone on average (README, *Pre-labels*;
+``benchmarks/results/llm_effort.json``). Until ``MIN_FIT`` such labels exist λ is
 ``DEFAULT_SHARE``.
 
 Pure numpy: rows are examples, columns the label set in its order.
