@@ -76,7 +76,6 @@ from benchmarks.plain import cpu_model, shared_data  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL = "packaged:smollm2-135m-instruct"
-OPSET = 17  # alft.models.onnx_backend.OPSET
 MAX_LENGTH = 128
 OPTIMIZER_TYPES = ("qwen3", "gpt2")
 CHECK_TOL = 1e-3  # hidden-state agreement a fused graph must reach to be benchmarked
@@ -94,16 +93,11 @@ def load1() -> float:
 
 
 def export_decoder(model, tokenizer, out: Path) -> None:
-    """``model`` (a ``LlamaModel``) -> ONNX, ``(input_ids, attention_mask) -> last_hidden_state``."""
+    """``model`` (a ``LlamaModel``) -> ONNX, ``(input_ids, attention_mask) -> last_hidden_state``
+    (alft's exporter, ``alft.models.onnx_backend.export_hidden``, with ``use_cache=False``)."""
     import torch
 
-    class Hidden(torch.nn.Module):
-        def __init__(self, inner) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    from alft.models.onnx_backend import export_hidden
 
     # A right-padded example (as Encoder.encode_batch pads): the mask must be traced as data.
     enc = tokenizer(["How do I locate my card?", "Card?"], padding=True, return_tensors="pt")
@@ -118,22 +112,9 @@ def export_decoder(model, tokenizer, out: Path) -> None:
             new_ids[i, :n] = ids[i, width - n :]
             new_mask[i, :n] = 1
         ids, mask = new_ids, new_mask
-    assert int(mask.sum()) < mask.numel(), "the trace example must contain padding"
-    names = ["input_ids", "attention_mask"]
-    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Hidden(model).eval(),
-            (ids.to(torch.int64), mask.to(torch.int64)),
-            str(out),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    if int(mask.sum()) == mask.numel():
+        raise RuntimeError("the trace example must contain padding")
+    export_hidden(model, out, ["input_ids", "attention_mask"], (ids.to(torch.int64), mask.to(torch.int64)), use_cache=False)
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -269,6 +250,8 @@ def main() -> None:
     graphs: dict[str, Path] = {}
     try:
         raw = work / "raw.onnx"
+        from alft.models.onnx_backend import OPSET
+
         export = {"opset": OPSET, "exporter": "torch.onnx.export(dynamo=False)", "use_cache": False}
         l0, t0, c0 = load1(), time.perf_counter(), time.process_time()
         try:

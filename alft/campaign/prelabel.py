@@ -113,15 +113,18 @@ def human_labels(ctx: CampaignContext, conn=None) -> dict[str, str]:
     return {ex: st.label for ex, st in resolve(events, ctx.config.oracle.policy()).items() if st.label is not None}
 
 
-def demonstrations(ctx: CampaignContext, pool_ids: np.ndarray, shots: int) -> list[list[tuple[str, str]]] | None:
+def demonstrations(
+    ctx: CampaignContext, pool_ids: np.ndarray, shots: int, human: dict[str, str] | None = None
+) -> list[list[tuple[str, str]]] | None:
     """For each batch text, its ``shots`` nearest human-labeled examples as (text, label); None
-    for zero-shot (``shots`` 0, or nothing labeled yet)."""
+    for zero-shot (``shots`` 0, or nothing labeled yet). ``human``: ``human_labels(ctx)`` when
+    the caller has it already."""
     from alft.campaign.rounds import pool_embeddings
 
     if shots == 0:
         return None
     pool = ctx.data.pool
-    labeled = human_labels(ctx)
+    labeled = human_labels(ctx) if human is None else human
     if not labeled:
         return None
     lab_pids = np.asarray(sorted(pool.pool_id(ex) for ex in labeled), dtype=np.int64)
@@ -219,7 +222,8 @@ def compute_proposals(
             return [], info
         probs, agrees = clf, np.ones(len(ids), dtype=bool)
     else:
-        demos = demonstrations(ctx, pool_ids, oracle.prelabel_shots)
+        human = human_labels(ctx)  # resolved once: the demonstrations and the pool's fit read it
+        demos = demonstrations(ctx, pool_ids, oracle.prelabel_shots, human)
         info["shots"] = 0 if demos is None else oracle.prelabel_shots
         llm = llm_probs(ctx, [pool.texts[int(i)] for i in pool_ids], demos)  # [k, C]
         agrees = None if clf is None else clf.argmax(axis=1) == llm.argmax(axis=1)
@@ -228,7 +232,7 @@ def compute_proposals(
             if clf is None:
                 info["pool"] = "LLM only: no classifier before the first labels"
             else:
-                share, fit = pool_share(ctx, round_no)
+                share, fit = pool_share(ctx, round_no, human)
                 probs = pooling.pool(clf, llm, share)  # [k, C]
                 info.update(pool_share=share, **fit)
         save_proposal_probs(ctx, round_no, pool_ids, probs, llm, clf, share)
@@ -279,12 +283,15 @@ def proposal_probs(ctx: CampaignContext, round_no: int) -> dict[str, np.ndarray]
         return None
 
 
-def pool_share(ctx: CampaignContext, round_no: int) -> tuple[float, dict[str, Any]]:
+def pool_share(
+    ctx: CampaignContext, round_no: int, human: dict[str, str] | None = None
+) -> tuple[float, dict[str, Any]]:
     """``oracle.prelabel: pooled``'s LLM share λ for ``round_no``: fitted on every earlier
     round's proposals that had both sources and have a human label now (auto labels never
-    count), ``alft.models.pooling.fit_share`` with the page's list (``LIST_SIZE`` at ``LIST_MIN_P``)."""
+    count), ``alft.models.pooling.fit_share`` with the page's list (``LIST_SIZE`` at ``LIST_MIN_P``).
+    ``human``: ``human_labels(ctx)`` when the caller has it already."""
     labels = {lab: c for c, lab in enumerate(ctx.data.labels)}
-    human = human_labels(ctx)
+    human = human_labels(ctx) if human is None else human
     pool = ctx.data.pool
     clf, llm, y = [], [], []
     for r in range(round_no):

@@ -121,15 +121,6 @@ def export(model, out: Path) -> None:
     import torch
 
     names = _input_names(model)
-
-    class Hidden(torch.nn.Module):
-        def __init__(self, inner) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *inputs):
-            return self.inner(**dict(zip(names, inputs))).last_hidden_state
-
     # A padded example: the mask path must be traced as data, not folded to "no padding".
     ids = torch.tensor([[2, 7, 8, 9, 10, 3], [2, 7, 8, 3, 0, 0]], dtype=torch.int64)
     example = {
@@ -137,6 +128,23 @@ def export(model, out: Path) -> None:
         "attention_mask": (ids != 0).to(torch.int64),
         "token_type_ids": torch.zeros_like(ids),
     }
+    export_hidden(model, out, names, tuple(example[n] for n in names))
+
+
+def export_hidden(model, out: Path, names: list[str], example: tuple, **forward_kwargs) -> None:
+    """Trace ``model(**inputs, **forward_kwargs).last_hidden_state`` into an fp32 ONNX graph at
+    ``out``, inputs ``names`` (``example``: one padded int64 tensor each), batch and sequence
+    axes dynamic (``OPSET``, the TorchScript exporter)."""
+    import torch
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs)), **forward_kwargs).last_hidden_state
+
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
     # The tracer warns about shape checks it folds (mask padding past the sequence length,
     # which cannot happen here) and about advanced indexing; the tests check the graph
@@ -145,7 +153,7 @@ def export(model, out: Path) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             Hidden(model).eval(),
-            tuple(example[n] for n in names),
+            example,
             str(out),
             input_names=names,
             output_names=["last_hidden_state"],
