@@ -4,7 +4,9 @@ Protocol (issue: prove the dataset on the model it is for):
 
 1. ``--phase select`` (CPU, here): the shipped campaign config of each dataset (default
    proxy: frozen packaged MiniLM + logistic-regression head, k-means cold start, then
-   margin) runs to its budget with the plain step functions. From its store the script
+   the config's strategy; until 2026-12-06 margin, since then two_stage with the
+   semi-supervised head: ``--arm default`` names that arm) runs to its budget with the
+   plain step functions. From its store the script
    takes alft's first ``n`` labels in selection order (``alft.campaign.target.alft_examples``)
    and draws ``repeats`` random sets of each size with the product's own draw
    (``random_pool_ids``: seed, size, repeat; never the selections), and writes a
@@ -20,6 +22,9 @@ Protocol (issue: prove the dataset on the model it is for):
 
     .venv/bin/python benchmarks/transfer.py --phase select
     .venv/bin/python benchmarks/transfer.py --phase train --datasets sms_spam --sizes 200 --repeats 1
+    .venv/bin/python benchmarks/transfer.py --phase select --datasets banking77 --arm default
+    .venv/bin/python benchmarks/transfer.py --phase train --datasets banking77 --sizes 1000 --strategies default --skip-random
+    .venv/bin/python benchmarks/transfer.py --phase select --datasets banking77 --arm default --strategies two_stage badge --suffix +semi
     python3 benchmarks/transfer.py --phase train --model benchmarks/.work/transfer_bundle/minilm-fp16   # on a GPU
 """
 
@@ -50,8 +55,16 @@ DATASETS = {
 TRAIN = {"epochs": 15.0, "learning_rate": 3e-4, "batch_size": 32, "max_length": 128}
 
 
-def select(datasets: list[str], repeats: int, fp16_model: bool, strategies: list[str] | None) -> None:
-    """Run each dataset's campaign with its proxy (and with other strategies) and write the training-set bundle."""
+def select(
+    datasets: list[str], repeats: int, fp16_model: bool, strategies: list[str] | None, arm: str | None = None,
+    suffix: str = "",
+) -> None:
+    """Run each dataset's campaign with its proxy (and with other strategies) and write the training-set bundle.
+
+    ``arm`` names the shipped config's own selection in the bundle and the results (default:
+    its strategy's name), so a changed default is not mistaken for an earlier one; ``suffix`` is
+    appended to the other strategies' names (``badge+semi``: BADGE with the shipped head, not
+    the earlier rows' plain one)."""
     from alft.campaign.context import open_store
     from alft.campaign.target import alft_examples, random_pool_ids
     from alft.config import load_config
@@ -75,9 +88,10 @@ def select(datasets: list[str], repeats: int, fp16_model: bool, strategies: list
             run_plain(cfg)
             store = open_store(cfg)
             labels = store.current_labels(cfg.name, overlap=cfg.oracle.policy())
-            alft[strategy] = {n: alft_examples(store.selections(cfg.name), labels, n) for n in sizes}
-            alft_labels.update({e: labels[e] for ids in alft[strategy].values() for e in ids})
-            print(f"{ds} · {strategy}: proxy campaign to {len(labels)} labels", flush=True)
+            key = (arm or strategy) if not tag else strategy + suffix
+            alft[key] = {n: alft_examples(store.selections(cfg.name), labels, n) for n in sizes}
+            alft_labels.update({e: labels[e] for ids in alft[key].values() for e in ids})
+            print(f"{ds} · {key}: proxy campaign to {len(labels)} labels", flush=True)
         from alft.data import load_campaign_data
 
         data = load_campaign_data(cfg)
@@ -227,11 +241,18 @@ def table(path: Path = RESULTS, metric: str = "accuracy") -> str:
     for ds, tg, dev, n in keys:
         same = [r for r in rows if (r["dataset"], r["target"], r["device"], r["labels"]) == (ds, tg, dev, n)]
         rnd = [r["value"] for r in same if r["selection"] == "random"]
+        against = ""
+        if not rnd:
+            # A fine-tune's expected accuracy does not depend on the device it ran on, only its
+            # float noise does: compare with the random arm trained elsewhere, and say where.
+            other = [r for r in rows if (r["dataset"], r["target"], r["labels"]) == (ds, tg, n) and r["selection"] == "random"]
+            rnd = [r["value"] for r in other]
+            against = f" (random on {', '.join(sorted({r['device'] for r in other}))})" if other else ""
         arms = sorted({r.get("strategy") or r["selection"] for r in same}, key=lambda s: (s == "random", s))
         for arm in arms:
             v = [r["value"] for r in same if (r.get("strategy") or r["selection"]) == arm]
             label = "random" if arm == "random" else f"alft ({arm})"
-            diff = f"{statistics.mean(v) - statistics.mean(rnd):+.4f}" if arm != "random" and rnd else ""
+            diff = f"{statistics.mean(v) - statistics.mean(rnd):+.4f}{against}" if arm != "random" and rnd else ""
             out.append(f"| {ds} | {tg} | {dev} | {n:,} | {label} | {ms(v)} | {len(v)} | {diff} |")
     return "\n".join(out)
 
@@ -246,13 +267,15 @@ def main() -> None:
     ap.add_argument("--target", default="minilm-full-ft", help="train: the target's name in the results")
     ap.add_argument("--fp16-model", action="store_true", help="select: also write a float16 MiniLM for a GPU machine")
     ap.add_argument("--strategies", nargs="+", default=None, help="select: strategies to run (default: the config's); train: only these")
+    ap.add_argument("--arm", default=None, help="select: the shipped config's arm name (default: its strategy)")
+    ap.add_argument("--suffix", default="", help="select: appended to the other strategies' arm names")
     ap.add_argument("--skip-random", action="store_true", help="train: only alft's sets (the random rows exist)")
     ap.add_argument("--lora", type=int, default=None, help="train: LoRA rank (alpha = 2 x rank) instead of a full fine-tune")
     ap.add_argument("--epochs", type=float, default=None, help="train: epochs (default 15)")
     ap.add_argument("--lr", type=float, default=None, help="train: learning rate (default 3e-4)")
     a = ap.parse_args()
     if a.phase == "select":
-        select(a.datasets, a.repeats or 3, a.fp16_model, a.strategies)
+        select(a.datasets, a.repeats or 3, a.fp16_model, a.strategies, a.arm, a.suffix)
     elif a.phase == "train":
         model = a.model
         if model is None:

@@ -65,8 +65,15 @@ def fine_tune(ctx: CampaignContext, round_no: int) -> dict:
             if trainer.kind == "head" and ctx.config.trainer.head.semi_supervised is not None:
                 import numpy as np
 
-                # pool ids are the embeddings' row positions (pool_embeddings follows pool order)
-                kwargs.update(pool=pool_embeddings(ctx), pool_rows=np.asarray(pids, dtype=np.int64))
+                from alft.campaign.graph import pool_graph
+
+                k = ctx.config.trainer.head.semi_supervised.k
+                # pool ids are the embeddings' row positions (pool_embeddings follows pool order);
+                # the graph is built in the first round that needs it and read back after
+                kwargs.update(
+                    pool=pool_embeddings(ctx), pool_rows=np.asarray(pids, dtype=np.int64),
+                    pool_graph=lambda: pool_graph(ctx.config, ctx.data, k),
+                )
             # the head is numpy/scikit-learn work: its BLAS pools are held; torch trainers use model.num_threads
             limits = blas_limits(ctx.config) if trainer.kind == "head" else contextlib.nullcontext()
             with limits:

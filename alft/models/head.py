@@ -114,9 +114,12 @@ class HeadTrainer:
         *,
         pool: np.ndarray | None = None,
         pool_rows: np.ndarray | None = None,
+        pool_graph: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> HeadModel:
         """``pool``: float[n, d] every pool embedding, and ``pool_rows``: the labeled examples'
-        row positions in it (same order as ``y``); both needed by ``semi_supervised``."""
+        row positions in it (same order as ``y``); both needed by ``semi_supervised``.
+        ``pool_graph``: returns the pool's kNN graph (``spreading.knn_graph(pool, k)``) when the
+        caller keeps one; called only while the pseudo-labels have weight."""
         from sklearn.linear_model import LogisticRegression
 
         check_training_set(y, labels)
@@ -141,6 +144,7 @@ class HeadTrainer:
             rows, py, conf = pseudo_labels(
                 np.asarray(pool, dtype=np.float32), pool_rows, y, len(labels),
                 k=ss.k, alpha=ss.alpha, iterations=ss.iterations, seed=seed,
+                graph=None if pool_graph is None else pool_graph(),
             )
             if progress is not None:
                 progress(

@@ -122,11 +122,20 @@ def pseudo_label_weight(weight: float, n_labels: int, n_classes: int, fade_per_c
 
 def pseudo_labels(
     x: np.ndarray, rows: np.ndarray, y: np.ndarray, n_classes: int, *, k: int, alpha: float, iterations: int,
-    seed: int = 0,
+    seed: int = 0, graph: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row positions, class indices, confidences) for the unlabeled rows of ``x`` that a label
-    reached: the spread distribution's top class and its probability."""
-    nbr, sim = knn_graph(x, k, seed=seed)
+    reached: the spread distribution's top class and its probability. ``graph``: ``knn_graph(x,
+    k)``'s result when the caller keeps it (built here otherwise)."""
+    if graph is None:
+        nbr, sim = knn_graph(x, k, seed=seed)
+    else:
+        nbr, sim = graph
+        if nbr.shape != (x.shape[0], k) or sim.shape != nbr.shape:
+            raise TrainerError(
+                f"label spreading: the neighbour graph is {nbr.shape} / {sim.shape}, the pool has "
+                f"{x.shape[0]} rows and k={k}"
+            )
     dist = spread_labels(nbr, sim, rows, y, n_classes, alpha=alpha, iterations=iterations)  # [n, C]
     unl = np.setdiff1d(np.arange(x.shape[0]), rows)
     conf = dist[unl].max(axis=1)

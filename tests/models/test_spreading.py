@@ -187,3 +187,57 @@ def test_a_half_faded_head_weighs_its_pseudo_labels_half_as_much(monkeypatch):
     assert np.all(w[:6] == 1.0)
     _, _, conf = pseudo_labels(x, rows, y[rows], 3, k=cfg.k, alpha=cfg.alpha, iterations=cfg.iterations)
     np.testing.assert_allclose(w[6:], 0.2 * conf)
+
+
+def test_a_given_graph_gives_the_same_head_as_building_it():
+    rng = np.random.default_rng(6)
+    x, y = _clusters(rng, 30, 4, 16, 1.0)
+    rows = np.arange(0, 120, 15)
+    labels = ["a", "b", "c", "d"]
+    trainer = HeadTrainer(HeadTrainerConfig(semi_supervised=SemiSupervisedConfig(k=6)))
+    built = trainer.fit([], x[rows], y[rows], labels, seed=0, pool=x, pool_rows=rows)
+    given = trainer.fit([], x[rows], y[rows], labels, seed=0, pool=x, pool_rows=rows,
+                        pool_graph=lambda: knn_graph(x, 6))
+    np.testing.assert_array_equal(built.predict_proba([], x), given.predict_proba([], x))
+    with pytest.raises(TrainerError, match=r"graph is \(120, 5\).*120 rows and k=6"):
+        trainer.fit([], x[rows], y[rows], labels, seed=0, pool=x, pool_rows=rows, pool_graph=lambda: knn_graph(x, 5))
+
+
+def test_a_campaign_builds_the_pool_graph_once_and_later_campaigns_read_it(tmp_path, banking_subset, tiny_model, monkeypatch):
+    from alft.campaign import graph as graph_mod
+
+    built: list[int] = []
+    real = spreading.knn_graph
+
+    def counting(x, k, seed=0):
+        built.append(x.shape[0])
+        return real(x, k, seed=seed)
+
+    monkeypatch.setattr(spreading, "knn_graph", counting)
+    graph_mod._GRAPH_MEMO.clear()
+    path = campaign_yaml(tmp_path, banking_subset, tiny_model, name="semi-graph", budget=60)
+    # a cache folder of its own: the session's is shared with the other campaigns' tests
+    over = ["trainer.head.semi_supervised={k: 5, weight: 0.5, fade_per_class: null}", f"model.cache_dir={tmp_path / 'cache'}"]
+    cfg = load_config(path, overrides=over)
+    run_plain(cfg)
+    from alft.campaign.context import open_store
+
+    assert len(open_store(cfg).rounds(cfg.name)) >= 3 and len(built) == 1  # several rounds, one graph
+    files = list((cfg.cache_dir() / "knn_graphs").glob("*.npz"))
+    assert len(files) == 1 and files[0].name.endswith("-k5-seed%d.npz" % cfg.seed)
+    from alft.campaign.context import features_for
+    from alft.data import load_campaign_data
+
+    data = load_campaign_data(cfg)
+    with np.load(files[0]) as z:  # the cached graph is the pool features' exact graph
+        np.testing.assert_array_equal(z["nbr"], real(features_for(cfg, data, "pool"), 5)[0])
+    # another campaign on the same pool, features and seed, in a new process (no memo): read back
+    graph_mod._GRAPH_MEMO.clear()
+    run_plain(load_config(path, overrides=[*over, "name=semi-graph-2"]))
+    assert len(built) == 1
+    # a cache file that does not fit the pool is refused with its path, not silently used
+    graph_mod._GRAPH_MEMO.clear()
+    with open(files[0], "wb") as fh:
+        np.savez(fh, nbr=np.zeros((3, 5), dtype=np.int64), sim=np.zeros((3, 5), dtype=np.float32))
+    with pytest.raises(TrainerError, match=r"knn_graphs.*\(3, 5\).*delete it"):
+        graph_mod.pool_graph(cfg, data, 5)
