@@ -25,6 +25,8 @@ Protocol (issue: prove the dataset on the model it is for):
     .venv/bin/python benchmarks/transfer.py --phase select --datasets banking77 --arm default
     .venv/bin/python benchmarks/transfer.py --phase train --datasets banking77 --sizes 1000 --strategies default --skip-random
     .venv/bin/python benchmarks/transfer.py --phase select --datasets banking77 --arm default --strategies two_stage badge --suffix +semi
+    .venv/bin/python benchmarks/transfer.py --phase select --datasets banking77 --arm default --strategies two_stage badge \
+        --suffix +plain --arm-set trainer.head.semi_supervised=null
     python3 benchmarks/transfer.py --phase train --model benchmarks/.work/transfer_bundle/minilm-fp16   # on a GPU
 """
 
@@ -58,13 +60,15 @@ TRAIN = {"epochs": 15.0, "learning_rate": 3e-4, "batch_size": 32, "max_length": 
 def select(
     datasets: list[str], repeats: int, fp16_model: bool, strategies: list[str] | None, arm: str | None = None,
     suffix: str = "",
+    arm_set: list[str] | None = None,
 ) -> None:
     """Run each dataset's campaign with its proxy (and with other strategies) and write the training-set bundle.
 
     ``arm`` names the shipped config's own selection in the bundle and the results (default:
     its strategy's name), so a changed default is not mistaken for an earlier one; ``suffix`` is
     appended to the other strategies' names (``badge+semi``: BADGE with the shipped head, not
-    the earlier rows' plain one)."""
+    the earlier rows' plain one); ``arm_set``: config overrides for those other arms only
+    (``trainer.head.semi_supervised=null`` with suffix ``+plain``)."""
     from alft.campaign.context import open_store
     from alft.campaign.target import alft_examples, random_pool_ids
     from alft.config import load_config
@@ -80,10 +84,12 @@ def select(
         t0 = time.perf_counter()
         for strategy in strategies or [base.strategy.name]:
             # the shipped config is the default arm; others change only the strategy after round 0
-            tag = "" if strategy == base.strategy.name else f"-{strategy.replace('_', '-')}"
+            # the arm's own campaign name and folder: another head is another campaign
+            tag = "" if strategy == base.strategy.name else "-" + f"{strategy}{suffix}".replace("_", "-").replace("+", "-")
             over = [f"name=transfer-{ds.replace('_', '-')}{tag}", f"budget={budget}", "stop={}", f"workdir={WORK / (ds + tag)}"]
             if tag:
                 over.append(f"strategy={{name: {strategy}}}")
+                over.extend(arm_set or [])
             cfg = load_config(ROOT / conf, over)
             run_plain(cfg)
             store = open_store(cfg)
@@ -269,13 +275,14 @@ def main() -> None:
     ap.add_argument("--strategies", nargs="+", default=None, help="select: strategies to run (default: the config's); train: only these")
     ap.add_argument("--arm", default=None, help="select: the shipped config's arm name (default: its strategy)")
     ap.add_argument("--suffix", default="", help="select: appended to the other strategies' arm names")
+    ap.add_argument("--arm-set", nargs="+", default=None, help="select: config overrides for the other strategies only")
     ap.add_argument("--skip-random", action="store_true", help="train: only alft's sets (the random rows exist)")
     ap.add_argument("--lora", type=int, default=None, help="train: LoRA rank (alpha = 2 x rank) instead of a full fine-tune")
     ap.add_argument("--epochs", type=float, default=None, help="train: epochs (default 15)")
     ap.add_argument("--lr", type=float, default=None, help="train: learning rate (default 3e-4)")
     a = ap.parse_args()
     if a.phase == "select":
-        select(a.datasets, a.repeats or 3, a.fp16_model, a.strategies, a.arm, a.suffix)
+        select(a.datasets, a.repeats or 3, a.fp16_model, a.strategies, a.arm, a.suffix, a.arm_set)
     elif a.phase == "train":
         model = a.model
         if model is None:
