@@ -28,7 +28,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.kcenter_reference import eager_kcenter  # noqa: E402
 from benchmarks.plain import cpu_model  # noqa: E402
-from benchmarks.selection_scale import _status_kb, make_pool, reset_peak  # noqa: E402
+from benchmarks.selection_scale import make_pool, measured  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "kcenter_scale"
 K = 1000
@@ -50,14 +49,11 @@ def run(method: str, emb: np.ndarray, unlabeled: np.ndarray, labeled: np.ndarray
     from strategies.coreset import covering_radius, kcenter_select
 
     inputs = QueryInputs(unlabeled=unlabeled, labeled=labeled, embeddings=emb)
-    rss0 = reset_peak()
-    c0, w0 = time.process_time(), time.perf_counter()
     if method == "lazy":
-        picks = unlabeled[kcenter_select(None, inputs, K, np.random.default_rng(0)).rows].tolist()
+        picks, m = measured(lambda: unlabeled[kcenter_select(None, inputs, K, np.random.default_rng(0)).rows].tolist())
     else:
-        picks = eager_kcenter(emb, unlabeled, labeled, K)
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    peak = _status_kb("VmHWM") - rss0
+        picks, m = measured(lambda: eager_kcenter(emb, unlabeled, labeled, K))
+    cpu, wall, peak = m["cpu_s"], m["wall_s"], m["peak_extra_mib"] * 1024  # peak in KiB as before
     pos = {int(p): i for i, p in enumerate(unlabeled.tolist())}
     radius = covering_radius(inputs, np.array([pos[p] for p in picks]))
     row = {

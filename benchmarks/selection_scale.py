@@ -85,6 +85,16 @@ def reset_peak() -> int:
     return _status_kb("VmRSS")
 
 
+def measured(fn) -> tuple[object, dict]:
+    """``fn()``'s result and its ``wall_s``, ``cpu_s`` (this process, all threads) and
+    ``peak_extra_mib`` (kernel peak RSS during the call minus RSS before it)."""
+    before = reset_peak()
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return out, {"wall_s": wall, "cpu_s": cpu, "peak_extra_mib": (_status_kb("VmHWM") - before) / 1024}
+
+
 def make_pool(n: int, seed: int) -> np.ndarray:
     """float32[n, DIM], unit rows, around N_CENTRES centres of Zipf-like sizes and log-normal
     spreads; built GEN_CHUNK rows at a time so the output is the only big allocation."""

@@ -40,20 +40,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.plain import cpu_model  # noqa: E402
-from benchmarks.selection_scale import _status_kb, make_pool, reset_peak  # noqa: E402
+from benchmarks.selection_scale import make_pool, measured  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "semi_head_scale.json"
 N_CLASSES = 77
 N_LABELED = 500
-
-
-def measure(fn) -> tuple[object, dict]:
-    """``fn()``'s result and its wall s, CPU s (this process, all threads) and peak extra MiB."""
-    before = reset_peak()
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return out, {"wall_s": wall, "cpu_s": cpu, "peak_extra_mib": (_status_kb("VmHWM") - before) / 1024}
 
 
 def run_size(n: int, repeats: int, seed: int, log) -> dict:
@@ -79,21 +70,22 @@ def run_size(n: int, repeats: int, seed: int, log) -> dict:
         HeadTrainer(HeadTrainerConfig(C=20.0)).fit([], pool[rows[:50]], y[:50], labels, seed=0)
         for r in range(repeats):
             plain = HeadTrainer(HeadTrainerConfig(C=20.0, class_weight="balanced"))
-            _, m = measure(lambda: plain.fit([], pool[rows], y, labels, seed=0))
+            _, m = measured(lambda: plain.fit([], pool[rows], y, labels, seed=0))
             parts["plain_fit"].append(m)
-            graph, m = measure(lambda: knn_graph(pool, ss.k, seed=0))
+            graph, m = measured(lambda: knn_graph(pool, ss.k, seed=0))
             parts["knn_graph"].append(m)
             semi = HeadTrainer(HeadTrainerConfig(C=20.0, class_weight="balanced", semi_supervised=ss))
             said: list[tuple[float, str]] = []
             t0 = time.perf_counter()
-            _, m = measure(lambda: semi.fit([], pool[rows], y, labels, seed=0, pool=pool, pool_rows=rows,
+            _, m = measured(lambda: semi.fit([], pool[rows], y, labels, seed=0, pool=pool, pool_rows=rows,
                                             pool_graph=lambda: graph,
                                             progress=lambda msg: said.append((time.perf_counter(), msg))))
             del graph
-            spread_at = [t for t, msg in said if msg.startswith("label spreading:")]
-            m["spread_s"] = spread_at[0] - t0
+            # the trainer's line "label spreading: N pseudo-labels, ..." marks the end of spreading
+            at, line = next((t, msg) for t, msg in said if msg.startswith("label spreading:"))
+            m["spread_s"] = at - t0
             m["lr_s"] = m["wall_s"] - m["spread_s"]
-            extra["reached"] = int([msg for _, msg in said if msg.startswith("label spreading:")][0].split()[2])
+            extra["reached"] = int(line.split()[2])
             parts["semi_fit"].append(m)
             log(f"n={n:,} repeat {r}: " + ", ".join(f"{k} {v[-1]['wall_s']:.1f} s" for k, v in parts.items() if v)
                 + f" (spreading {m['spread_s']:.1f} s + logistic regression {m['lr_s']:.1f} s)")
