@@ -28,6 +28,8 @@ Protocol (issue: prove the dataset on the model it is for):
     .venv/bin/python benchmarks/transfer.py --phase select --datasets banking77 --arm default --strategies two_stage badge \
         --suffix +plain --arm-set trainer.head.semi_supervised=null
     python3 benchmarks/transfer.py --phase train --model benchmarks/.work/transfer_bundle/minilm-fp16   # on a GPU
+    .venv/bin/python benchmarks/transfer.py --phase train --datasets banking77 --sizes 1000 \
+        --model packaged:smollm2-135m-instruct --target smollm2-135m-lora --lora 16 --epochs 3 --lr 1e-3 --batch-size 16
 """
 
 from __future__ import annotations
@@ -280,6 +282,7 @@ def main() -> None:
     ap.add_argument("--lora", type=int, default=None, help="train: LoRA rank (alpha = 2 x rank) instead of a full fine-tune")
     ap.add_argument("--epochs", type=float, default=None, help="train: epochs (default 15)")
     ap.add_argument("--lr", type=float, default=None, help="train: learning rate (default 3e-4)")
+    ap.add_argument("--batch-size", type=int, default=None, help="train: batch size (default 32)")
     a = ap.parse_args()
     if a.phase == "select":
         select(a.datasets, a.repeats or 3, a.fp16_model, a.strategies, a.arm, a.suffix, a.arm_set)
@@ -293,7 +296,7 @@ def main() -> None:
             from alft.models.packaged import resolve_gguf
 
             model = resolve_gguf(model)
-        over = {k: v for k, v in (("epochs", a.epochs), ("learning_rate", a.lr)) if v is not None}
+        over = {k: v for k, v in (("epochs", a.epochs), ("learning_rate", a.lr), ("batch_size", a.batch_size)) if v is not None}
         if a.lora:
             over["lora"] = {"r": a.lora, "alpha": 2.0 * a.lora, "dropout": 0.05}
         train(a.datasets, model, a.sizes, a.repeats, a.target, a.strategies, a.skip_random, over or None)
