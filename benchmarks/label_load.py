@@ -4,7 +4,9 @@ A campaign is built straight in the store (as ``tests/conftest.py: pending_store
 over real BANKING77 training texts so the page has a pool to show): round 0 labeled, round
 1's batch of ``--batch`` examples waiting for labels. The page (``alft.labelpage``) runs on
 uvicorn on 127.0.0.1 at a free port, exactly what ``alft label`` serves. Each annotator is a
-thread with its own ``httpx.Client`` and annotator id and follows the page's protocol:
+thread with its own ``httpx.Client`` and annotator id, all of them in one other process
+(``--clients-in process``, the default: its own interpreter and GIL, as browsers are on other
+machines; ``threads`` runs them in the server's process), and follows the page's protocol:
 
 1. ``GET /?token=...`` (the page; the token then travels in the ``X-Alft-Token`` header);
 2. ``GET /api/next?annotator=ID`` -> the example the page hands this annotator;
@@ -30,6 +32,7 @@ store) and the table in ``.md``.
 
     .venv/bin/python benchmarks/label_load.py [--batch 2000] [--clients 20] [--store sqlite|postgres]
     .venv/bin/python benchmarks/label_load.py --grid   # batch 200 and 2,000 x SQLite and PostgreSQL
+    .venv/bin/python benchmarks/label_load.py --page-only 3 [--store postgres]  # the page's CPU per label, no HTTP
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import sys
 import tempfile
 import threading
@@ -61,7 +65,15 @@ THINK_SEED = 19  # the annotators' think-time draws
 TOKEN_HEADER = "X-Alft-Token"
 ROUND0_SIZE = 5
 STORES = ("sqlite", "postgres")
+CLIENTS_IN = ("process", "threads")
 GRID_BATCHES = (200, 2000)
+#: ``--page-only`` at a 2,000 batch before the page's statements were prepared once (commit
+#: 3a22ef1, the same script run from a worktree of it, interleaved with the new code's runs).
+PAGE_ONLY_BEFORE = {
+    "commit": "3a22ef1",
+    "sqlite": {"per_label_ms": [5.37, 5.04, 5.78], "next_mean_ms": [1.59, 1.49, 1.71], "submit_mean_ms": [3.78, 3.55, 4.07]},
+    "postgres": {"per_label_ms": [7.26, 7.69], "next_mean_ms": [1.98, 2.11], "submit_mean_ms": [5.27, 5.59]},
+}
 #: Before issue 19 (SQLite, 20 clients; every request re-read and re-resolved the whole batch).
 BEFORE = [
     {"batch": 2000, "store": "sqlite", "submit_p50_ms": 1282, "submit_p99_ms": 3089, "labels_per_s": 7.3,
@@ -177,7 +189,7 @@ class ClientLog:
 
 
 def annotate(
-    base: str, camp: LoadCampaign, annotator: str, start: threading.Barrier, max_labels: int,
+    base: str, camp: LoadCampaign | ClientSpec, annotator: str, start: threading.Barrier | Gate, max_labels: int,
     think_s: float = 0.0, rng: np.random.Generator | None = None,
 ) -> ClientLog:
     """One annotator: load the page, then next -> (think) -> post until nothing is left for them.
@@ -224,6 +236,57 @@ def annotate(
     return log
 
 
+@dataclass
+class ClientSpec:
+    """What an annotator needs of the campaign (picklable: it crosses to the client process)."""
+
+    token: str
+    gold: dict[str, str]
+
+
+class Gate:
+    """The start line of a client process: every client loaded the page (``loaded``), then
+    the parent starts its clock and says go (``go``). ``wait``/``abort`` as a Barrier's."""
+
+    def __init__(self, loaded: threading.Barrier, go) -> None:
+        self.loaded, self.go = loaded, go
+
+    def wait(self) -> None:
+        self.loaded.wait()
+        self.go.wait()
+
+    def abort(self) -> None:
+        self.loaded.abort()
+
+
+def _client_process(
+    base: str, spec: ClientSpec, n_clients: int, cap: int, think_s: float, ready, go, out,
+) -> None:
+    """The annotators of a ``clients_in="process"`` run: threads of this process, which has its
+    own interpreter (GIL) as browsers on other machines would; sends their logs and CPU back."""
+    loaded = threading.Barrier(n_clients + 1)
+    gate = Gate(loaded, go)
+    logs: list[ClientLog] = [ClientLog(f"annotator-{k:02d}") for k in range(n_clients)]
+
+    def work(k: int) -> None:
+        rng = np.random.default_rng([THINK_SEED, k])
+        logs[k] = annotate(base, spec, logs[k].annotator, gate, cap, think_s, rng)
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"annotator-{k:02d}") for k in range(n_clients)]
+    for t in threads:
+        t.start()
+    try:
+        loaded.wait()
+    except threading.BrokenBarrierError:
+        pass
+    ready.set()
+    go.wait()
+    cpu0 = time.process_time()
+    for t in threads:
+        t.join()
+    out.put({"logs": logs, "cpu_s": time.process_time() - cpu0})
+
+
 class ServerTimes:
     """ASGI wrapper: seconds from a request's arrival at the app to its response's last byte
     (the server's side: hand-out or submit, lock waits, the thread pool; not HTTP parsing)."""
@@ -242,13 +305,22 @@ class ServerTimes:
 
 
 def run_load(
-    camp: LoadCampaign, n_clients: int, *, max_labels_per_client: int | None = None, think_s: float = 0.0
+    camp: LoadCampaign, n_clients: int, *, max_labels_per_client: int | None = None, think_s: float = 0.0,
+    clients_in: str = "threads",
 ) -> dict[str, Any]:
-    """Serve the page, run ``n_clients`` annotators to the end of the batch, check the store."""
+    """Serve the page, run ``n_clients`` annotators to the end of the batch, check the store.
+
+    ``clients_in``: ``threads`` of this (the server's) process, sharing its GIL; or one other
+    ``process`` (its own interpreter, as annotators' browsers are elsewhere). ``cpu_s`` is this
+    process's CPU, the clients' included only with threads; ``clients_cpu_s`` the clients'."""
     from alft.human.page.app import create_app, running
 
+    if clients_in not in CLIENTS_IN:
+        raise ValueError(f"clients_in must be one of {CLIENTS_IN}, got {clients_in!r}")
     app = ServerTimes(create_app(camp.cfg, camp.store, camp.name))
     cap = max_labels_per_client or len(camp.batch)
+    if clients_in == "process":
+        return _run_load_process(camp, app, n_clients, cap, think_s)
     logs: list[ClientLog] = [ClientLog(f"annotator-{k:02d}") for k in range(n_clients)]
     start = threading.Barrier(n_clients + 1)
     with running(app) as base:
@@ -268,7 +340,49 @@ def run_load(
         for t in threads:
             t.join()
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"seconds": seconds, "cpu_s": cpu, "server_s": app.seconds, "logs": logs, **check_store(camp, logs)}
+    return {
+        "seconds": seconds, "cpu_s": cpu, "clients_cpu_s": sum(log.cpu_s for log in logs), "server_s": app.seconds,
+        "logs": logs, **check_store(camp, logs),
+    }
+
+
+def _run_load_process(camp: LoadCampaign, app: ServerTimes, n_clients: int, cap: int, think_s: float):
+    import multiprocessing as mp
+
+    from alft.human.page.app import running
+
+    ctx = mp.get_context("spawn")  # not fork: this process runs the server's threads
+    ready, go, out = ctx.Event(), ctx.Event(), ctx.Queue()
+    spec = ClientSpec(token=camp.token, gold={ex: camp.gold[ex] for ex in camp.batch})
+    with running(app) as base:
+        proc = ctx.Process(
+            target=_client_process, args=(base, spec, n_clients, cap, think_s, ready, go, out),
+            name="alft-label-load-clients",
+        )
+        proc.start()
+        try:
+            if not ready.wait(120):
+                raise RuntimeError("the client process did not load the page within 120 s")
+            app.seconds.clear()  # the page loads before the clock started
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            go.set()
+            got = None
+            while got is None:
+                try:
+                    got = out.get(timeout=1.0)
+                except queue.Empty:
+                    if not proc.is_alive():
+                        raise RuntimeError(f"the client process died (exit code {proc.exitcode})") from None
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        finally:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    logs = got["logs"]
+    return {
+        "seconds": seconds, "cpu_s": cpu, "clients_cpu_s": got["cpu_s"], "server_s": app.seconds, "logs": logs,
+        **check_store(camp, logs),
+    }
 
 
 def check_store(camp: LoadCampaign, logs: list[ClientLog]) -> dict[str, Any]:
@@ -328,7 +442,8 @@ def _store_bytes(camp: LoadCampaign) -> int:
 
 
 def measure(
-    n_batch: int, n_clients: int, store: str = "sqlite", pg_server: str | None = None, think_s: float = 0.0
+    n_batch: int, n_clients: int, store: str = "sqlite", pg_server: str | None = None, think_s: float = 0.0,
+    clients_in: str = "process",
 ) -> dict[str, Any]:
     """One load run on a fresh campaign (and, on PostgreSQL, a fresh database of ``pg_server``)."""
     import datetime as dt
@@ -341,20 +456,23 @@ def measure(
         url = new_database(pg_server) if store == "postgres" else None
         camp = build_load_campaign(Path(tmp), n_batch, store_url=url)
         load_before = loadavg()
-        res = run_load(camp, n_clients, think_s=think_s)
+        res = run_load(camp, n_clients, think_s=think_s, clients_in=clients_in)
         db_bytes = _store_bytes(camp)
         camp.store.close()
     logs: list[ClientLog] = res.pop("logs")
     per_client = [len(log.posted) for log in logs]
     events = res["events"]
-    clients_cpu = sum(log.cpu_s for log in logs)
+    clients_cpu = res["clients_cpu_s"]
+    # the server's process: with client threads in it, their CPU is taken out
+    server_cpu = res["cpu_s"] - (clients_cpu if clients_in == "threads" else 0.0)
     check = {k: (len(v) if isinstance(v, list) and k not in ("kinds", "sources", "errors") else v)
-             for k, v in res.items() if k not in ("seconds", "cpu_s", "server_s")}
+             for k, v in res.items() if k not in ("seconds", "cpu_s", "clients_cpu_s", "server_s")}
     return {
         "batch": n_batch,
         "clients": n_clients,
         "store": store,
         "think_s": think_s,
+        "clients_in": clients_in,
         "ok": not (res["lost"] or res["duplicated"] or res["errors"] or res["wrong_label"] or res["outside_batch"]),
         "lost": len(res["lost"]),
         "duplicated": len(res["duplicated"]),
@@ -366,8 +484,10 @@ def measure(
         "cpu": {
             "process_s": res["cpu_s"],
             "clients_s": clients_cpu,
+            "server_s": server_cpu,
             # per label: one GET /api/next and one POST /api/labels, both sides
-            "per_label_ms": res["cpu_s"] * 1000 / events if events else None,
+            "per_label_ms": (server_cpu + clients_cpu) * 1000 / events if events else None,
+            "server_per_label_ms": server_cpu * 1000 / events if events else None,
             "clients_per_label_ms": clients_cpu * 1000 / events if events else None,
         },
         "labels_per_client": {"min": min(per_client), "max": max(per_client)},
@@ -377,6 +497,37 @@ def measure(
         "loadavg_after": loadavg(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def page_only(
+    n_batch: int, n_labels: int = 1000, warmup: int = 50, n_annotators: int = 20, store_url: str | None = None,
+) -> dict[str, Any]:
+    """The page's own work per label without HTTP: ``LabelPage.next_for`` then ``submit``, one
+    thread, annotators in turn; CPU milliseconds per call (``time.thread_time``), medians of
+    per-call times and the mean. What the server spends per label beyond this is HTTP, the
+    ASGI app, its thread-pool hops and the token check."""
+    from alft.human.labeling import LabelItem
+    from alft.human.page.handout import LabelPage
+
+    with tempfile.TemporaryDirectory(prefix="alft-label-page-") as tmp:
+        camp = build_load_campaign(Path(tmp), n_batch, store_url=store_url)
+        page = LabelPage(camp.cfg, camp.store, camp.name)
+        cpu = {"next": [], "submit": []}
+        for i in range(min(n_labels + warmup, n_batch)):
+            ann = f"annotator-{i % n_annotators:02d}"
+            t0 = time.thread_time()
+            ex = page.next_for(ann, [], None)["example"]
+            t1 = time.thread_time()
+            page.submit(ann, ex["round"], [LabelItem(example_id=ex["id"], label=camp.gold[ex["id"]], kind="label")])
+            t2 = time.thread_time()
+            if i >= warmup:
+                cpu["next"].append(t1 - t0)
+                cpu["submit"].append(t2 - t1)
+        camp.store.close()
+    out = {k: {"mean_ms": float(np.mean(v)) * 1000, "p50_ms": float(np.median(v)) * 1000, "n": len(v)}
+           for k, v in cpu.items()}
+    out["per_label_ms"] = out["next"]["mean_ms"] + out["submit"]["mean_ms"]
+    return {"batch": n_batch, **out}
 
 
 def _previous_runs(path: Path) -> list[dict[str, Any]]:
@@ -401,34 +552,67 @@ def main() -> None:
     ap.add_argument("--think", type=float, default=0.0,
                     help="mean seconds an annotator takes per example before posting (exponential; 0: no pause, "
                     "the saturating load; 1: the fastest decision of benchmarks/llm_effort.py, a kept proposal)")
+    ap.add_argument("--clients-in", choices=CLIENTS_IN, default="process",
+                    help="process: the annotators run in one other process (its own interpreter and GIL, as "
+                    "browsers are elsewhere); threads: in the server's process, sharing its GIL")
+    ap.add_argument("--page-only", type=int, default=0, metavar="REPEATS",
+                    help="instead of a load run: the page's CPU per label without HTTP (page_only), this many "
+                    "repeats, printed as JSON")
     ap.add_argument("--out", default="label_load", help="results file stem under benchmarks/results/")
     args = ap.parse_args()
     offline_env()
+    if args.page_only:
+        from tests.servers import new_database
+
+        with postgres_cluster(durable=True) if args.store == "postgres" else nullcontext() as pg_server:
+            reps = [page_only(args.batch, store_url=new_database(pg_server) if pg_server else None)
+                    for _ in range(args.page_only)]
+        res = {"store": args.store, "batch": args.batch, "repeats": reps, "loadavg": loadavg(),
+               "median_per_label_ms": float(np.median([r["per_label_ms"] for r in reps]))}
+        print(json.dumps(res))
+        path = RESULTS / f"{args.out}.json"
+        if path.exists():  # kept beside the load runs, one entry per store
+            saved = json.loads(path.read_text())
+            saved.setdefault("page_only", {})[args.store] = res
+            saved["page_only_before"] = PAGE_ONLY_BEFORE
+            path.write_text(json.dumps(saved, indent=1) + "\n")
+            (RESULTS / f"{args.out}.md").write_text(render_md(saved))
+        return
     plan = [(b, st) for st in STORES for b in GRID_BATCHES] if args.grid else [(args.batch, args.store)]
     needs_pg = any(st == "postgres" for _, st in plan)
     runs = []
     with postgres_cluster(durable=True) if needs_pg else nullcontext() as pg_server:
         for batch, store in plan:
-            runs.append(measure(batch, args.clients, store, pg_server, args.think))
+            runs.append(measure(batch, args.clients, store, pg_server, args.think, args.clients_in))
             r = runs[-1]
             print(f"{store} batch {batch} think {args.think} s: submit p50 {r['submit_latency']['p50_ms']:.1f} / p99 "
                   f"{r['submit_latency']['p99_ms']:.1f} ms, next p50 {r['next_latency']['p50_ms']:.1f} / p99 "
                   f"{r['next_latency']['p99_ms']:.1f} ms, {r['labels_per_s']:.0f} labels/s, ok {r['ok']}, "
                   f"load {r['loadavg_before']} -> {r['loadavg_after']}", flush=True)
     path = RESULTS / f"{args.out}.json"
-    key = lambda r: (r["batch"], r["clients"], r["store"], r.get("think_s", 0.0))
+    key = lambda r: (r["batch"], r["clients"], r["store"], r.get("think_s", 0.0), r.get("clients_in", "threads"))
     done = {key(r) for r in runs}
-    kept = [r for r in _previous_runs(path) if key(r) not in done]
+    # runs without ``clients_in`` were taken before the page's statements were prepared once:
+    # their numbers are the "before" of that change (PAGE_ONLY_BEFORE), not today's code
+    kept = [r for r in _previous_runs(path) if "clients_in" in r and key(r) not in done]
     out = {
         "benchmark": "label_load",
         "protocol": "GET / (token in the query), then per label: GET /api/next, POST /api/labels (JSON, "
-        "X-Alft-Token header, same Origin), one label per POST; the clients are threads of the server's process",
+        "X-Alft-Token header, same Origin), one label per POST; the clients are threads of one other process "
+        "(clients_in: process) or of the server's (threads)",
         "server": "alft.human.page.app.running (uvicorn, h11, 127.0.0.1, free port); SQLite (WAL, synchronous=FULL) "
         "or PostgreSQL (throwaway cluster, default fsync and synchronous_commit)",
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
         "before": BEFORE,
         "runs": sorted(kept + runs, key=lambda r: (r.get("think_s", 0.0), STORES.index(r["store"]), r["batch"], r["clients"])),
     }
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = {}
+    for k in ("page_only", "page_only_before"):
+        if k in previous:
+            out[k] = previous[k]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
     (RESULTS / f"{args.out}.md").write_text(render_md(out))
@@ -446,23 +630,46 @@ def notes(out: dict[str, Any]) -> list[str]:
         "each response's body waited for the client to acknowledge its headers (44 ms per request on",
         "loopback, 0.5 ms with `TCP_NODELAY`). Now a `next` reads one row of state and the events",
         "since its last read, and a `submit` only its own examples plus the batch's stored count",
-        "(`batch_counts`); single-threaded at 2,000: `next` ~1 ms, `submit` ~2-3 ms of CPU plus its",
+        "(`batch_counts`); single-threaded at 2,000 after that fix: `next` ~1.5 ms, `submit` ~3.5 ms of CPU plus its",
         "commit's fsync (this disk: p50 0.3 ms / p99 6.5 ms idle, 4 ms p50 while other jobs wrote).",
         "",
-        "What bounds the latency now: the clients never pause (no think time), so by Little's law a",
+        "What each label costs the page now: building SQLAlchemy statements cost more CPU than running",
+        "them, so the statements of the hand-out and submit path are built once with bound parameters",
+        "(`alft/store/batches.py`). The page's own work per label without HTTP (`--page-only`: one",
+        "thread, `next_for` then `submit`, 1,000 labels of a 2,000 batch, CPU ms, interleaved with the",
+        "same script on the code before, commit " + str(out.get("page_only_before", {}).get("commit", "?")) + "):",
+        "",
+    ]
+    before = out.get("page_only_before") or {}
+    for store, res in (out.get("page_only") or {}).items():
+        b = before.get(store) or {}
+        old = float(np.median(b["per_label_ms"])) if b.get("per_label_ms") else float("nan")
+        new = res["median_per_label_ms"]
+        nxt = float(np.median([r["next"]["mean_ms"] for r in res["repeats"]]))
+        sub = float(np.median([r["submit"]["mean_ms"] for r in res["repeats"]]))
+        lines.append(
+            f"* {store}: **{new:.2f} ms** per label (next {nxt:.2f}, submit {sub:.2f}; median of "
+            f"{len(res['repeats'])}), before {old:.2f} ms (next {float(np.median(b.get('next_mean_ms') or [np.nan])):.2f}, "
+            f"submit {float(np.median(b.get('submit_mean_ms') or [np.nan])):.2f}): {old / new:.1f}x less."
+        )
+    lines += [
+        "",
+        "What bounds the latency without pauses: the clients post again at once, so by Little's law a",
         "request waits on average clients / requests per second, and requests per second are bounded",
-        "by CPU. Clients and server share one process and its GIL (one core of Python at a time) on",
-        "2 cores (shared with other jobs: load averages above):",
+        "by the server process's CPU: its Python runs one thread at a time (the GIL), on one of the 2",
+        "cores, while the clients' process uses the other (`clients_in: process`, as annotators'",
+        "browsers are elsewhere; with `threads` they share the server's GIL):",
         "",
     ]
     for r in (r for r in out["runs"] if not r.get("think_s")):
         c = r["cpu"]
+        srv = c.get("server_per_label_ms", c["per_label_ms"] - c["clients_per_label_ms"])
         cycle = r["clients"] / r["labels_per_s"] * 1000 if r["labels_per_s"] else float("nan")
         lines.append(
-            f"* {r['store']}, {r['batch']:,}: {c['per_label_ms']:.1f} ms of this process's CPU per label "
-            f"({c['clients_per_label_ms']:.1f} of it the clients'), {r['labels_per_s']:.0f} labels/s "
-            f"(= {c['per_label_ms'] * r['labels_per_s'] / 1000:.2f} cores busy), so a "
-            f"next + submit cycle of {r['clients']} / {r['labels_per_s']:.0f} = {cycle:.0f} ms "
+            f"* {r['store']}, {r['batch']:,}, clients in {r.get('clients_in', 'threads')}: {srv:.1f} ms of the "
+            f"server's CPU per label ({c['clients_per_label_ms']:.1f} ms the clients'), {r['labels_per_s']:.0f} "
+            f"labels/s (= {srv * r['labels_per_s'] / 1000:.2f} cores of server), so a next + submit cycle of "
+            f"{r['clients']} / {r['labels_per_s']:.0f} = {cycle:.0f} ms "
             f"(measured: {r['next_latency']['mean_ms'] + r['submit_latency']['mean_ms']:.0f} ms mean)."
         )
     paced = [r for r in out["runs"] if r.get("think_s")]
@@ -488,19 +695,23 @@ def notes(out: dict[str, Any]) -> list[str]:
         ]
     lines += [
         "",
-        "Without pauses (saturation), a p99 of 50 ms per request at 20 clients needs a cycle of at most ~60 ms on average (two requests",
-        "of ~30 ms): more than ~330 labels/s, so at most ~3 ms of CPU per label for clients and server",
-        "together under one GIL, where the in-process httpx clients alone spend ~2 ms. It is not",
-        "reachable with these clients on these 2 cores: the process stays at about one core busy even",
-        "when the machine is quiet. The `server` columns show what the page itself spends, lock and",
-        "thread-pool waits included. Each",
-        "store serialises its writers (SQLite: one writer, queued on the page's `db_lock`; PostgreSQL:",
-        "the campaign's row lock), so with `next` cheap the clients queue at `submit`: submit latency",
-        "is most of the cycle. PostgreSQL makes more round trips per label (a ping per pool checkout, BEGIN,",
-        "the lock, COMMIT) and its server processes use the same 2 cores, outside this process's CPU",
-        "figure. Measured but not adopted: uvicorn with `httptools` (C HTTP parsing, a new dependency)",
-        "saved ~0.5-1 ms per label (noisy at load 7); asyncio's `run_in_executor` hops cost 47 us of CPU",
-        "against anyio's 122 us (`run_in_threadpool`, two per request).",
+        "Without pauses (saturation), a p99 of 50 ms per request at 20 clients needs a cycle of at",
+        "most ~60 ms on average: more than ~330 labels/s, so at most ~3 ms of the server's CPU per",
+        "label, HTTP included. Of the ~4.5 ms it spends on SQLite, the page's own work is now ~2 ms;",
+        "the rest is uvicorn, Starlette, two thread-pool hops and the token check per request",
+        "(measured: the token check 0.14 ms and an anyio hop 0.10 ms of CPU each, twice per label).",
+        "So the saturated rows stay above 50 ms on these 2 cores: it would take an HTTP layer outside",
+        "Python, or fewer requests per label (the submit answering with the next example). Each store",
+        "serialises its writers (SQLite: one writer, queued on the page's `db_lock`; PostgreSQL: the",
+        "campaign's row lock held from the submit's first read to its commit), so the clients queue at",
+        "`submit`. On PostgreSQL that lock is held across ~8 round trips and the commit's fsync, and the",
+        "database's own processes share the 2 cores: its saturated rate moved less than SQLite's.",
+        "Measured and not adopted: uvicorn with `httptools` (C HTTP parsing; interleaved, 3 runs each,",
+        "batch 1,000: 4.27 / 4.65 / 4.09 ms of server CPU per label with h11 against 4.78 / 4.54 / 4.85",
+        "with httptools, 203-232 against 187-206 labels/s: no gain, so no new dependency).",
+        "At a human pace the tail is the commit's fsync: an earlier PostgreSQL 2,000 / 1 s run of this",
+        "session gave submit p50 / p99 17.4 / 110.2 ms (server p50 15.2 ms for a 2.3 ms-CPU submit), the",
+        "rerun above 12.0 / 33.5 ms; this disk is shared.",
     ]
     return lines
 
@@ -529,7 +740,7 @@ def render_md(out: dict[str, Any]) -> str:
     lines = [
         "# Labeling page under load",
         "",
-        f"{' / '.join(map(str, clients))} concurrent annotators (threads, one `httpx.Client` and annotator id each) "
+        f"{' / '.join(map(str, clients))} concurrent annotators (threads of one client process, one `httpx.Client` and annotator id each) "
         "label a pending batch of BANKING77 examples through the real page server (`alft.human.page`, uvicorn on "
         "127.0.0.1) on SQLite (WAL, `synchronous=FULL`) and on PostgreSQL (a throwaway cluster with its default "
         "durability: fsync and synchronous commit on). Each loads the page, then per label: `GET /api/next` "
@@ -537,8 +748,8 @@ def render_md(out: dict[str, Any]) -> str:
         "Produced by `benchmarks/label_load.py --grid`.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, shared with other jobs (load averages per run below); "
-        f"Python {m['python']}. **The clients run in the server's process**: they share its 2 cores and its GIL, "
-        "so their own CPU (httpx, JSON; the `of it client CPU` column) is part of every latency below.",
+        f"Python {m['python']}. The clients run in one other process (`clients in: process`, its own GIL, as "
+        "annotators' browsers are elsewhere) on the same 2 cores; their CPU (httpx, JSON) is the `client CPU` column.",
         "",
         "Latency as the clients see it (ms), and as the server spends it (`server`: from the request's arrival "
         "at the app to its last byte, so lock and thread-pool waits included, HTTP parsing not):",
@@ -550,14 +761,16 @@ def render_md(out: dict[str, Any]) -> str:
         lines += _rows(r)
     lines += [
         "",
-        "| pace | store | batch | clients | wall s | CPU per label ms | of it client CPU ms | load average before -> after "
+        "| pace | store | batch | clients | clients in | wall s | server CPU per label ms | client CPU per label ms "
+        "| load average before -> after "
         "| events | lost | duplicated | wrong label | client errors | 'complete' answers |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         c, k = r["cpu"], r["check"]
         lines.append(
-            f"| {pace(r)} | {r['store']} | {r['batch']:,} | {r['clients']} | {r['seconds']:.1f} | {c['per_label_ms']:.2f} | "
+            f"| {pace(r)} | {r['store']} | {r['batch']:,} | {r['clients']} | {r.get('clients_in', 'threads')} | "
+            f"{r['seconds']:.1f} | {c.get('server_per_label_ms', c['per_label_ms'] - c['clients_per_label_ms']):.2f} | "
             f"{c['clients_per_label_ms']:.2f} | {r['loadavg_before']} -> {r['loadavg_after']} | {k['events']:,} | "
             f"{r['lost']} | {r['duplicated']} | {k['wrong_label']} | {len(k['errors'])} | {k['complete_answers']} |"
         )

@@ -153,9 +153,67 @@ CASES = [
     ("two_stage", "two_stage", {}),
 ]
 NEEDS_MODEL = {"badge", "two_stage"}
+#: The peer: small-text's greedy coreset (``small_text.query_strategies.coresets.greedy_coreset``,
+#: what its ``GreedyCoreset`` calls), Euclidean on the unit vectors. It recomputes the distances
+#: of every candidate to every centre for each pick, so it is run for ``PEER_PROBE`` picks only
+#: and its time for ``K`` picks projected (see ``peer_case``).
+PEER_LABEL = "small-text GreedyCoreset"
+PEER_PROBE = (5, 10)
 
 
-def run_size(n: int, repeats: int, seed: int, skip: dict[str, str], log) -> dict:
+def _peer_work(n: int) -> int:
+    """Candidate-to-centre distance rows computed by ``n`` greedy picks (pick j: labeled + j)."""
+    return n * N_LABELED + n * (n - 1) // 2
+
+
+def peer_case(plain, kcenter_ids: np.ndarray | None, log) -> dict:
+    """small-text's greedy coreset, time-capped: ``PEER_PROBE`` picks timed, ``K`` projected.
+
+    Its time per pick grows with the centres it compares against (labeled + picked so far), so
+    the projection scales the longer probe's time by ``_peer_work(K) / _peer_work(probe)``; the
+    shorter probe checks that model (``model_check``: its predicted over measured time).
+    ``same_first_picks``: how many of its picks are alft kcenter's first picks, in order.
+    """
+    try:
+        from small_text.query_strategies.coresets import greedy_coreset
+    except ImportError:
+        return {"case": PEER_LABEL, "skipped": "small-text is not installed (pip install small-text)"}
+    import small_text
+
+    row: dict = {"case": PEER_LABEL, "strategy": "small_text.greedy_coreset", "version": small_text.__version__,
+                 "options": {"distance_metric": "euclidean", "normalized": True}}
+    times = {}
+    picks = None
+    for n in PEER_PROBE:
+        gc.collect()
+        t = time.perf_counter()
+        out = greedy_coreset(plain.embeddings, plain.unlabeled, plain.labeled, n, distance_metric="euclidean",
+                             normalized=True)
+        times[n] = time.perf_counter() - t
+        picks = plain.unlabeled[np.asarray(out, dtype=np.int64)]  # its positions -> pool ids
+        log(f"  {PEER_LABEL}: {n} picks in {times[n]:.1f}s")
+    lo, hi = PEER_PROBE
+    projected = times[hi] * _peer_work(K) / _peer_work(hi)
+    same = 0
+    if kcenter_ids is not None:
+        for a, b in zip(picks.tolist(), kcenter_ids[:hi].tolist()):
+            if a != b:
+                break
+            same += 1
+    row.update(
+        probe_s={str(n): t for n, t in times.items()},
+        projected_s=projected,
+        model_check=(times[hi] * _peer_work(lo) / _peer_work(hi)) / times[lo],
+        same_first_picks=same,
+        probe_picks=hi,
+    )
+    log(f"  {PEER_LABEL}: ~{projected:.0f}s projected for {K} picks; first {same}/{hi} picks as kcenter's")
+    return row
+
+
+def run_size(
+    n: int, repeats: int, seed: int, skip: dict[str, str], log, cases: list[str] | None = None, peer: bool = False,
+) -> dict:
     from strategies import QueryInputs, available, get_strategy
     from strategies.coreset import covering_radius
 
@@ -171,7 +229,10 @@ def run_size(n: int, repeats: int, seed: int, skip: dict[str, str], log) -> dict
     full = None
     results: dict = {"n_pool": n, "n_candidates": int(unlabeled.size), "generate_s": gen_s, "cases": []}
     exact_radius = None
+    kcenter_ids = None
     for label, name, options in CASES:
+        if cases is not None and label not in cases:
+            continue
         row: dict = {"case": label, "strategy": name, "options": options}
         results["cases"].append(row)
         if name not in registered:
@@ -215,9 +276,12 @@ def run_size(n: int, repeats: int, seed: int, skip: dict[str, str], log) -> dict
         )
         if label == "kcenter":
             exact_radius = radius
+            kcenter_ids = np.asarray(query.pool_ids)
         if exact_radius:
             row["radius_vs_exact_kcenter"] = radius / exact_radius
         log(f"  {label}: median {row['median_s']:.2f}s, radius {radius:.4f}")
+    if peer:
+        results["cases"].append(peer_case(plain, kcenter_ids, log))
     del plain, full, emb
     gc.collect()
     return results
@@ -248,6 +312,13 @@ def write_markdown(report: dict, path: Path) -> None:
     for size in report["sizes"]:
         n = f"{size['n_pool']:,}"
         for c in size["cases"]:
+            if "projected_s" in c:
+                lo, hi = PEER_PROBE
+                lines.append(
+                    f"| {n} | {c['case']} {c['version']} | ~{c['projected_s']:,.0f} projected ({hi} picks took "
+                    f"{c['probe_s'][str(hi)]:.1f} s) | | | |"
+                )
+                continue
             if "skipped" in c:
                 lines.append(f"| {n} | {c['case']} | skipped: {c['skipped']} | | | |")
                 continue
@@ -311,6 +382,9 @@ def main() -> None:
     ap.add_argument("--max-projected-s", type=float, default=900.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--cases", nargs="+", choices=[c[0] for c in CASES], help="only these cases (default: all)")
+    ap.add_argument("--peer-max", type=int, default=100_000,
+                    help=f"largest pool with the {PEER_LABEL} row (time-capped; 0: none)")
     ap.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json")
     args = ap.parse_args()
     if args.markdown_only:
@@ -363,7 +437,7 @@ def main() -> None:
             if projected > args.max_projected_s:
                 skip[label] = f"{s:.0f}s at {n0:,}, ~{projected:.0f}s projected"
         reps = args.repeats_1m if n >= 1_000_000 else args.repeats
-        size = run_size(n, reps, args.seed, skip, log)
+        size = run_size(n, reps, args.seed, skip, log, args.cases, peer=n <= args.peer_max)
         report["sizes"].append(size)
         for c in size["cases"]:
             if "median_s" in c:

@@ -11,13 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from alft.errors import StoreError
 from alft.store.engine import WRITE_FAILURES, lock_schema, open_engines, safe_url
 from alft.store.schema import campaigns, ensure_schema
+
+
+#: Built once: the labeling page takes this lock per submission, and building a statement
+#: costs more CPU than executing it (see ``alft.store.batches``' prepared statements).
+_LOCK_CAMPAIGN = (
+    select(campaigns.c.name).where(campaigns.c.name == bindparam("camp")).with_for_update(key_share=True)
+)
 
 
 def _dicts(result) -> list[dict[str, Any]]:
@@ -65,13 +72,13 @@ class StoreBase:
                 "transaction was kept: make room or fix the permissions, then run again"
             ) from None
 
-    def _rows(self, q, conn: Connection | None) -> list[dict[str, Any]]:
+    def _rows(self, q, conn: Connection | None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         # Inside a write transaction, reads must use its connection: a second SQLite
         # connection would wait for the write lock this one holds.
         if conn is not None:
-            return _dicts(conn.execute(q))
+            return _dicts(conn.execute(q, params))
         with self.reader.connect() as c:
-            return _dicts(c.execute(q))
+            return _dicts(c.execute(q, params))
 
     def lock_campaign(self, conn: Connection, name: str) -> None:
         """Serialise writers of one campaign inside ``conn``'s transaction.
@@ -87,9 +94,8 @@ class StoreBase:
         """
         if self.engine.dialect.name == "sqlite":
             return
-        lock = select(campaigns.c.name).where(campaigns.c.name == name).with_for_update(key_share=True)
         if conn.in_nested_transaction():  # a savepoint rolled back would release the lock: no memo
-            conn.execute(lock)
+            conn.execute(_LOCK_CAMPAIGN, {"camp": name})
             return
         # held to commit: a second call in the same transaction (submit, then add_label_events
         # and set_batch_counts) need not ask the server again
@@ -97,7 +103,7 @@ class StoreBase:
         held = conn.info.get("alft_campaign_locks")
         if held is not None and held[0] is txn and name in held[1]:
             return
-        conn.execute(lock)
+        conn.execute(_LOCK_CAMPAIGN, {"camp": name})
         if held is None or held[0] is not txn:
             held = (txn, set())
             conn.info["alft_campaign_locks"] = held

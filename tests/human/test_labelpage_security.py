@@ -342,3 +342,17 @@ def test_annotators_at_a_human_pace_label_everything_and_pause_between_labels(tm
         for k, log in enumerate(res["logs"])
     ]
     assert max(slept) > 0.5 and res["seconds"] >= max(slept)
+
+
+def test_annotators_in_another_process_label_everything_and_report_their_cpu(tmp_path):
+    """``clients_in="process"``: the benchmark's annotators run in a spawned process (their own
+    interpreter, as browsers are elsewhere); the store ends the same as with threads, and the
+    server's CPU no longer includes theirs."""
+    small = build_load_campaign(tmp_path, 40)
+    res = run_load(small, 5, clients_in="process")
+    assert res["errors"] == [] and res["lost"] == res["duplicated"] == res["wrong_label"] == []
+    assert res["events"] == 40 and res["complete_answers"] == 1
+    assert sorted(ex for log in res["logs"] for ex in log.posted) == sorted(small.batch)
+    assert res["clients_cpu_s"] > 0 and all(log.cpu_s > 0 for log in res["logs"] if log.posted)
+    with pytest.raises(ValueError, match="clients_in"):
+        run_load(small, 1, clients_in="fork")
