@@ -77,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     from strategies import QueryInputs
     from strategies.model_change import (
-        AUTO_SKETCH_DIM,
+        SKETCH_DIM,
         _first_centre,
         gradient_embedding,
         gradient_sq_norms,
@@ -96,7 +96,7 @@ def main() -> None:
         m = a.shape[0]
         sq_norms = gradient_sq_norms(a, b)  # [m]
         first = _first_centre(sq_norms, np.random.default_rng(args.seed))
-        sk = np.ascontiguousarray(sketch_gradients(a, b, AUTO_SKETCH_DIM, np.random.default_rng(args.seed)))
+        sk = np.ascontiguousarray(sketch_gradients(a, b, SKETCH_DIM, np.random.default_rng(args.seed)))
         sk_sq = np.einsum("ij,ij->i", sk, sk, dtype=np.float64)
 
         def exact_d(r, c):

@@ -149,7 +149,7 @@ CASES = [
         {"pick": "farthest_from_labeled", "weight_by_size": True},
     ),
     ("badge", "badge", {}),
-    ("badge(sketch_dim=None)", "badge", {"sketch_dim": None}),
+    ("badge(sketch_dim=256)", "badge", {"sketch_dim": 256}),
     ("two_stage", "two_stage", {}),
 ]
 NEEDS_MODEL = {"badge", "two_stage"}
@@ -304,7 +304,8 @@ def write_markdown(report: dict, path: Path) -> None:
         f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, {m['mem_total_gib']:.0f} GiB; "
         f"python {m['python']}, numpy {m['numpy']}, faiss {m['faiss']}. Shared VM: load average "
         f"{report['loadavg_start'][0]:.2f} at the start, {report['loadavg_end'][0]:.2f} at the end "
-        "(another job was running: treat timings as upper bounds and compare medians).",
+        + ("(another job was running: treat timings as upper bounds and compare medians)."
+           if report["loadavg_start"][0] > 1.5 else "(nothing else running; the load is this job's own threads)."),
         "",
         "| pool | method | time (s) | peak extra (MiB) | covering radius | vs exact kcenter |",
         "|---:|---|---:|---:|---:|---:|",
@@ -353,11 +354,27 @@ def notes(report: dict) -> list[str]:
             "bandwidth; its extra memory is O(m) (distance vector, one block)."
         )
     bd = by.get((big["n_pool"], "badge"), {})
-    if bd.get("info", {}).get("badge_path") == "sketch":
+    if bd.get("info", {}).get("badge_path") == "exact":
         out.append(
-            "- badge's `sketch_dim: auto` takes the Khatri-Rao sketch here; `sketch_dim=None` is the exact "
-            "path. Both seed with lazy D^2 draws (`strategies/seeding.py`); most of their time is the "
-            "gradient embedding (and the sketch's build), see benchmarks/results/badge_seeding.md."
+            "- badge's `sketch_dim: auto` is the exact path; `sketch_dim=256` runs a Khatri-Rao sketch of "
+            "that width. Both seed with lazy D^2 draws (`strategies/seeding.py`); most of their time is the "
+            "gradient embedding (and the sketch's build). Interleaved: benchmarks/results/badge_auto.md."
+        )
+    peer = by.get((100_000, PEER_LABEL), {})
+    if "projected_s" in peer:
+        kc = by.get((100_000, "kcenter"), {})
+        lo, hi = PEER_PROBE
+        out.append(
+            f"- {PEER_LABEL} (small-text {peer['version']}, `greedy_coreset`, Euclidean): it recomputes every "
+            f"candidate's distances to every centre for each pick, so it was run for {lo} and {hi} picks "
+            f"({peer['probe_s'][str(lo)]:.1f} and {peer['probe_s'][str(hi)]:.1f} s) and its time for {report['k']:,} "
+            f"projected from the work per pick (labeled + picked centres; the {lo}-pick run is predicted within "
+            f"{abs(peer['model_check'] - 1) * 100:.0f} %): ~{peer['projected_s']:,.0f} s, "
+            + (f"{peer['projected_s'] / kc['median_s']:,.0f}x alft's exact kcenter. " if "median_s" in kc else "")
+            + f"Its first {peer['same_first_picks']} of {hi} picks are kcenter's, in order: its loop indexes the "
+            "vectors with positions into `indices_unlabeled` when it adds a pick to the centres, so it parts from "
+            "greedy k-center when labeled rows sit among the unlabeled ones; with the labeled rows last its picks "
+            "are kcenter's (tests/strategies/test_peer_coreset.py)."
         )
     out += [
         "- kmeans' extra memory is mostly its training sample (max_points_per_centroid x "
@@ -369,7 +386,8 @@ def notes(report: dict) -> list[str]:
         f"linear head ({N_CLASSES} classes); their rows are here for scale, not for tuning.",
         f"- Load average {report['loadavg_start'][0]:.1f} at the start and "
         f"{report['loadavg_end'][0]:.1f} at the end on {report['machine']['cpu_count']} cores: "
-        "other jobs shared the CPU, so single timings are noisy upper bounds.",
+        + ("other jobs shared the CPU, so single timings are noisy upper bounds."
+           if report["loadavg_start"][0] > 1.5 else "no other job ran; single timings (1M) still swing on a shared VM."),
     ]
     return out
 

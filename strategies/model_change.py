@@ -30,7 +30,7 @@ from strategies.selectors import top_k
 
 __all__ = [
     "AUTO_EXACT_BUDGET",
-    "AUTO_SKETCH_DIM",
+    "SKETCH_DIM",
     "badge_select",
     "egl",
     "gradient_embedding",
@@ -44,15 +44,8 @@ __all__ = [
     "softmax",
 ]
 
-#: ``sketch_dim="auto"`` keeps the exact seeding while its eager-loop work, batch * m * (k + h)
-#: multiply-adds, stays under this (see ``badge_select`` on why it is still priced that way).
-AUTO_EXACT_BUDGET = 2**30
-#: Width of the Khatri-Rao sketch that ``sketch_dim="auto"`` switches to.
-AUTO_SKETCH_DIM = 256
-# Building the sketch is one matrix-matrix product per chunk, which runs several times more
-# multiply-adds per second than the exact path's matrix-vector products (measured ~7x on
-# m = 1e5, h = 768, one core); the auto rule discounts the build by this factor.
-_GEMM_SPEEDUP = 8
+#: A Khatri-Rao sketch width for ``sketch_dim`` (what the benchmarks run when they time the sketch).
+SKETCH_DIM = 256
 
 # Rows per chunk when building the sketch: keeps each float64 temporary near 32 MB.
 _CHUNK_ELEMS = 2**22
@@ -235,16 +228,6 @@ def kmeanspp_sketch(
     return d2_seeding(first, sq_dists, m, k, rng)[0]
 
 
-def _auto_sketch_dim(m: int, width: int, k: int) -> int | None:
-    """The sketch width ``sketch_dim="auto"`` uses for ``m`` rows of ``k_c + h = width``
-    factors and a batch of ``k``, or None for the exact path."""
-    exact_work = k * m * width
-    sketch_work = m * AUTO_SKETCH_DIM * (width / _GEMM_SPEEDUP + k)
-    if exact_work <= AUTO_EXACT_BUDGET or sketch_work >= exact_work:
-        return None
-    return AUTO_SKETCH_DIM
-
-
 def badge_select(
     scores: np.ndarray | None,
     inputs: QueryInputs,
@@ -259,22 +242,18 @@ def badge_select(
     gradients (uncertain predictions on large features) are likely picks, and D^2 sampling
     spreads the batch across directions of the gradient space.
 
-    ``sketch_dim``: None always uses exact distances via ``gradient_sq_dists``; an int runs
-    the seeding on a Khatri-Rao sketch of that width (``sketch_gradients``; O(m * D * (k_c +
-    h)) to build, float32[m, D] memory); ``"auto"`` keeps the exact path unless its work
-    exceeds ``AUTO_EXACT_BUDGET`` multiply-adds and a sketch of ``AUTO_SKETCH_DIM`` would be
-    cheaper. That rule prices the exact path as the eager loop (O(k * m * (k_c + h)), one
-    pass per pick); since the seeding is lazy (``strategies.seeding``) the exact path costs a
-    few passes, and the two measured within ~20 % of each other end to end (selection_scale:
-    100k sketch 3.5 s vs exact 4.2 s; 1M sketch 39.3 s vs exact 32.2 s, load ~3). The rule is
-    kept until an idle measurement says which to prefer.
+    ``sketch_dim``: None (or ``"auto"``) uses exact distances via ``gradient_sq_dists``; an
+    int runs the seeding on a Khatri-Rao sketch of that width (``sketch_gradients``; O(m * D *
+    (k_c + h)) to build, float32[m, D] more memory). ``"auto"`` is the exact path because the
+    seeding is lazy (``strategies.seeding``: a few passes over the factors, not one per pick),
+    so the sketch's build costs about what it saves: measured end to end, interleaved, idle
+    (``benchmarks/badge_auto.py``), the sketch was 9 % faster at 100k candidates and 23 %
+    slower at 1M, with the same peak memory; only the exact path draws from the true D^2
+    distribution.
     """
     a, b = gradient_embedding(inputs)  # [m, k_c], [m, h]
-    m = a.shape[0]
-    if isinstance(sketch_dim, str):  # "auto", the only string the factory lets through
-        dim = _auto_sketch_dim(m, a.shape[1] + b.shape[1], k)
-    else:
-        dim = sketch_dim
+    # "auto" (the only string the factory lets through) is the exact path: see above
+    dim = None if isinstance(sketch_dim, str) else sketch_dim
     if dim is None:
         rows = kmeanspp_exact(a, b, k, rng)
         return Selection(rows=rows, info={"badge_path": "exact"})

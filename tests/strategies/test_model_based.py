@@ -21,8 +21,6 @@ from strategies import (
 from strategies import error_reduction, model_change
 from strategies.error_reduction import expected_error_reduction
 from strategies.model_change import (
-    AUTO_SKETCH_DIM,
-    _auto_sketch_dim,
     egl,
     gradient_embedding,
     gradient_sq_dists,
@@ -293,12 +291,25 @@ def test_badge_saturated_head_still_returns_unique_rows():
     assert sorted(rows.tolist()) == list(range(8))
 
 
-def test_badge_auto_path_rule():
-    assert _auto_sketch_dim(m=50, width=12, k=25) is None
-    assert _auto_sketch_dim(m=1_000_000, width=770, k=1000) == AUTO_SKETCH_DIM
-    assert _auto_sketch_dim(m=100_000, width=778, k=300) == AUTO_SKETCH_DIM
-    # a narrow embedding is never worth sketching wider
-    assert _auto_sketch_dim(m=10_000_000, width=40, k=1000) is None
+def test_badge_auto_is_the_exact_path_at_every_size():
+    # benchmarks/badge_auto.py: with lazy seeding the sketch saves no time end to end, so
+    # "auto" (the default) draws exactly; the same picks as sketch_dim=None for the same rng,
+    # also where the rule before this change took a sketch (k * m * width > 2**30)
+    rng = np.random.default_rng(5)
+    m, h, c = 12_000, 96, 10
+    feats = rng.normal(size=(m, h))
+    inputs = QueryInputs(
+        unlabeled=np.arange(m), labeled=np.array([], dtype=np.int64), features=feats,
+        head=LinearHead(weight=rng.normal(size=(c, h)) * 0.3, bias=np.zeros(c), classes=np.arange(c)),
+        probs=None,
+    )
+    auto = get_strategy("badge").query(inputs, 1000, np.random.default_rng(1))
+    exact = get_strategy("badge", sketch_dim=None).query(inputs, 1000, np.random.default_rng(1))
+    assert 1000 * m * (h + c) > 2**30
+    assert auto.info == exact.info == {"badge_path": "exact"}
+    assert auto.pool_ids.tolist() == exact.pool_ids.tolist()
+    sketched = get_strategy("badge", sketch_dim=64).query(inputs, 1000, np.random.default_rng(1))
+    assert sketched.info == {"badge_path": "sketch", "sketch_dim": 64}
 
 
 @pytest.mark.parametrize("bad", [0, -4, 2.5, "big", True])
