@@ -377,6 +377,10 @@ def notes(report: dict) -> list[str]:
             "are kcenter's (tests/strategies/test_peer_coreset.py)."
         )
     out += [
+        "- Times are taken with glibc's mmap threshold fixed at 64 KiB (`MALLOC_MMAP_THRESHOLD_`, so the "
+        "peaks are exact), which makes allocation-heavy methods slower than in a campaign: exact kcenter at "
+        "1M took 13.1-16.1 s that way and 8.8-9.1 s with glibc's defaults on the same pool (2026-12-07; "
+        "benchmarks/kcenter_scale.py, default malloc: 9.4 s median of 3).",
         "- kmeans' extra memory is mostly its training sample (max_points_per_centroid x "
         "n_clusters = 256,000 rows at 1M) and FAISS's k-means buffers.",
         "- Not counted anywhere above: building `QueryInputs`, whose validation "
