@@ -718,7 +718,8 @@ def notes(out: dict[str, Any]) -> list[str]:
 
 def pace(r: dict[str, Any]) -> str:
     t = r.get("think_s", 0.0)
-    return "no pause" if not t else f"{t:g} s think"
+    where = "" if r.get("clients_in", "threads") == "process" else ", clients in the server's process"
+    return ("no pause" if not t else f"{t:g} s think") + where
 
 
 def _rows(r: dict[str, Any]) -> list[str]:
