@@ -44,6 +44,8 @@ from benchmarks.plain import cpu_model  # noqa: E402
 from benchmarks.selection_scale import N_LABELED, make_pool, model_inputs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
+#: The sketch width timed here (the same 256 as badge_auto.py's default and selection_scale's sketch row).
+SKETCH_DIM = 256
 
 
 def potential(sq_dists, m: int, picks: np.ndarray, chunk: int = 65536) -> float:
@@ -77,7 +79,6 @@ def main() -> None:
     args = ap.parse_args()
     from strategies import QueryInputs
     from strategies.model_change import (
-        SKETCH_DIM,
         _first_centre,
         gradient_embedding,
         gradient_sq_norms,

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.plain import cpu_model  # noqa: E402
-from benchmarks.selection_scale import N_LABELED, make_pool  # noqa: E402
+from benchmarks.selection_scale import N_LABELED, labeled_split, make_pool  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -81,9 +81,7 @@ def main() -> None:
     import faiss
 
     emb = make_pool(args.n, args.seed)
-    rng = np.random.default_rng(args.seed + 2)
-    labeled = np.sort(rng.choice(args.n, N_LABELED, replace=False))
-    unlabeled = np.setdiff1d(np.arange(args.n), labeled)
+    labeled, unlabeled = labeled_split(args.n, args.seed)
     x = np.ascontiguousarray(emb[unlabeled])  # [m, d] row positions
     index = faiss.IndexFlatL2(x.shape[1])
     index.add(np.ascontiguousarray(emb[labeled]))

@@ -67,12 +67,21 @@ ROUND0_SIZE = 5
 STORES = ("sqlite", "postgres")
 CLIENTS_IN = ("process", "threads")
 GRID_BATCHES = (200, 2000)
-#: ``--page-only`` at a 2,000 batch before the page's statements were prepared once (commit
-#: 3a22ef1, the same script run from a worktree of it, interleaved with the new code's runs).
-PAGE_ONLY_BEFORE = {
-    "commit": "3a22ef1",
-    "sqlite": {"per_label_ms": [5.37, 5.04, 5.78], "next_mean_ms": [1.59, 1.49, 1.71], "submit_mean_ms": [3.78, 3.55, 4.07]},
-    "postgres": {"per_label_ms": [7.26, 7.69], "next_mean_ms": [1.98, 2.11], "submit_mean_ms": [5.27, 5.59]},
+#: ``--page-only --page-only 1`` at a 2,000 batch, interleaved run by run: the code before the
+#: page's statements were built once (commit 3a22ef1, this script run from a worktree of it)
+#: and after (2026-12-07, idle machine): the same-run comparison behind the ratio reported.
+PAGE_ONLY_AB = {
+    "commit_before": "3a22ef1",
+    "sqlite": {
+        "before": {"per_label_ms": [5.37, 5.04, 5.78], "next_mean_ms": [1.59, 1.49, 1.71],
+                   "submit_mean_ms": [3.78, 3.55, 4.07]},
+        "after": {"per_label_ms": [2.15, 1.59, 2.03], "next_mean_ms": [0.55, 0.41, 0.52],
+                  "submit_mean_ms": [1.60, 1.18, 1.50]},
+    },
+    "postgres": {
+        "before": {"per_label_ms": [7.26, 7.69], "next_mean_ms": [1.98, 2.11], "submit_mean_ms": [5.27, 5.59]},
+        "after": {"per_label_ms": [3.32, 3.08], "next_mean_ms": [0.90, 0.84], "submit_mean_ms": [2.42, 2.24]},
+    },
 }
 #: Before issue 19 (SQLite, 20 clients; every request re-read and re-resolved the whole batch).
 BEFORE = [
@@ -259,22 +268,37 @@ class Gate:
         self.loaded.abort()
 
 
+def start_annotators(
+    base: str, camp: LoadCampaign | ClientSpec, n_clients: int, cap: int, think_s: float,
+    start: threading.Barrier | Gate,
+) -> tuple[list[threading.Thread], list[ClientLog]]:
+    """``n_clients`` started annotator threads (``annotate``) and their logs, filled in as they end."""
+    logs: list[ClientLog] = [ClientLog(f"annotator-{k:02d}") for k in range(n_clients)]
+
+    def work(k: int) -> None:
+        rng = np.random.default_rng([THINK_SEED, k])  # each annotator's own pace, the same every run
+        logs[k] = annotate(base, camp, logs[k].annotator, start, cap, think_s, rng)
+
+    threads = [threading.Thread(target=work, args=(k,), name=f"annotator-{k:02d}") for k in range(n_clients)]
+    for t in threads:
+        t.start()
+    return threads, logs
+
+
+def _load_result(camp: LoadCampaign, app, seconds: float, cpu: float, clients_cpu: float, logs: list[ClientLog]):
+    return {
+        "seconds": seconds, "cpu_s": cpu, "clients_cpu_s": clients_cpu, "server_s": app.seconds, "logs": logs,
+        **check_store(camp, logs),
+    }
+
+
 def _client_process(
     base: str, spec: ClientSpec, n_clients: int, cap: int, think_s: float, ready, go, out,
 ) -> None:
     """The annotators of a ``clients_in="process"`` run: threads of this process, which has its
     own interpreter (GIL) as browsers on other machines would; sends their logs and CPU back."""
     loaded = threading.Barrier(n_clients + 1)
-    gate = Gate(loaded, go)
-    logs: list[ClientLog] = [ClientLog(f"annotator-{k:02d}") for k in range(n_clients)]
-
-    def work(k: int) -> None:
-        rng = np.random.default_rng([THINK_SEED, k])
-        logs[k] = annotate(base, spec, logs[k].annotator, gate, cap, think_s, rng)
-
-    threads = [threading.Thread(target=work, args=(k,), name=f"annotator-{k:02d}") for k in range(n_clients)]
-    for t in threads:
-        t.start()
+    threads, logs = start_annotators(base, spec, n_clients, cap, think_s, Gate(loaded, go))
     try:
         loaded.wait()
     except threading.BrokenBarrierError:
@@ -321,16 +345,9 @@ def run_load(
     cap = max_labels_per_client or len(camp.batch)
     if clients_in == "process":
         return _run_load_process(camp, app, n_clients, cap, think_s)
-    logs: list[ClientLog] = [ClientLog(f"annotator-{k:02d}") for k in range(n_clients)]
     start = threading.Barrier(n_clients + 1)
     with running(app) as base:
-        def work(k: int) -> None:
-            rng = np.random.default_rng([THINK_SEED, k])  # each annotator's own pace, the same every run
-            logs[k] = annotate(base, camp, logs[k].annotator, start, cap, think_s, rng)
-
-        threads = [threading.Thread(target=work, args=(k,), name=f"annotator-{k:02d}") for k in range(n_clients)]
-        for t in threads:
-            t.start()
+        threads, logs = start_annotators(base, camp, n_clients, cap, think_s, start)
         try:
             start.wait()  # every client has loaded the page: the clock starts now
         except threading.BrokenBarrierError:
@@ -340,10 +357,7 @@ def run_load(
         for t in threads:
             t.join()
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {
-        "seconds": seconds, "cpu_s": cpu, "clients_cpu_s": sum(log.cpu_s for log in logs), "server_s": app.seconds,
-        "logs": logs, **check_store(camp, logs),
-    }
+    return _load_result(camp, app, seconds, cpu, sum(log.cpu_s for log in logs), logs)
 
 
 def _run_load_process(camp: LoadCampaign, app: ServerTimes, n_clients: int, cap: int, think_s: float):
@@ -378,11 +392,7 @@ def _run_load_process(camp: LoadCampaign, app: ServerTimes, n_clients: int, cap:
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.kill()
-    logs = got["logs"]
-    return {
-        "seconds": seconds, "cpu_s": cpu, "clients_cpu_s": got["cpu_s"], "server_s": app.seconds, "logs": logs,
-        **check_store(camp, logs),
-    }
+    return _load_result(camp, app, seconds, cpu, got["cpu_s"], got["logs"])
 
 
 def check_store(camp: LoadCampaign, logs: list[ClientLog]) -> dict[str, Any]:
@@ -574,7 +584,8 @@ def main() -> None:
         if path.exists():  # kept beside the load runs, one entry per store
             saved = json.loads(path.read_text())
             saved.setdefault("page_only", {})[args.store] = res
-            saved["page_only_before"] = PAGE_ONLY_BEFORE
+            saved.pop("page_only_before", None)
+            saved["page_only_ab"] = PAGE_ONLY_AB
             path.write_text(json.dumps(saved, indent=1) + "\n")
             (RESULTS / f"{args.out}.md").write_text(render_md(saved))
         return
@@ -593,7 +604,7 @@ def main() -> None:
     key = lambda r: (r["batch"], r["clients"], r["store"], r.get("think_s", 0.0), r.get("clients_in", "threads"))
     done = {key(r) for r in runs}
     # runs without ``clients_in`` were taken before the page's statements were prepared once:
-    # their numbers are the "before" of that change (PAGE_ONLY_BEFORE), not today's code
+    # their numbers are the "before" of that change (PAGE_ONLY_AB), not today's code
     kept = [r for r in _previous_runs(path) if "clients_in" in r and key(r) not in done]
     out = {
         "benchmark": "label_load",
@@ -610,7 +621,8 @@ def main() -> None:
         previous = json.loads(path.read_text())
     except (OSError, ValueError):
         previous = {}
-    for k in ("page_only", "page_only_before"):
+    out["page_only_ab"] = PAGE_ONLY_AB
+    for k in ("page_only",):
         if k in previous:
             out[k] = previous[k]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -636,22 +648,27 @@ def notes(out: dict[str, Any]) -> list[str]:
         "What each label costs the page now: building SQLAlchemy statements cost more CPU than running",
         "them, so the statements of the hand-out and submit path are built once with bound parameters",
         "(`alft/store/batches.py`). The page's own work per label without HTTP (`--page-only`: one",
-        "thread, `next_for` then `submit`, 1,000 labels of a 2,000 batch, CPU ms, interleaved with the",
-        "same script on the code before, commit " + str(out.get("page_only_before", {}).get("commit", "?")) + "):",
+        "thread, `next_for` then `submit`, 1,000 labels of a 2,000 batch, CPU ms, medians of runs",
+        "interleaved one by one with the same script on the code before, commit "
+        + str(out.get("page_only_ab", {}).get("commit_before", "?")) + "):",
         "",
     ]
-    before = out.get("page_only_before") or {}
-    for store, res in (out.get("page_only") or {}).items():
-        b = before.get(store) or {}
-        old = float(np.median(b["per_label_ms"])) if b.get("per_label_ms") else float("nan")
-        new = res["median_per_label_ms"]
-        nxt = float(np.median([r["next"]["mean_ms"] for r in res["repeats"]]))
-        sub = float(np.median([r["submit"]["mean_ms"] for r in res["repeats"]]))
+    ab = out.get("page_only_ab") or {}
+    for store in STORES:
+        if store not in ab:
+            continue
+        b, a = ab[store]["before"], ab[store]["after"]
+        med = {k: (float(np.median(b[k])), float(np.median(a[k]))) for k in b}
+        old, new = med["per_label_ms"]
         lines.append(
-            f"* {store}: **{new:.2f} ms** per label (next {nxt:.2f}, submit {sub:.2f}; median of "
-            f"{len(res['repeats'])}), before {old:.2f} ms (next {float(np.median(b.get('next_mean_ms') or [np.nan])):.2f}, "
-            f"submit {float(np.median(b.get('submit_mean_ms') or [np.nan])):.2f}): {old / new:.1f}x less."
+            f"* {store}: **{new:.2f} ms** per label after (next {med['next_mean_ms'][1]:.2f}, submit "
+            f"{med['submit_mean_ms'][1]:.2f}), {old:.2f} ms before (next {med['next_mean_ms'][0]:.2f}, submit "
+            f"{med['submit_mean_ms'][0]:.2f}), {len(a['per_label_ms'])} runs each: **{old / new:.1f}x less**."
         )
+        res = (out.get("page_only") or {}).get(store)
+        if res:
+            lines.append(f"  A later run of the new code alone ({len(res['repeats'])} repeats): "
+                         f"{res['median_per_label_ms']:.2f} ms per label, load {res['loadavg']}.")
     lines += [
         "",
         "What bounds the latency without pauses: the clients post again at once, so by Little's law a",

@@ -95,6 +95,25 @@ def measured(fn) -> tuple[object, dict]:
     return out, {"wall_s": wall, "cpu_s": cpu, "peak_extra_mib": (_status_kb("VmHWM") - before) / 1024}
 
 
+def fixed_malloc() -> None:
+    """Re-run this script with glibc's mmap threshold fixed (once), so peaks are exact.
+
+    glibc raises its mmap threshold after big frees and then serves big blocks from a heap
+    that stays resident: a later case would reuse those pages unseen by the peak. A fixed
+    threshold keeps every block over 64 KiB an mmap, returned on free. It costs
+    allocation-heavy code time (see the notes of the selection table).
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def labeled_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(labeled, unlabeled) sorted pool ids: ``N_LABELED`` drawn with ``default_rng(seed + 2)``."""
+    labeled = np.sort(np.random.default_rng(seed + 2).choice(n, N_LABELED, replace=False))
+    return labeled, np.setdiff1d(np.arange(n), labeled)
+
+
 def make_pool(n: int, seed: int) -> np.ndarray:
     """float32[n, DIM], unit rows, around N_CENTRES centres of Zipf-like sizes and log-normal
     spreads; built GEN_CHUNK rows at a time so the output is the only big allocation."""
@@ -221,9 +240,7 @@ def run_size(
     t0 = time.perf_counter()
     emb = make_pool(n, seed)
     gen_s = time.perf_counter() - t0
-    rng = np.random.default_rng(seed + 2)
-    labeled = np.sort(rng.choice(n, N_LABELED, replace=False))
-    unlabeled = np.setdiff1d(np.arange(n), labeled)
+    labeled, unlabeled = labeled_split(n, seed)
     log(f"n={n}: pool generated in {gen_s:.1f}s ({emb.nbytes / 2**30:.2f} GiB)")
     plain = QueryInputs(unlabeled=unlabeled, labeled=labeled, embeddings=emb)
     full = None
@@ -414,12 +431,7 @@ def main() -> None:
         print(args.out.with_suffix(".md").read_text())
         return
 
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
-        # glibc raises its mmap threshold after big frees and then serves big blocks from a
-        # heap that stays resident: a later case would reuse those pages unseen by the peak.
-        # A fixed threshold keeps every block over 64 KiB an mmap, returned on free.
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    fixed_malloc()
 
     import faiss
 

@@ -30,7 +30,6 @@ from strategies.selectors import top_k
 
 __all__ = [
     "AUTO_EXACT_BUDGET",
-    "SKETCH_DIM",
     "badge_select",
     "egl",
     "gradient_embedding",
@@ -44,8 +43,6 @@ __all__ = [
     "softmax",
 ]
 
-#: A Khatri-Rao sketch width for ``sketch_dim`` (what the benchmarks run when they time the sketch).
-SKETCH_DIM = 256
 
 # Rows per chunk when building the sketch: keeps each float64 temporary near 32 MB.
 _CHUNK_ELEMS = 2**22
