@@ -236,27 +236,9 @@ def main() -> None:
     jobs = [(args.dataset, st, seed, args.budget, args.batch, args.initial, args.work, tuple(args.set))
             for st in args.strategies for seed in args.seeds]
     cfg = campaign_config(*jobs[0])
-    _embed_once(cfg)  # workers then find every vector in the shared cache
-    if args.jobs > 1:
-        import multiprocessing as mp
-        import os
-
-        # one BLAS/OpenMP thread per worker: --jobs workers on as many cores, no oversubscription
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = "1"
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
-            futures = [ex.submit(_one, job) for job in jobs]
-            for fut in as_completed(futures):
-                strategy, seed, curve, secs = fut.result()
-                curves.setdefault(strategy, {})[seed] = curve
-                _report(strategy, seed, curve, secs)
-    else:
-        for job in jobs:
-            strategy, seed, curve, secs = _one(job)
-            curves.setdefault(strategy, {})[seed] = curve
-            _report(strategy, seed, curve, secs)
+    for _, (strategy, seed, curve, secs) in run_campaigns(list(enumerate(jobs)), args.jobs):
+        curves.setdefault(strategy, {})[seed] = curve
+        _report(strategy, seed, curve, secs)
     curves = {st: dict(sorted(curves[st].items())) for st in args.strategies}
     name = f"learning_curve_{args.dataset}{suffix}"
     previous = args.out / f"{name}.json"
@@ -301,6 +283,30 @@ def main() -> None:
     (args.out / f"{name}.md").write_text(md + "\n")
     plot(curves, reference, args.out / f"{name}.png", f"{args.dataset}: head trainer, {len(args.seeds)} seeds")
     print(md)
+
+
+def run_campaigns(tagged_jobs: list[tuple], workers: int):
+    """Run ``(tag, job)`` campaigns (``_one``'s jobs), ``workers`` at a time; yields
+    ``(tag, (strategy, seed, curve, seconds))`` as each finishes.
+
+    The pool is embedded first, so the workers find every vector in the shared cache.
+    """
+    _embed_once(campaign_config(*tagged_jobs[0][1]))
+    if workers <= 1:
+        for tag, job in tagged_jobs:
+            yield tag, _one(job)
+        return
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # one BLAS/OpenMP thread per worker: `workers` processes on as many cores, no oversubscription
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        futures = {ex.submit(_one, job): tag for tag, job in tagged_jobs}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
 
 
 def _embed_once(cfg) -> None:

@@ -222,6 +222,7 @@ def cluster_select(
     weight_by_size: bool = False,
     n_clusters: int | None = None,
     chunk_rows: int | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> Selection:
     """Cluster the candidates with FAISS k-means, then take ``k`` examples cluster by cluster.
 
@@ -242,6 +243,9 @@ def cluster_select(
 
     Ties left after that go to the lower pool id. The batch is ordered round-robin: every
     cluster's first pick (largest cluster first), then every second pick, and so on.
+    ``sample_weights`` (float[m], row positions; finite, >= 0, not all 0) makes it weighted
+    k-means: each centroid is its members' weighted mean, so the centroids, and the picks
+    nearest them, move toward heavy candidates (``two_stage``'s ``weighted`` option).
     Memory: ``O(m)`` plus the training sample and one block; never ``[m, m]``.
     """
     faiss = _faiss()
@@ -250,8 +254,12 @@ def cluster_select(
     if pick not in PICKS:
         raise InvalidInputError(f"pick must be one of {PICKS}, got {pick!r}")
     m = inputs.n_candidates
+    if sample_weights is not None:
+        sample_weights = _check_sample_weights(sample_weights, m)
     c = min(int(n_clusters) if n_clusters is not None else k, m)
     info: dict = {"n_clusters": c, "pick": pick, "weight_by_size": bool(weight_by_size)}
+    if sample_weights is not None:
+        info["sample_weights"] = True
     if k == m:
         return Selection(rows=np.arange(m), info={**info, "empty_clusters": 0})
     blocks = CandidateBlocks(inputs.embeddings, inputs.unlabeled, chunk_rows)
@@ -272,7 +280,12 @@ def cluster_select(
         min_points_per_centroid=1,  # small pools are fine here; silences FAISS's stderr warning
         verbose=False,
     )
-    km.train(train_x)
+    if sample_weights is None:
+        km.train(train_x)
+    else:
+        # train_pos are sorted positions (pool-id order); the weights come in row order
+        w_train = sample_weights[blocks.rows[train_pos]]  # [n_train]
+        km.train(train_x, weights=np.ascontiguousarray(w_train, dtype=np.float32))
     del train_x
     centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)  # [c, d]
 
@@ -311,6 +324,22 @@ def cluster_select(
     rows = blocks.to_rows(picked[out_order])
     info["empty_clusters"] = int((sizes == 0).sum())
     return Selection(rows=rows, info=info)
+
+
+def _check_sample_weights(weights: np.ndarray, m: int) -> np.ndarray:
+    """``weights`` as float64[m] (row positions), or InvalidInputError naming what is wrong."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (m,):
+        raise InvalidInputError(f"k-means sample weights must be [m={m}], got shape {w.shape}")
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if bad.size:
+        raise InvalidInputError(
+            f"k-means sample weights must be finite and >= 0: {bad.size} of {m} are not "
+            f"(first at row {int(bad[0])}: {float(w[bad[0]])!r})"
+        )
+    if not w.any():
+        raise InvalidInputError(f"k-means sample weights are all 0 ({m} candidates)")
+    return w
 
 
 def kmeans_select(

@@ -15,6 +15,7 @@ from numbers import Real
 import numpy as np
 
 from strategies.base import InvalidInputError, QueryInputs, Selection, Strategy
+from strategies.diversity import cluster_select
 from strategies.registry import (
     StrategyOptionError,
     UnknownStrategyError,
@@ -52,12 +53,16 @@ def two_stage_select(
     *,
     beta: float,
     diversity: Strategy,
+    weighted: bool = False,
 ) -> Selection:
     """Shortlist then diversify: ``k`` row positions into ``inputs.unlabeled``.
 
     ``scores`` (float64[m], row positions; the first stage's uncertainty) pick the
     ``min(m, ceil(beta * k))`` best rows; ``diversity`` then selects ``k`` among them on
     ``inputs.with_candidates(shortlist)``, and its picks (pool ids) are mapped back to rows.
+    ``weighted``: ``diversity`` is given the shortlist's informativeness as its scores
+    (``scores - min(scores)``, float64[n]: ``1 - gap`` for margin), which weighted k-means
+    uses as sample weights (Zhdanov, 2019); else it is given its own scores.
     """
     if scores is None:
         raise InvalidInputError("two_stage needs the first stage's scores, none were given")
@@ -65,11 +70,19 @@ def two_stage_select(
     n_short = min(m, max(k, math.ceil(beta * k)))
     shortlist = top_k(scores, inputs, n_short, rng)  # [n] rows, best first
     sub = inputs.with_candidates(shortlist)
-    picked = diversity.select(diversity.score(sub), sub, k, rng)
+    if weighted:
+        # Shifted by the least informative candidate of all m, not of the shortlist, which
+        # would weigh the shortlist's last member 0.
+        w = scores[shortlist] - scores.min()  # [n]
+        picked = diversity.select(w if w.any() else None, sub, k, rng)  # all tied: unweighted
+    else:
+        picked = diversity.select(diversity.score(sub), sub, k, rng)
     # sub.unlabeled[j] == inputs.unlabeled[shortlist[j]]: pool id -> j -> row.
     order = np.argsort(sub.unlabeled)
     j = order[np.searchsorted(sub.unlabeled[order], picked.pool_ids)]  # [k]
     info: dict = {"shortlist": int(n_short)}
+    if weighted:
+        info["weighted"] = True
     if picked.info:
         info["diversity_info"] = dict(picked.info)
     return Selection(rows=shortlist[j], info=info)
@@ -110,10 +123,13 @@ def _scoring_part(hybrid: str, option: str, name) -> Strategy:
 
 @register(
     "two_stage",
-    "the beta*k most uncertain candidates, then a diversity selector among them",
+    "the beta*k most uncertain candidates, then a diversity selector among them "
+    "(optionally k-means weighted by their uncertainty)",
     frozenset({"probs", "embeddings"}),
 )
-def _two_stage(score: str = "margin", beta: float = 5.0, diversity: str = "kmeans") -> Strategy:
+def _two_stage(
+    score: str = "margin", beta: float = 5.0, diversity: str = "kmeans", weighted: bool = False
+) -> Strategy:
     first = _scoring_part("two_stage", "score", score)
     if isinstance(beta, bool) or not isinstance(beta, Real) or not (
         math.isfinite(beta) and beta >= 1
@@ -129,13 +145,29 @@ def _two_stage(score: str = "margin", beta: float = 5.0, diversity: str = "kmean
         second = get_strategy(diversity)
     except UnknownStrategyError as err:
         raise StrategyOptionError(f"two_stage option diversity: {err}") from None
+    if not isinstance(weighted, bool):
+        raise StrategyOptionError(f"two_stage option weighted must be true or false, got {weighted!r}")
+    if weighted:
+        if diversity != "kmeans":
+            raise StrategyOptionError(
+                f"two_stage option weighted needs diversity: kmeans (weighted k-means), got {diversity!r}"
+            )
+        second = Strategy(name="kmeans", selector=_weighted_kmeans, needs=second.needs)
     needs = get_spec(score).needs | get_spec(diversity).needs
     return Strategy(
         name="two_stage",
         scorer=first.score,
-        selector=partial(two_stage_select, beta=float(beta), diversity=second),
+        selector=partial(two_stage_select, beta=float(beta), diversity=second, weighted=weighted),
         needs=needs,
     )
+
+
+def _weighted_kmeans(
+    scores: np.ndarray | None, inputs: QueryInputs, k: int, rng: np.random.Generator
+) -> Selection:
+    """``kmeans`` with its default options, ``scores`` (float64[m], row positions) as the
+    sample weights (None: unweighted)."""
+    return cluster_select(None, inputs, k, rng, sample_weights=scores)
 
 
 @register(

@@ -110,6 +110,42 @@ def test_weight_by_size_gives_big_clusters_more_picks():
     assert np.bincount(equal.pool_ids // 30, minlength=2).tolist() == [2, 2]
 
 
+@pytest.mark.parametrize("order", ["ascending", "reversed", "shuffled"])
+def test_sample_weights_follow_row_order_whatever_the_pool_id_order(order):
+    # Pool ids 0..4 at 0, 10, 20, 30, 40 degrees; one centroid. All the weight on the row
+    # holding pool id 4 puts the centroid on it, in whatever order the candidates come.
+    ids = np.arange(5)
+    if order == "reversed":
+        ids = ids[::-1].copy()
+    elif order == "shuffled":
+        ids = np.array([3, 0, 4, 1, 2])
+    inputs = QueryInputs(unlabeled=ids, embeddings=circle([0, 10, 20, 30, 40]))
+    w = np.where(ids == 4, 1.0, 0.0)  # [5] row positions
+    sel = cluster_select(None, inputs, 1, np.random.default_rng(0), sample_weights=w)
+    assert ids[sel.rows].tolist() == [4]
+    assert sel.info["sample_weights"] is True
+    plain = cluster_select(None, inputs, 1, np.random.default_rng(0))
+    assert ids[plain.rows].tolist() == [2]  # the mean direction, 20 degrees
+
+
+@pytest.mark.parametrize(
+    ("weights", "fragment"),
+    [
+        (np.ones(4), "must be [m=5], got shape (4,)"),
+        (np.array([1.0, -0.5, 1.0, 1.0, 1.0]), "1 of 5 are not (first at row 1: -0.5)"),
+        (np.array([1.0, 1.0, np.inf, np.nan, 1.0]), "2 of 5 are not (first at row 2: inf)"),
+        (np.zeros(5), "all 0 (5 candidates)"),
+    ],
+)
+def test_bad_sample_weights_name_the_problem(weights, fragment):
+    from strategies import InvalidInputError
+
+    inputs = QueryInputs(unlabeled=np.arange(5), embeddings=circle([0, 10, 20, 30, 40]))
+    with pytest.raises(InvalidInputError) as err:
+        cluster_select(None, inputs, 2, np.random.default_rng(0), sample_weights=weights)
+    assert fragment in str(err.value)
+
+
 def test_more_clusters_than_k_weighted_covers_the_big_modes():
     # clusters of 40, 30, 20, 10, k=4 weighted by size: quotas 1.6, 1.2, 0.8, 0.4, floors
     # 1, 1, 0, 0, the two seats left to the largest remainders (0.8, then 0.6)

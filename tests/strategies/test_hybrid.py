@@ -192,3 +192,75 @@ def test_two_stage_needs_are_the_union_of_its_parts():
 def test_two_stage_options_are_checked(options, match):
     with pytest.raises(StrategyOptionError, match=match):
         get_strategy("two_stage", **options)
+
+
+# ------------------------------------------------------------------ weighted two_stage
+
+
+def _arc(angles_deg, probs):
+    # Unit vectors on a circle (spherical k-means normalises anyway); rows = pool ids 0..n-1.
+    a = np.radians(np.asarray(angles_deg, dtype=np.float64))
+    emb = np.stack([np.cos(a), np.sin(a), np.zeros_like(a)], axis=1).astype(np.float32)
+    n = emb.shape[0]
+    return QueryInputs(
+        unlabeled=np.arange(n, dtype=np.int64),
+        labeled=np.array([], dtype=np.int64),
+        probs=np.asarray(probs, dtype=np.float64),
+        embeddings=emb,
+    )
+
+
+def test_weighted_two_stage_pulls_the_one_centroid_toward_the_uncertain_end():
+    # Five candidates at 0, 10, 20, 30, 40 degrees with gaps 0.9 0.9 0.9 0.9 0.02; beta 5,
+    # k 1: all five are shortlisted and one centroid is fitted. Unweighted, the centroid is
+    # the mean direction, 20 degrees: pool id 2. The weights are score - min score =
+    # 0.9 - gap: 0, 0, 0, 0, 0.88, so the weighted centroid is pool id 4 itself.
+    gaps = np.array([0.9, 0.9, 0.9, 0.9, 0.02])
+    top = (1 + gaps) / 2
+    inputs = _arc([0, 10, 20, 30, 40], np.stack([top, 1 - top], axis=1))
+    plain = get_strategy("two_stage", beta=5.0).query(inputs, 1, np.random.default_rng(0))
+    weighted = get_strategy("two_stage", beta=5.0, weighted=True).query(
+        inputs, 1, np.random.default_rng(0)
+    )
+    assert plain.pool_ids.tolist() == [2]
+    assert weighted.pool_ids.tolist() == [4]
+    assert weighted.info["weighted"] is True
+    assert weighted.info["diversity_info"]["sample_weights"] is True
+
+
+def test_weighted_two_stage_weighs_by_informativeness_not_only_the_top():
+    # Gaps 0.8 0.7 0.6 0.5 0.1 at 0..40 degrees: weights 0.8 - gap = 0, 0.1, 0.2, 0.3, 0.7.
+    # The weighted mean direction is atan2(sum w sin, sum w cos) = 32.35 degrees, nearest
+    # pool id 3 (30 degrees); the top score alone would be pool id 4, the plain mean id 2.
+    gaps = np.array([0.8, 0.7, 0.6, 0.5, 0.1])
+    top = (1 + gaps) / 2
+    inputs = _arc([0, 10, 20, 30, 40], np.stack([top, 1 - top], axis=1))
+    q = get_strategy("two_stage", beta=5.0, weighted=True).query(inputs, 1, np.random.default_rng(0))
+    assert q.pool_ids.tolist() == [3]
+
+
+def test_weighted_two_stage_with_all_scores_tied_is_the_unweighted_one():
+    base, _ = _margin_line(m=30)
+    tied = QueryInputs(
+        unlabeled=base.unlabeled,
+        labeled=base.labeled,
+        probs=np.tile([[0.5, 0.3, 0.2]], (30, 1)),
+        embeddings=base.embeddings,
+    )
+    plain = get_strategy("two_stage", beta=2.0).query(tied, 4, np.random.default_rng(3))
+    weighted = get_strategy("two_stage", beta=2.0, weighted=True).query(
+        tied, 4, np.random.default_rng(3)
+    )
+    np.testing.assert_array_equal(weighted.pool_ids, plain.pool_ids)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"weighted": "yes"}, "weighted must be true or false"),
+        ({"weighted": True, "diversity": "kcenter"}, "weighted needs diversity: kmeans"),
+    ],
+)
+def test_weighted_two_stage_options_are_checked(options, match):
+    with pytest.raises(StrategyOptionError, match=match):
+        get_strategy("two_stage", **options)
