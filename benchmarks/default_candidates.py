@@ -80,14 +80,6 @@ def difference(a: list[float], b: list[float]) -> dict:
     return {"diff": ma - mb, "low": ma - mb - half, "high": ma - mb + half}
 
 
-def per_seed_auc(by_seed: dict[int, list[dict]]) -> list[float]:
-    from alft.campaign.evaluation import normalized_auc
-
-    return [
-        normalized_auc([p["labels"] for p in c], [p["accuracy"] for p in c]) for c in by_seed.values()
-    ]
-
-
 def run_dataset(
     dataset: str, arms: list[str], seeds: list[int], jobs: int, work: Path
 ) -> dict[str, dict[int, list[dict]]]:
@@ -107,15 +99,14 @@ def run_dataset(
 
 
 def tabulate(curves: dict[str, dict[int, list[dict]]]) -> dict:
-    """Summary rows (learning_curve's fields), each arm's AUC per seed and its difference to
-    the default's."""
+    """Summary rows (learning_curve's fields, per-seed AUC included), each arm's seeds and its
+    difference to the default's."""
     curves = {arm: dict(sorted(by_seed.items())) for arm, by_seed in curves.items()}
     table = summarize(curves, [500, 1000, 2000])
-    base = per_seed_auc(curves["default"])
+    base = table["default"]["auc_accuracy_by_seed"]
     for arm, by_seed in curves.items():
-        aucs = per_seed_auc(by_seed)
         table[arm]["seed_list"] = list(by_seed)
-        table[arm]["auc_by_seed"] = aucs
+        aucs = table[arm]["auc_accuracy_by_seed"]
         table[arm]["vs_default"] = None if arm == "default" else difference(aucs, base)
         table[arm]["config"] = {"strategy": ARMS[arm][0], "overrides": list(ARMS[arm][1])}
     return {"summary": table, "curves": curves}
@@ -159,7 +150,7 @@ def plot(results: dict, out: Path) -> None:
         rows = sorted(res["summary"].items(), key=lambda kv: kv[1]["auc_accuracy_mean"])
         for y, (arm, row) in enumerate(rows):
             color = "C3" if arm == "default" else ("C0" if arm.startswith("default") else "C7")
-            ax.scatter(row["auc_by_seed"], [y] * len(row["auc_by_seed"]), s=12, color=color, alpha=0.5)
+            ax.scatter(row["auc_accuracy_by_seed"], [y] * len(row["auc_accuracy_by_seed"]), s=12, color=color, alpha=0.5)
             ax.plot([row["auc_accuracy_mean"]] * 2, [y - 0.3, y + 0.3], color=color, lw=2.5)
         ax.set_yticks(range(len(rows)), [arm for arm, _ in rows], fontsize=8)
         ax.set_xlabel("normalised AUC (accuracy); dots: seeds, bar: mean")

@@ -129,6 +129,7 @@ def summarize(curves: dict[str, dict[int, list[dict]]], checkpoints: list[int]) 
             "seeds": len(by_seed),
             "auc_accuracy_mean": statistics.mean(aucs),
             "auc_accuracy_std": statistics.pstdev(aucs),
+            "auc_accuracy_by_seed": aucs,  # in the curves' seed order
             "auc_macro_f1_mean": statistics.mean(f1_aucs),
             "auc_macro_f1_std": statistics.pstdev(f1_aucs),
             "macro_f1_at": {str(c): (statistics.mean(v), statistics.pstdev(v)) for c, v in f1_at.items() if v},

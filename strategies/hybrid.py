@@ -15,7 +15,6 @@ from numbers import Real
 import numpy as np
 
 from strategies.base import InvalidInputError, QueryInputs, Selection, Strategy
-from strategies.diversity import cluster_select
 from strategies.registry import (
     StrategyOptionError,
     UnknownStrategyError,
@@ -152,7 +151,10 @@ def _two_stage(
             raise StrategyOptionError(
                 f"two_stage option weighted needs diversity: kmeans (weighted k-means), got {diversity!r}"
             )
-        second = Strategy(name="kmeans", selector=_weighted_kmeans, needs=second.needs)
+        # the registered kmeans selector with its options, handed the weights by keyword
+        second = Strategy(
+            name="kmeans", selector=partial(_scores_as_weights, second.selector), needs=second.needs
+        )
     needs = get_spec(score).needs | get_spec(diversity).needs
     return Strategy(
         name="two_stage",
@@ -162,12 +164,12 @@ def _two_stage(
     )
 
 
-def _weighted_kmeans(
-    scores: np.ndarray | None, inputs: QueryInputs, k: int, rng: np.random.Generator
+def _scores_as_weights(
+    select, scores: np.ndarray | None, inputs: QueryInputs, k: int, rng: np.random.Generator
 ) -> Selection:
-    """``kmeans`` with its default options, ``scores`` (float64[m], row positions) as the
-    sample weights (None: unweighted)."""
-    return cluster_select(None, inputs, k, rng, sample_weights=scores)
+    """``select`` (a ``cluster_select`` partial) with ``scores`` (float64[m], row positions)
+    as its k-means sample weights (None: unweighted)."""
+    return select(None, inputs, k, rng, sample_weights=scores)
 
 
 @register(
